@@ -1,0 +1,91 @@
+"""``meterstream up``: everything in one command, on embedded defaults where nothing is configured."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import tempfile
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from processor.config import Settings
+from processor.embedded import EmbeddedKafka, EmbeddedRedis
+from processor.kafka.admin import ensure_topics
+from processor.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+#: The pipeline components ``up`` runs, in start order. Each is a ``meterstream`` subcommand.
+COMPONENTS: list[tuple[str, list[str]]] = [
+    ("processor", ["processor"]),
+]
+
+
+@click.command("up")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where embedded services and components write their logs (default: a temp dir).",
+)
+@click.option("--no-components", is_flag=True, help="Start only the broker, Redis and topics.")
+@click.pass_obj
+def up(settings: Settings, state_dir: Path | None, no_components: bool) -> None:
+    """Start the broker, Redis, topics and the pipeline; run until Ctrl-C."""
+    state_dir = state_dir or Path(tempfile.mkdtemp(prefix="meterstream-up-"))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+
+    with contextlib.ExitStack() as stack:
+        ephemeral: list[str] = []
+        if not settings.kafka_bootstrap:
+            kafka = stack.enter_context(EmbeddedKafka(workdir=state_dir))
+            settings = settings.replace(kafka_bootstrap=kafka.bootstrap)
+            ephemeral.append("Kafka (embedded Tansu, memory storage)")
+        if not settings.redis_url:
+            redis_srv = stack.enter_context(EmbeddedRedis(workdir=state_dir))
+            settings = settings.replace(redis_url=redis_srv.url)
+            ephemeral.append("Redis (embedded Valkey, no persistence)")
+        if ephemeral and len(ephemeral) == 1:
+            # One side ephemeral, the other persistent: they would disagree after the next restart.
+            log.warning(
+                "only %s is embedded and ephemeral; the other side keeps state across restarts. "
+                "Configure both METERSTREAM_KAFKA_BOOTSTRAP and METERSTREAM_REDIS_URL for durable state.",
+                ephemeral[0],
+            )
+
+        for report in ensure_topics(settings):
+            log.info("topic %s", report.line())
+
+        supervisor = Supervisor(settings, state_dir)
+        if not no_components:
+            for name, args in COMPONENTS:
+                supervisor.add(name, *args)
+        supervisor.start_all()
+        stack.callback(supervisor.stop_all)
+
+        click.echo("meterstream is up")
+        click.echo(f"  kafka bootstrap : {settings.kafka_bootstrap}")
+        click.echo(f"  redis           : {settings.redis_url}")
+        click.echo(f"  topic prefix    : {settings.topic_prefix or '(none)'}")
+        click.echo(f"  logs            : {state_dir}")
+        for comp in supervisor.components:
+            click.echo(f"  {comp.name:<16}: running (log {comp.log_path.name})")
+        if ephemeral:
+            click.echo("  state           : EPHEMERAL — " + "; ".join(ephemeral) + " — lost when `up` stops")
+        click.echo("Press Ctrl-C to stop.", nl=True)
+
+        watcher = threading.Thread(target=supervisor.watch, name="supervisor", daemon=True)
+        watcher.start()
+        stop.wait()
+        click.echo("stopping...")

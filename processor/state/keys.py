@@ -1,0 +1,119 @@
+"""Every Redis key meterstream reads or writes, and every TTL, in one place.
+
+Public keys (SPEC §5, a CONTRACT for dashboards) and internal keys (this module's docstrings are what
+docs/redis-keys.md documents). All keys start with the configured prefix (``METERSTREAM_REDIS_PREFIX``,
+default ``ms``). Keys that take part in one atomic step share a Redis Cluster hash tag:
+
+- ``{<meter_id>:<customer_id>}`` — a customer's aggregates and everything the apply step touches;
+- ``{<meter_id>|<digest>}``      — one identifier's claim (dedup + cancellation routing);
+- ``{<meter_id>}``               — the customers index of a meter;
+- ``{<group>}``                  — a consumer group's stored progress.
+
+Identifiers are hashed (:func:`identifier_digest`) so a 100-character identifier costs 16 bytes of key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+
+__all__ = [
+    "BEST_TTL_S",
+    "CANDIDATES_TTL_S",
+    "CLAIM_TTL_S",
+    "DAY_S",
+    "DEDUP_WINDOW_MS",
+    "HOUR_S",
+    "WATERMARK_TTL_S",
+    "Keys",
+    "identifier_digest",
+]
+
+HOUR_S = 3600
+DAY_S = 86_400
+#: Stripe holds an identifier for 24 h after the event holding it was received, and an adjustment can
+#: cancel an event received at most 24 h earlier (or later, for a cancellation that came first).
+DEDUP_WINDOW_MS = 24 * HOUR_S * 1000
+#: A claim only matters for 24 h of *received* time; one hour of slack, plus the processing lag which the
+#: processor adds at write time (a processor catching up after an outage writes claims for old records).
+CLAIM_TTL_S = 25 * HOUR_S
+#: Candidates of a pre-aggregated window / raw `last` bucket are only needed while one of them can still be
+#: cancelled (24 h after the latest was received); the current best is kept separately (BEST_TTL_S).
+CANDIDATES_TTL_S = 25 * HOUR_S
+#: The best (surviving) event of a window must outlive every event that could still land in the window:
+#: timestamps may be up to 35 days before received time, plus a day-long window, plus slack.
+BEST_TTL_S = 37 * DAY_S
+#: Per (meter, customer) applied-offset watermarks guard against re-applying a record after a crash; they
+#: are only consulted for records newer than the stored progress, so 40 days (topic retention) is ample.
+WATERMARK_TTL_S = 40 * DAY_S
+
+
+def identifier_digest(identifier: str) -> str:
+    """A 16-character URL-safe digest of an identifier (96 bits: collisions are not a practical concern)."""
+    raw = hashlib.blake2b(identifier.encode("utf-8"), digest_size=12).digest()
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key builder for one prefix. ``Keys("ms").usage_hour("mtr_1", "cus_1")`` → ``ms:usage:{mtr_1:cus_1}:hour``."""
+
+    prefix: str = "ms"
+
+    # ---- public (SPEC §5) -------------------------------------------------------------------------
+    @property
+    def meters(self) -> str:
+        """HASH meter id → meter JSON (mirror of the compacted ``meters`` topic)."""
+        return f"{self.prefix}:meters"
+
+    def usage_hour(self, meter_id: str, customer: str) -> str:
+        """HASH UTC hour start (unix s) → aggregated value (integer string)."""
+        return f"{self.prefix}:usage:{{{meter_id}:{customer}}}:hour"
+
+    def usage_day(self, meter_id: str, customer: str) -> str:
+        """HASH UTC day start (unix s) → aggregated value (integer string)."""
+        return f"{self.prefix}:usage:{{{meter_id}:{customer}}}:day"
+
+    def customers(self, meter_id: str) -> str:
+        """ZSET customer id → latest event timestamp seen (score)."""
+        return f"{self.prefix}:customers:{{{meter_id}}}"
+
+    # ---- internal ---------------------------------------------------------------------------------
+    @property
+    def meter_names(self) -> str:
+        """HASH event_name → meter id: the reverse index of the registry (one event_name, one meter)."""
+        return f"{self.prefix}:meter-names"
+
+    def claim(self, meter_id: str, identifier: str) -> str:
+        """STRING: who holds an identifier (or a pending cancellation). TTL ≈ CLAIM_TTL_S + lag."""
+        return f"{self.prefix}:id:{{{meter_id}|{identifier_digest(identifier)}}}"
+
+    def watermark(self, meter_id: str, customer: str) -> str:
+        """HASH source ("<topic>/<partition>") → highest offset applied to this customer. TTL WATERMARK_TTL_S."""
+        return f"{self.prefix}:wm:{{{meter_id}:{customer}}}"
+
+    def candidates(self, meter_id: str, customer: str, unit: int) -> str:
+        """HASH identifier → "rank|value|ts": the cancellable events of a pre-aggregated window or of a
+        raw `last` hour. TTL CANDIDATES_TTL_S after the last write."""
+        return f"{self.prefix}:cand:{{{meter_id}:{customer}}}:{unit}"
+
+    def best(self, meter_id: str, customer: str, unit: int) -> str:
+        """STRING "rank|value|ts|identifier": the surviving event of that window / hour. TTL BEST_TTL_S."""
+        return f"{self.prefix}:best:{{{meter_id}:{customer}}}:{unit}"
+
+    def progress(self, group: str) -> str:
+        """HASH "<topic>/<partition>" → next offset to read, stored after each batch is applied."""
+        return f"{self.prefix}:progress:{{{group}}}"
+
+    def stats(self, component: str) -> str:
+        """HASH counter name → value, for the dashboard's pipeline-health panel."""
+        return f"{self.prefix}:stats:{component}"
+
+    def usage_pattern(self, meter_id: str) -> str:
+        """SCAN MATCH pattern over a meter's usage keys (ops tools only; never KEYS)."""
+        return f"{self.prefix}:usage:{{{meter_id}:*"
+
+    def all_pattern(self) -> str:
+        """SCAN MATCH pattern for every key under this prefix (rebuild/cleanup)."""
+        return f"{self.prefix}:*"

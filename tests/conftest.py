@@ -1,0 +1,114 @@
+"""Shared fixtures: a real Kafka-protocol broker and a real Redis, started lazily once per session.
+
+Where the services come from, in order:
+1. ``METERSTREAM_TEST_KAFKA`` / ``METERSTREAM_TEST_REDIS`` name existing services;
+2. otherwise the embedded Tansu broker and Valkey server (the wheels in our dependencies);
+3. ``METERSTREAM_TEST_DOCKER=1`` uses testcontainers (apache/kafka, redis) where a Docker engine runs.
+
+Each test gets its own topic prefix and Redis prefix (``settings`` fixture), so tests never see each
+other's records or keys and need no cleanup between them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from processor.config import Settings, load_settings
+from processor.embedded import EmbeddedKafka, EmbeddedRedis
+from processor.kafka.admin import ensure_topics
+
+pytest_plugins = ["tests.fixtures"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests build settings explicitly; a developer's METERSTREAM_* variables must not leak in."""
+    for name in list(os.environ):
+        if name.startswith("METERSTREAM_") and not name.startswith("METERSTREAM_TEST_"):
+            monkeypatch.delenv(name)
+
+
+def _docker_wanted() -> bool:
+    return os.environ.get("METERSTREAM_TEST_DOCKER") == "1"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("METERSTREAM_TEST_KAFKA"):
+        yield os.environ["METERSTREAM_TEST_KAFKA"]
+        return
+    if _docker_wanted():  # pragma: no cover - needs a Docker engine
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("apache/kafka:3.8.0").with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    with EmbeddedKafka(workdir=tmp_path_factory.mktemp("kafka")) as kafka:
+        yield kafka.bootstrap
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("METERSTREAM_TEST_REDIS"):
+        yield os.environ["METERSTREAM_TEST_REDIS"]
+        return
+    if _docker_wanted():  # pragma: no cover - needs a Docker engine
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer("redis:7.4") as container:
+            host, port = container.get_container_host_ip(), container.get_exposed_port(6379)
+            yield f"redis://{host}:{port}/0"
+        return
+    with EmbeddedRedis(workdir=tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def settings_factory(kafka_bootstrap: str, redis_url: str, unique: str) -> Callable[..., Settings]:
+    """Settings isolated to this test (own topic prefix, Redis prefix and groups), topics created."""
+
+    def make(*, partitions: int = 3, ensure: bool = True, **env: str) -> Settings:
+        base = {
+            "METERSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "METERSTREAM_REDIS_URL": redis_url,
+            "METERSTREAM_TOPIC_PREFIX": f"t{unique}.",
+            "METERSTREAM_REDIS_PREFIX": f"ms{unique}",
+            "METERSTREAM_PROCESSOR_GROUP": f"proc-{unique}",
+            "METERSTREAM_SINK_GROUP": f"sink-{unique}",
+            "METERSTREAM_TOPIC_PARTITIONS": str(partitions),
+        }
+        base.update(env)
+        settings = load_settings(base)
+        if ensure:
+            ensure_topics(settings)
+        return settings
+
+    return make
+
+
+@pytest.fixture
+def settings(settings_factory: Callable[..., Settings]) -> Settings:
+    return settings_factory()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import redis
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from processor.config import Settings
+from processor.embedded import EmbeddedRedis
+from processor.errors import EmbeddedError, TopicDriftError
+from processor.kafka.admin import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+def test_ensure_is_idempotent(settings: Settings) -> None:
+    again = ensure_topics(settings)
+    assert {r.status for r in again} == {"ok"}
+    by_name = {r.name: r for r in again}
+    assert by_name[settings.topic_prefix + "meters"].partitions == 1
+    assert by_name[settings.topic_prefix + "meter-events"].partitions == 3
+
+
+def test_check_only_reports_missing(settings_factory: Callable[..., Settings]) -> None:
+    s = settings_factory(ensure=False)
+    reports = ensure_topics(s, check_only=True)
+    assert {r.status for r in reports} == {"missing"}
+
+
+def test_drift_in_partition_count_is_reported(settings_factory: Callable[..., Settings]) -> None:
+    s = settings_factory(ensure=False)
+    admin = AdminClient(s.kafka_config())
+    admin.create_topics([NewTopic(s.topic_prefix + "meter-events", 2, -1)])[
+        "" + s.topic_prefix + "meter-events"
+    ].result()
+    with pytest.raises(TopicDriftError) as err:
+        ensure_topics(s)
+    assert "meter-events" in str(err.value) and "partitions=2" in str(err.value)
+
+
+def test_embedded_redis_starts_and_stops(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = EmbeddedRedis(workdir=tmp_path).start()
+    client = redis.Redis.from_url(server.url)
+    assert client.ping()
+    server.stop()
+    with pytest.raises(redis.ConnectionError):
+        client.ping()
+
+
+def test_embedded_failure_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(EmbeddedError) as err:
+        EmbeddedRedis(workdir=tmp_path, extra_args=["--no-such-option", "1"]).start(timeout=5)
+    assert "Valkey" in str(err.value)
