@@ -1,0 +1,1 @@
+"""The Stripe sink: forwards ``meter-events-accepted`` to Stripe (see docs/sink.md)."""
