@@ -85,6 +85,12 @@ class Keys:
         """HASH event_name → meter id: the reverse index of the registry (one event_name, one meter)."""
         return f"{self.prefix}:meter-names"
 
+    @property
+    def meters_lock(self) -> str:
+        """STRING lock token: serialises registry writes so the mirror applies records in topic order.
+        Set with NX and a PX expiry (processor/meters/registry.py LOCK_TTL_MS); released by its owner."""
+        return f"{self.prefix}:meters-lock"
+
     def claim(self, meter_id: str, identifier: str) -> str:
         """STRING: who holds an identifier (or a pending cancellation). TTL ≈ CLAIM_TTL_S + lag."""
         return f"{self.prefix}:id:{{{meter_id}|{identifier_digest(identifier)}}}"
