@@ -15,7 +15,13 @@ any of them into a clean message and an exit code, and callers can catch by fami
     │   ├── MeterValidationError    a meter's create/update params break Stripe's rules
     │   ├── MeterNotFoundError      no meter with that id
     │   ├── MeterConflictError      event_name already taken by another meter
-    │   └── EventValidationError    a meter event / adjustment is malformed at the edge
+    │   ├── EventValidationError    a meter event / adjustment is malformed at the edge
+    │   │   └── DuplicateEventError an identifier already used within 24 h (Stripe's 400, not retryable)
+    │   ├── AuthenticationFailedError  401: no key, a wrong key or a bad session token
+    │   │   └── SessionExpiredError v2 meter-event session token expired (401, temporary_session_expired)
+    │   ├── ResourceMissingError    404 resource_missing (also an unknown URL)
+    │   ├── RateLimitedError        429 rate_limit (retry with backoff)
+    │   └── IdempotencyKeyError     Idempotency-Key reused with other parameters (idempotency_error)
     └── SinkError                   forwarding to Stripe failed
         ├── RetryableSinkError      429 / 5xx / connection: try again later
         └── FatalSinkError          Stripe rejected it for good (goes to the DLQ)
@@ -27,18 +33,24 @@ at the adapter that calls the library, with ``raise ... from exc``, so they neve
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationFailedError",
     "BinaryNotFoundError",
     "ConfigError",
+    "DuplicateEventError",
     "EmbeddedError",
     "EventValidationError",
     "FatalSinkError",
+    "IdempotencyKeyError",
     "InvalidRequestError",
     "KafkaDeliveryError",
     "MeterConflictError",
     "MeterNotFoundError",
     "MeterValidationError",
     "MeterstreamError",
+    "RateLimitedError",
+    "ResourceMissingError",
     "RetryableSinkError",
+    "SessionExpiredError",
     "SinkError",
     "StateError",
     "TopicDriftError",
@@ -125,6 +137,60 @@ class MeterConflictError(InvalidRequestError):
 
 class EventValidationError(InvalidRequestError):
     """A meter event or adjustment is malformed where it enters the system (producer, gateway, import)."""
+
+
+class DuplicateEventError(EventValidationError):
+    """An event reuses an identifier held by an accepted event of the last 24 h. Stripe answers 400
+    "An event already exists with identifier ..." with ``Stripe-Should-Retry: false``."""
+
+    should_retry = False
+
+    def __init__(self, identifier: str) -> None:
+        super().__init__(f"An event already exists with identifier {identifier}.", param="identifier")
+        self.identifier = identifier
+
+
+class AuthenticationFailedError(InvalidRequestError):
+    """No credentials, or credentials that are not valid (Stripe answers 401)."""
+
+    http_status = 401
+
+
+class SessionExpiredError(AuthenticationFailedError):
+    """A v2 meter-event session token has expired. The v2 error type makes the SDK raise
+    ``stripe.TemporarySessionExpiredError`` so the caller knows to create a new session."""
+
+    error_type = "temporary_session_expired"
+
+    def __init__(self, message: str = "The meter event session has expired; create a new session.") -> None:
+        super().__init__(message, code="billing_meter_event_session_expired")
+
+
+class ResourceMissingError(InvalidRequestError):
+    """The object a URL or parameter names does not exist (404 ``resource_missing``)."""
+
+    http_status = 404
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message, param=param, code="resource_missing")
+
+
+class RateLimitedError(InvalidRequestError):
+    """Too many requests (429 ``rate_limit``): the client should back off and retry."""
+
+    http_status = 429
+    should_retry = True
+
+    def __init__(
+        self, message: str = "Too many requests hit the API too quickly. Retry with exponential backoff."
+    ) -> None:
+        super().__init__(message, code="rate_limit")
+
+
+class IdempotencyKeyError(InvalidRequestError):
+    """An ``Idempotency-Key`` was reused with different parameters (400 ``idempotency_error``)."""
+
+    error_type = "idempotency_error"
 
 
 class SinkError(MeterstreamError):
