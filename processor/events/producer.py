@@ -1,0 +1,317 @@
+"""The producer SDK services use to publish meter events and cancellations to Kafka.
+
+    from processor import MeterEventProducer, load_settings
+
+    with MeterEventProducer(load_settings()) as events:
+        events.send("api_requests", {"stripe_customer_id": "cus_123", "value": 25})
+
+Why it looks the way it does:
+
+- **Validated at the edge.** Every event goes through :func:`~processor.events.schema.validate_event`
+  before it is queued, so a malformed event raises :class:`EventValidationError` in the caller's code
+  (with Stripe's ``param``) instead of ending up on the error topic minutes later.
+- **Keyed by customer.** ``meter-events`` is keyed by customer id so one customer's events stay in one
+  partition, in order (SPEC §2); cancellations are keyed by the identifier they cancel.
+- **An identifier and a timestamp on every event.** A missing identifier becomes a UUID4 and a missing
+  timestamp the current Unix time, so the event is deduplicated and bucketed the same way however
+  often it is retried or replayed.
+- **Nothing is lost silently.** The client is idempotent with ``acks=all`` (no duplicates from internal
+  retries); delivery reports are collected, and a failure is raised as :class:`KafkaDeliveryError` on
+  the next :meth:`send` or :meth:`flush`, or handed to the ``on_delivery`` callback when one is given.
+  A full local queue is waited out (poll and retry), never turned into a dropped event. :meth:`close`
+  refuses to drop records that are still in flight.
+- **No I/O in the constructor.** The confluent-kafka client is created on the first send, so building
+  a producer in an app factory or at import time never touches the network.
+- **Topics are not auto-created.** A producer writing to a missing topic (a typo in the prefix, topics
+  never ensured) would otherwise create it with the broker's default partitions and configs; here it
+  fails with "Unknown topic or partition" instead. Run ``meterstream topics ensure`` first.
+
+Not thread-hostile, but not a pool either: one producer per process is the intended use (librdkafka
+batches internally); ``send`` may be called from several threads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from processor.config import Settings
+from processor.errors import EventValidationError, KafkaDeliveryError
+from processor.events.schema import validate_cancel, validate_event
+from processor.kafka.clients import producer_config
+from topics import topic_name
+
+__all__ = ["DeliveryCallback", "DeliveryFailure", "MeterEventProducer"]
+
+log = logging.getLogger(__name__)
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+_EVENTS = "meter-events"
+_ADJUSTMENTS = "meter-event-adjustments"
+# How long one wait for queue space lasts when librdkafka's local queue is full (BufferError).
+_QUEUE_FULL_POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class DeliveryFailure:
+    """One record the broker did not acknowledge: enough to tell the user what to resend."""
+
+    topic: str
+    key: str | None
+    identifier: str | None
+    error: str
+
+
+def _dumps(value: Mapping[str, Any]) -> bytes:
+    """Compact JSON in UTF-8 (non-ASCII kept as is: smaller, and what the topic contract says)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _identifier_of(msg: Message) -> str | None:
+    raw = msg.value()
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    ident = value.get("identifier")
+    if ident is None and isinstance(value.get("cancel"), dict):
+        ident = value["cancel"].get("identifier")
+    return ident if isinstance(ident, str) else None
+
+
+class MeterEventProducer:
+    """Publishes meter events to ``meter-events`` and cancellations to ``meter-event-adjustments``.
+
+    :param settings: where the cluster is and which topic prefix to use.
+    :param customer_key: the payload key holding the customer id (the meter's
+        ``customer_mapping.event_payload_key``, Stripe's default ``stripe_customer_id``).
+    :param on_delivery: called with ``(err, msg)`` for every delivery report (``err`` is ``None`` on
+        success). When given, the caller owns failures: they are not raised by :meth:`send`/:meth:`flush`.
+    :param kafka_config: extra librdkafka settings layered over the defaults (e.g. ``linger.ms``,
+        ``message.timeout.ms``).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        customer_key: str = "stripe_customer_id",
+        on_delivery: DeliveryCallback | None = None,
+        kafka_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(customer_key, str) or not customer_key:
+            raise EventValidationError("customer_key must be a non-empty string.", param="customer_key")
+        self._settings = settings
+        self.customer_key = customer_key
+        self._customer_param = f"payload[{customer_key}]"
+        self._user_callback = on_delivery
+        self._extra = dict(kafka_config or {})
+        self.events_topic = topic_name(_EVENTS, settings.topic_prefix)
+        self.adjustments_topic = topic_name(_ADJUSTMENTS, settings.topic_prefix)
+        self._producer: Producer | None = None
+        self._lock = threading.Lock()
+        self._failures: list[DeliveryFailure] = []
+        self._failure_count = 0
+        self._fatal: KafkaError | None = None
+
+    # -- public API ---------------------------------------------------------------------------------
+
+    def send(
+        self,
+        event_name: str,
+        payload: Mapping[str, str | int],
+        *,
+        identifier: str | None = None,
+        timestamp: int | None = None,
+        customer: str | None = None,
+    ) -> str:
+        """Queue one meter event and return its identifier (the given one or a new UUID4).
+
+        The Kafka key is ``customer`` or, when not given, ``payload[customer_key]``; when ``customer``
+        is given and the payload lacks the key, it is added (the processor reads the customer from the
+        payload, as Stripe does). Delivery is asynchronous: call :meth:`flush` (or :meth:`close`) to
+        wait for the broker's acknowledgement.
+        """
+        if identifier is None:
+            identifier = str(uuid.uuid4())
+        if timestamp is None:
+            timestamp = int(time.time())
+        value = validate_event(event_name, payload, identifier, timestamp)
+        value["payload"], key = self._customer(value["payload"], customer)
+        self._produce(self.events_topic, key, value)
+        return identifier
+
+    def cancel(self, event_name: str, identifier: str) -> None:
+        """Queue the cancellation of the event ``identifier`` of ``event_name`` (keyed by identifier).
+
+        Stripe's rule applies downstream: it removes the event only if that was received at most 24
+        hours before the cancellation (SPEC §3).
+        """
+        value = validate_cancel(event_name, identifier)
+        self._produce(self.adjustments_topic, identifier, value)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait up to ``timeout`` seconds for every queued record to be acknowledged.
+
+        Returns how many records are still in flight (0: all delivered). Raises
+        :class:`KafkaDeliveryError` when any record since the last check failed (unless an
+        ``on_delivery`` callback owns failures).
+        """
+        producer = self._producer
+        remaining = producer.flush(timeout) if producer is not None else 0
+        self._raise_failures()
+        return int(remaining)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush, then release the client. Raises :class:`KafkaDeliveryError` if a record failed or is
+        still in flight after ``timeout`` (the client is then kept, so ``close`` can be called again)."""
+        remaining = self.flush(timeout)
+        if remaining:
+            raise KafkaDeliveryError(
+                f"{remaining} record(s) were not acknowledged within {timeout:g}s; "
+                f"the broker at {self._settings.kafka_bootstrap} may be unreachable (call close() again to keep waiting)"
+            )
+        self._producer = None
+
+    def __len__(self) -> int:
+        """Records queued or in flight."""
+        return len(self._producer) if self._producer is not None else 0
+
+    def __enter__(self) -> MeterEventProducer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            self.close()
+            return
+        # The block already failed: still try to deliver what it queued, but never hide its exception.
+        try:
+            self.close()
+        except KafkaDeliveryError as close_exc:
+            log.error("while handling %s: %s", exc_type.__name__ if exc_type else "an error", close_exc)
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _customer(self, payload: dict[str, str | int], customer: str | None) -> tuple[dict[str, str | int], str]:
+        in_payload = payload.get(self.customer_key)
+        if customer is not None:
+            if not isinstance(customer, str) or not customer:
+                raise EventValidationError(
+                    "Invalid customer: must be a non-empty string.", param="customer", code="parameter_invalid_empty"
+                )
+            if in_payload is None:
+                payload[self.customer_key] = customer
+            elif str(in_payload) != customer:
+                raise EventValidationError(
+                    f"customer {customer!r} differs from {self._customer_param} {str(in_payload)!r}; "
+                    "pass one or make them equal.",
+                    param="customer",
+                )
+            return payload, customer
+        if in_payload is None or in_payload == "":
+            raise EventValidationError(
+                f"Customer mapping key {self.customer_key} not found in payload.",
+                param=self._customer_param,
+                code="parameter_missing",
+            )
+        return payload, str(in_payload)
+
+    def _client(self) -> Producer:
+        producer = self._producer
+        if producer is not None:
+            return producer
+        with self._lock:
+            if self._producer is None:
+                conf = producer_config(
+                    self._settings,
+                    **{
+                        "allow.auto.create.topics": False,
+                        **self._extra,
+                        "on_delivery": self._on_delivery,
+                        "error_cb": self._on_error,
+                        "logger": logging.getLogger("processor.events.librdkafka"),
+                    },
+                )
+                if self._user_callback is None:
+                    # Only failures need a Python callback; skipping the successful ones saves a call
+                    # per record.
+                    conf.setdefault("delivery.report.only.error", True)
+                self._producer = Producer(conf)
+            return self._producer
+
+    def _produce(self, topic: str, key: str, value: Mapping[str, Any]) -> None:
+        self._raise_failures()
+        producer = self._client()
+        data = _dumps(value)
+        key_bytes = key.encode("utf-8")
+        while True:
+            try:
+                producer.produce(topic, data, key_bytes)
+                break
+            except BufferError:
+                # The local queue is full (the broker is slow or away): serve delivery reports, which
+                # frees space as records are acknowledged or time out, then try the same record again.
+                producer.poll(_QUEUE_FULL_POLL_S)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise EventValidationError(
+                        f"Invalid payload: the event is {len(data)} bytes, more than the broker accepts.",
+                        param="payload",
+                    ) from exc
+                raise KafkaDeliveryError(f"cannot queue a record for {topic}: {exc}") from exc
+        producer.poll(0)
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if self._user_callback is not None:
+            self._user_callback(err, msg)
+            return
+        if err is None:
+            return
+        raw_key = msg.key()
+        key = raw_key.decode("utf-8", "replace") if isinstance(raw_key, bytes) else raw_key
+        self._failure_count += 1
+        if len(self._failures) < 5:
+            self._failures.append(DeliveryFailure(msg.topic() or "?", key, _identifier_of(msg), err.str()))
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            # An idempotent producer that hit a fatal error cannot produce again; remember it so the
+            # next call raises and a fresh client is made.
+            self._fatal = err
+            log.error("Kafka producer fatal error: %s", err.str())
+        else:
+            log.warning("Kafka producer: %s", err.str())
+
+    def _raise_failures(self) -> None:
+        fatal, self._fatal = self._fatal, None
+        if fatal is not None:
+            self._producer = None
+            raise KafkaDeliveryError(f"the Kafka producer failed and was reset: {fatal.str()}")
+        if not self._failure_count:
+            return
+        count, failures = self._failure_count, self._failures
+        self._failure_count, self._failures = 0, []
+        first = failures[0]
+        listed = ", ".join(f.identifier or "?" for f in failures)
+        more = f" (and {count - len(failures)} more)" if count > len(failures) else ""
+        raise KafkaDeliveryError(
+            f"{count} record(s) were not delivered; first error on {first.topic}: {first.error}; "
+            f"identifiers: {listed}{more}. They are safe to resend with the same identifiers."
+        )
