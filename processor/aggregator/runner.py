@@ -1,0 +1,224 @@
+"""The processor's Kafka edge: consume batches, run the engine, produce outputs, store progress.
+
+Order of a batch (each step only after the previous one succeeded):
+1. consume up to ``processor_batch`` records from ``meter-events`` and ``meter-event-adjustments``;
+2. read any new meter records (so a meter created while running takes effect);
+3. engine: claim step, apply step, customers index (Redis, idempotent by record position);
+4. produce accepted records and errors and wait until the broker acknowledged all of them;
+5. store the next offsets in Redis (the truth for resuming) and commit them to Kafka (for lag tools).
+
+A crash between any two steps replays the batch from the stored progress: steps 3 and 4 repeat with the
+same decisions (the claim step remembers which record holds an identifier; the apply step skips offsets
+already applied), so Redis sees every record exactly once and the accepted topic at least once (the sink
+and Stripe deduplicate by identifier).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from processor.aggregator.engine import ADJUSTMENTS, EVENTS, Engine, Output, RawRecord
+from processor.aggregator.meterbook import MeterBook
+from processor.config import Settings
+from processor.errors import KafkaDeliveryError
+from processor.kafka.clients import consumer_config, producer_config
+from processor.state.store import StateStore, connect_redis
+
+__all__ = ["Processor"]
+
+log = logging.getLogger(__name__)
+
+
+class Processor:
+    """One processor instance (a consumer-group member). Constructing it does no I/O."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.prefix = settings.topic_prefix
+        self.topics = {self.prefix + EVENTS: EVENTS, self.prefix + ADJUSTMENTS: ADJUSTMENTS}
+        self.meters = MeterBook()
+        self.stats: Counter[str] = Counter()
+        self._consumer: Consumer | None = None
+        self._meters_consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._store: StateStore | None = None
+        self._engine: Engine | None = None
+        self._delivery_errors: list[str] = []
+        self._assigned: set[tuple[str, int]] = set()
+        self.batches = 0
+
+    # ---- setup -------------------------------------------------------------------------------------
+    def _setup(self) -> Engine:
+        if self._engine is not None:
+            return self._engine
+        s = self.settings
+        client = connect_redis(s.require_redis_url())
+        self._store = StateStore(client, s.redis_prefix)
+        self._producer = Producer(producer_config(s))
+        self._meters_consumer = Consumer(consumer_config(s, f"{s.processor_group}-meters", **{"log_level": 3}))
+        self._meters_consumer.assign([TopicPartition(self.prefix + "meters", 0, OFFSET_BEGINNING)])
+        self._load_meters(initial=True)
+        conf = consumer_config(s, s.processor_group, **{"partition.assignment.strategy": "roundrobin"})
+        self._consumer = Consumer(conf)
+        self._consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._engine = Engine(self._store, self.meters)
+        return self._engine
+
+    def _load_meters(self, initial: bool = False) -> int:
+        """Read new records of the ``meters`` topic. At start, read until it has been quiet for a moment
+        (the embedded broker's high watermarks cannot be trusted, so "caught up" means "nothing new")."""
+        assert self._meters_consumer is not None
+        n = 0
+        quiet_until = time.monotonic() + (1.0 if initial else 0.0)
+        while True:
+            msg = self._meters_consumer.poll(0.2 if initial else 0)
+            if msg is None:
+                if time.monotonic() >= quiet_until:
+                    return n
+                continue
+            if msg.error():
+                continue
+            if self.meters.add_record(msg.timestamp()[1], msg.value()) is not None:
+                n += 1
+            if initial:
+                quiet_until = time.monotonic() + 0.5
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assert self._store is not None
+        stored = self._store.load_progress(self.settings.processor_group)
+        for tp in partitions:
+            key = f"{self.topics[tp.topic]}/{tp.partition}"
+            # Redis progress is the truth: it moves with the state in the same batch. With no stored
+            # progress (new deployment, or Redis lost) start from the beginning: replaying is exact.
+            tp.offset = stored.get(key, OFFSET_BEGINNING)
+            self._assigned.add((tp.topic, tp.partition))
+        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions))
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._assigned.discard((tp.topic, tp.partition))
+        log.info("revoked %d partitions", len(partitions))
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def poll_batch(self, timeout: float = 0.5) -> int:
+        """Consume and fully process one batch; returns how many records it held (0 when idle)."""
+        engine = self._setup()
+        assert self._consumer is not None
+        msgs = self._consumer.consume(self.settings.processor_batch, timeout)
+        records: list[RawRecord] = []
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", err)
+                continue
+            records.append(
+                RawRecord(self.topics[msg.topic()], msg.partition(), msg.offset(), msg.timestamp()[1], msg.value())
+            )
+        if not records:
+            self._load_meters()
+            return 0
+        self._load_meters()
+        out = engine.process(records)
+        self._emit(out)
+        self._commit(out)
+        self.stats.update(out.stats)
+        self.stats["records"] += len(records)
+        self.batches += 1
+        return len(records)
+
+    def _emit(self, out: Output) -> None:
+        assert self._producer is not None
+        accepted = self.prefix + "meter-events-accepted"
+        errors = self.prefix + "meter-event-errors"
+        for key, value in out.accepted:
+            self._produce(accepted, key, value)
+        for ekey, value in out.errors:
+            self._produce(errors, ekey, value)
+        remaining = self._producer.flush(60)
+        if remaining:
+            raise KafkaDeliveryError(f"{remaining} output records were not acknowledged within 60 s")
+        if self._delivery_errors:
+            first, n = self._delivery_errors[0], len(self._delivery_errors)
+            self._delivery_errors.clear()
+            raise KafkaDeliveryError(f"{n} output records failed delivery; first error: {first}")
+
+    def _produce(self, topic: str, key: str | None, value: bytes) -> None:
+        assert self._producer is not None
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
+                return
+            except BufferError:
+                self._producer.poll(0.1)
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._delivery_errors.append(str(err))
+
+    def _commit(self, out: Output) -> None:
+        assert self._store is not None and self._consumer is not None
+        self._store.store_progress(self.settings.processor_group, out.next_offsets)
+        self._store.bump_stats("processor", dict(out.stats))
+        tps = []
+        for key, offset in out.next_offsets.items():
+            base, part = key.rsplit("/", 1)
+            tps.append(TopicPartition(self.prefix + base, int(part), offset))
+        try:
+            self._consumer.commit(offsets=tps, asynchronous=True)
+        except Exception as exc:  # the Kafka commit is informational (lag tools); Redis holds the truth
+            log.debug("offset commit failed: %s", exc)
+
+    def run(self, stop: threading.Event) -> None:
+        """Process until ``stop`` is set; the batch in progress always completes."""
+        self._setup()
+        last_report = time.monotonic()
+        while not stop.is_set():
+            self.poll_batch()
+            if time.monotonic() - last_report > 30:
+                log.info(
+                    "processed %d records in %d batches: %s",
+                    self.stats["records"],
+                    self.batches,
+                    dict(self.stats.most_common(8)),
+                )
+                last_report = time.monotonic()
+
+    def drain(self, idle: float = 2.0, timeout: float = 120.0) -> int:
+        """Process until nothing arrived for ``idle`` seconds after partitions were assigned (tests, bench).
+
+        Returns how many records were processed.
+        """
+        self._setup()
+        deadline = time.monotonic() + timeout
+        total = 0
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            n = self.poll_batch(0.2)
+            total += n
+            if n:
+                quiet_since = None
+            elif self._assigned:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= idle:
+                    return total
+        raise TimeoutError(f"processor did not go idle within {timeout}s ({total} records processed)")
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+        if self._meters_consumer is not None:
+            self._meters_consumer.close()
+        if self._producer is not None:
+            self._producer.flush(30)
+        if self._store is not None:
+            self._store.client.close()
+        self._consumer = self._meters_consumer = self._producer = None
+        self._engine = None

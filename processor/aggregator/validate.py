@@ -1,0 +1,214 @@
+"""SPEC §3 validation of one record, in Stripe's order, as a pure function.
+
+Input is the raw Kafka record (bytes, received time, position); output is either a normalised
+:class:`Event` / :class:`Cancel` or a :class:`Rejected` with Stripe's async error code. Nothing here does
+I/O, so every rule is unit-tested without a broker (tests/unit/test_validate.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from processor.aggregator.meterbook import MeterBook
+from processor.aggregator.values import MAX_SIGNIFICANT_DIGITS, parse_whole, significant_digits
+from processor.meters.model import Meter
+
+__all__ = ["Cancel", "Event", "Rejected", "Source", "default_identifier", "validate_adjustment", "validate_event"]
+
+PAST_LIMIT_S = 35 * 86_400
+FUTURE_LIMIT_S = 300
+MAX_IDENTIFIER = 100
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a record came from. ``topic`` is the catalog (base) name, without the prefix."""
+
+    topic: str
+    partition: int
+    offset: int
+    received_ms: int
+
+    @property
+    def ref(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+@dataclass(frozen=True)
+class Event:
+    source: Source
+    meter: Meter
+    customer: str
+    identifier: str
+    timestamp: int
+    value: int | None  # None for count meters (the value key is never read)
+    payload: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Cancel:
+    source: Source
+    meter: Meter
+    identifier: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    source: Source
+    code: str
+    message: str
+    original: Any  # parsed JSON when it parsed, else the (truncated) text
+    customer: str | None = None
+
+
+def default_identifier(source: Source) -> str:
+    """Deterministic identifier for an event without one: replays and re-imports give the same one."""
+    return f"ms-{source.topic}-{source.partition}-{source.offset}"
+
+
+def _decode(value: bytes | None) -> tuple[Any, str | None]:
+    if value is None:
+        return None, "record has no value"
+    try:
+        return json.loads(value, parse_float=Decimal), None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return None, f"record value is not UTF-8 JSON: {exc.__class__.__name__}"
+
+
+def _preview(value: bytes | None, limit: int = 2048) -> str:
+    if value is None:
+        return ""
+    return value[:limit].decode("utf-8", "replace")
+
+
+def _as_customer(raw: object) -> str | None:
+    if isinstance(raw, str):
+        return raw or None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return str(raw)
+    return None
+
+
+def _stringify(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | Decimal):
+        return str(value)
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+def _jsonable(value: Any) -> Any:
+    """The parsed value with Decimals turned back into JSON numbers (for the error topic)."""
+    return json.loads(json.dumps(value, default=lambda d: float(d) if isinstance(d, Decimal) else str(d)))
+
+
+def _identifier_ok(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_IDENTIFIER
+
+
+def validate_event(value: bytes | None, source: Source, meters: MeterBook) -> Event | Rejected:
+    data, problem = _decode(value)
+    if problem is not None:
+        return Rejected(source, "invalid_event", problem, _preview(value))
+    if not isinstance(data, dict):
+        return Rejected(source, "invalid_event", "record value must be a JSON object", _jsonable(data))
+    name = data.get("event_name")
+    payload = data.get("payload")
+    if not isinstance(name, str) or not name:
+        return Rejected(source, "invalid_event", "event_name must be a non-empty string", _jsonable(data))
+    if not isinstance(payload, dict):
+        return Rejected(source, "invalid_event", "payload must be an object", _jsonable(data))
+    identifier = data.get("identifier")
+    if identifier is not None and not _identifier_ok(identifier):
+        return Rejected(source, "invalid_event", "identifier must be a string of 1 to 100 characters", _jsonable(data))
+    ts_raw = data.get("timestamp")
+    if ts_raw is not None and (isinstance(ts_raw, bool) or not isinstance(ts_raw, int)):
+        return Rejected(source, "invalid_event", "timestamp must be an integer (unix seconds)", _jsonable(data))
+
+    meter = meters.by_event_name(name, source.received_ms)
+    if meter is None:
+        return Rejected(source, "no_meter", f"No active meter was found for event_name {name}.", _jsonable(data))
+    customer = _as_customer(payload.get(meter.customer_key))
+    if not meter.active:
+        return Rejected(
+            source,
+            "archived_meter",
+            f"The meter {meter.id} for event_name {name} is inactive.",
+            _jsonable(data),
+            customer,
+        )
+    if customer is None:
+        return Rejected(
+            source,
+            "meter_event_no_customer_defined",
+            f"Customer mapping key {meter.customer_key} not found in payload.",
+            _jsonable(data),
+        )
+
+    number: int | None = None
+    if meter.formula != "count":
+        raw_value = payload.get(meter.value_key)
+        number = parse_whole(raw_value) if meter.value_key in payload else None
+        if number is None:
+            what = "not found in payload" if meter.value_key not in payload else "is not a whole number"
+            return Rejected(
+                source, "meter_event_invalid_value", f"Value key {meter.value_key} {what}.", _jsonable(data), customer
+            )
+        if significant_digits(number) > MAX_SIGNIFICANT_DIGITS:
+            return Rejected(
+                source,
+                "meter_event_value_too_many_digits",
+                f"The value in the event payload can have at most {MAX_SIGNIFICANT_DIGITS} digits. Received {number}.",
+                _jsonable(data),
+                customer,
+            )
+
+    received_s = source.received_ms // 1000
+    ts = received_s if ts_raw is None else ts_raw
+    if ts < received_s - PAST_LIMIT_S:
+        return Rejected(
+            source, "timestamp_too_far_in_past", "Timestamp must be within the past 35 days.", _jsonable(data), customer
+        )
+    if ts > received_s + FUTURE_LIMIT_S:
+        return Rejected(
+            source,
+            "timestamp_in_future",
+            "Timestamp must not be more than 5 minutes in the future.",
+            _jsonable(data),
+            customer,
+        )
+
+    out_payload = {str(k): _stringify(v) for k, v in payload.items()}
+    out_payload[meter.customer_key] = customer
+    if number is not None:
+        out_payload[meter.value_key] = str(number)
+    return Event(source, meter, customer, identifier or default_identifier(source), ts, number, out_payload)
+
+
+def validate_adjustment(value: bytes | None, source: Source, meters: MeterBook) -> Cancel | Rejected:
+    data, problem = _decode(value)
+    if problem is not None:
+        return Rejected(source, "invalid_event", problem, _preview(value))
+    if not isinstance(data, dict):
+        return Rejected(source, "invalid_event", "record value must be a JSON object", _jsonable(data))
+    name = data.get("event_name")
+    if not isinstance(name, str) or not name:
+        return Rejected(source, "invalid_event", "event_name must be a non-empty string", _jsonable(data))
+    if data.get("type") != "cancel":
+        return Rejected(source, "invalid_event", "type must be 'cancel'", _jsonable(data))
+    cancel = data.get("cancel")
+    identifier = cancel.get("identifier") if isinstance(cancel, dict) else None
+    if not _identifier_ok(identifier):
+        return Rejected(
+            source, "invalid_event", "cancel.identifier must be a string of 1 to 100 characters", _jsonable(data)
+        )
+    assert isinstance(identifier, str)
+    meter = meters.by_event_name(name, source.received_ms)
+    if meter is None:
+        return Rejected(source, "no_meter", f"No meter was found for event_name {name}.", _jsonable(data))
+    return Cancel(source, meter, identifier)

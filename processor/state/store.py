@@ -1,0 +1,214 @@
+"""The Redis edge of the processor: the two Lua steps (claim, apply), stored progress, the customers index.
+
+Works on a standalone server (each step is one script call for a whole batch) and on Redis Cluster (the
+ops of a step are grouped by hash slot, one script call per slot, pipelined per node). Every op of a step
+is idempotent by record position, so the grouping never changes the result — only the round trips.
+
+Redis errors are translated to :class:`~processor.errors.StateError` here, so callers see one error type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster, key_slot
+
+from processor.errors import StateError
+from processor.state.keys import BEST_TTL_S, CANDIDATES_TTL_S, CLAIM_TTL_S, WATERMARK_TTL_S, Keys
+
+__all__ = ["ApplyOp", "ClaimOp", "StateStore", "connect_redis"]
+
+
+def connect_redis(url: str, *, cluster: bool | None = None) -> redis.Redis | RedisCluster:
+    """A client for ``url``; a Redis Cluster client when the server says it is in cluster mode."""
+    try:
+        if cluster is None:
+            probe = redis.Redis.from_url(url, socket_connect_timeout=5)
+            try:
+                cluster = bool(probe.info("cluster").get("cluster_enabled"))
+            finally:
+                probe.close()
+        if cluster:
+            return RedisCluster.from_url(url, decode_responses=False)
+        return redis.Redis.from_url(url, decode_responses=False, socket_keepalive=True)
+    except redis.RedisError as exc:
+        raise StateError(f"cannot connect to Redis: {exc}") from exc
+
+
+@contextlib.contextmanager
+def map_redis_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise StateError(f"Redis failed during {what}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class ClaimOp:
+    """One record's identifier step: ``kind`` 'E' (event) or 'C' (cancellation)."""
+
+    kind: str
+    key: str
+    received_ms: int
+    ref: str
+    customer: str = ""
+    ts: int = 0
+    value: str = ""
+
+
+@dataclass(frozen=True)
+class ApplyOp:
+    """One aggregate change. ``kind``: '+'/'-' additive, 'c+'/'c-' candidate (see apply.lua)."""
+
+    kind: str
+    wm_key: str
+    hour_key: str
+    day_key: str
+    cand_key: str
+    best_key: str
+    src: str
+    offset: int
+    ident: str
+    rank: str
+    value: str
+    ts: int
+    formula: str
+
+
+def _script(name: str) -> str:
+    return resources.files("processor.state").joinpath("lua", name).read_text("utf-8")
+
+
+class StateStore:
+    """Processor state in Redis under one prefix. Constructing it does no I/O."""
+
+    def __init__(self, client: redis.Redis | RedisCluster, prefix: str) -> None:
+        self.client = client
+        self.keys = Keys(prefix)
+        self.cluster = isinstance(client, RedisCluster)
+        self._claim = client.register_script(_script("claim.lua"))
+        self._apply = client.register_script(_script("apply.lua"))
+
+    # ---- grouping ---------------------------------------------------------------------------------
+    def _groups(self, ops: Sequence[Any], first_key: str) -> list[list[Any]]:
+        if not self.cluster:
+            return [list(ops)] if ops else []
+        groups: dict[int, list[Any]] = {}
+        for op in ops:
+            groups.setdefault(key_slot(getattr(op, first_key).encode()), []).append(op)
+        return list(groups.values())
+
+    # ---- claim -------------------------------------------------------------------------------------
+    def claim(self, ops: Sequence[ClaimOp], now_ms: int | None = None) -> list[list[str]]:
+        """Run the identifier step for ``ops``; returns one result list per op, in order (see claim.lua)."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        results: dict[int, list[str]] = {}
+        index = {id(op): i for i, op in enumerate(ops)}
+        calls = []
+        for group in self._groups(ops, "key"):
+            keys: list[str] = []
+            kidx: dict[str, int] = {}
+            args: list[Any] = [len(group)]
+            for op in group:
+                ki = kidx.get(op.key)
+                if ki is None:
+                    keys.append(op.key)
+                    ki = kidx[op.key] = len(keys)
+                lag = max(0, now_ms - op.received_ms)
+                ttl = CLAIM_TTL_S * 1000 + lag
+                args += [op.kind, ki, op.received_ms, op.ref, op.customer, op.ts, op.value, ttl]
+            calls.append((group, keys, args))
+        with map_redis_errors("the claim step"):
+            outs = self._run(self._claim, [(k, a) for _, k, a in calls])
+        for (group, _, _), out in zip(calls, outs, strict=True):
+            for op, res in zip(group, out, strict=True):
+                results[index[id(op)]] = [x.decode() if isinstance(x, bytes) else str(x) for x in res]
+        return [results[i] for i in range(len(ops))]
+
+    # ---- apply -------------------------------------------------------------------------------------
+    def apply(self, ops: Sequence[ApplyOp]) -> int:
+        """Apply aggregate changes (skipping any already applied); returns how many were applied now."""
+        calls = []
+        for group in self._groups(ops, "hour_key"):
+            keys: list[str] = []
+            kidx: dict[str, int] = {}
+
+            def ix(key: str, keys: list[str] = keys, kidx: dict[str, int] = kidx) -> int:
+                if not key:
+                    return 0
+                i = kidx.get(key)
+                if i is None:
+                    keys.append(key)
+                    i = kidx[key] = len(keys)
+                return i
+
+            args: list[Any] = [len(group), CANDIDATES_TTL_S * 1000, BEST_TTL_S * 1000, WATERMARK_TTL_S * 1000]
+            for op in group:
+                args += [
+                    op.kind,
+                    ix(op.wm_key),
+                    ix(op.hour_key),
+                    ix(op.day_key),
+                    ix(op.cand_key),
+                    ix(op.best_key),
+                    op.src,
+                    op.offset,
+                    op.ident,
+                    op.rank,
+                    op.value,
+                    op.ts,
+                    op.formula,
+                ]
+            calls.append((keys, args))
+        with map_redis_errors("the apply step"):
+            outs = self._run(self._apply, calls)
+        return sum(int(o) for o in outs)
+
+    def _run(self, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        if not calls:
+            return []
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return [script(keys=keys, args=args)]
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in calls:
+            script(keys=keys, args=args, client=pipe)
+        return list(pipe.execute())
+
+    # ---- indexes and progress ----------------------------------------------------------------------
+    def touch_customers(self, latest: dict[tuple[str, str], int]) -> None:
+        """Raise each (meter, customer)'s score in the customers index to the latest timestamp seen."""
+        if not latest:
+            return
+        with map_redis_errors("the customers index update"):
+            pipe = self.client.pipeline(transaction=False)
+            for (meter_id, customer), ts in latest.items():
+                pipe.zadd(self.keys.customers(meter_id), {customer: ts}, gt=True)
+            pipe.execute()
+
+    def load_progress(self, group: str) -> dict[str, int]:
+        """Stored next offsets, ``"<topic>/<partition>" → offset``."""
+        with map_redis_errors("loading progress"):
+            raw = self.client.hgetall(self.keys.progress(group))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def store_progress(self, group: str, offsets: dict[str, int]) -> None:
+        if not offsets:
+            return
+        with map_redis_errors("storing progress"):
+            self.client.hset(self.keys.progress(group), mapping=offsets)  # type: ignore[arg-type]
+
+    def bump_stats(self, component: str, counts: dict[str, int]) -> None:
+        if not counts:
+            return
+        with map_redis_errors("updating stats"):
+            pipe = self.client.pipeline(transaction=False)
+            for name, n in counts.items():
+                pipe.hincrby(self.keys.stats(component), name, n)
+            pipe.execute()
