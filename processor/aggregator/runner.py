@@ -119,9 +119,9 @@ class Processor:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err)
                 continue
-            records.append(
-                RawRecord(self.topics[msg.topic()], msg.partition(), msg.offset(), msg.timestamp()[1], msg.value())
-            )
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None and partition is not None and offset is not None
+            records.append(RawRecord(self.topics[topic], partition, offset, msg.timestamp()[1], msg.value()))
         if not records:
             self._load_meters()
             return 0

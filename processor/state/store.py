@@ -17,7 +17,8 @@ from importlib import resources
 from typing import Any
 
 import redis
-from redis.cluster import RedisCluster, key_slot
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from processor.errors import StateError
 from processor.state.keys import BEST_TTL_S, CANDIDATES_TTL_S, CLAIM_TTL_S, WATERMARK_TTL_S, Keys
@@ -196,7 +197,7 @@ class StateStore:
         """Stored next offsets, ``"<topic>/<partition>" → offset``."""
         with map_redis_errors("loading progress"):
             raw = self.client.hgetall(self.keys.progress(group))
-        return {k.decode(): int(v) for k, v in raw.items()}
+        return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
 
     def store_progress(self, group: str, offsets: dict[str, int]) -> None:
         if not offsets:

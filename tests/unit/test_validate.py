@@ -1,0 +1,120 @@
+"""SPEC §3 validation order and codes, without a broker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from processor.aggregator.meterbook import MeterBook
+from processor.aggregator.validate import Cancel, Event, Rejected, Source, validate_adjustment, validate_event
+from processor.meters.model import Meter
+
+R_MS = 1_800_000_000_000
+R_S = R_MS // 1000
+
+
+def book() -> MeterBook:
+    b = MeterBook()
+    b.add(0, Meter("mtr_sum", "Sum", "api", "sum", created=1))
+    b.add(0, Meter("mtr_cnt", "Count", "cnt", "count", created=1))
+    b.add(0, Meter("mtr_off", "Off", "off", "sum", created=1).deactivated(5))
+    b.add(R_MS + 1, Meter("mtr_late", "Late", "late", "sum", created=2))
+    return b
+
+
+def run(value: object, *, raw: bytes | None = None) -> Event | Rejected:
+    data = raw if raw is not None else json.dumps(value).encode()
+    return validate_event(data, Source("meter-events", 0, 7, R_MS), book())
+
+
+def code(value: object, **kw: bytes) -> str:
+    result = run(value, **kw)
+    return result.code if isinstance(result, Rejected) else "ok"
+
+
+def ev(name: str = "api", **payload: object) -> dict[str, object]:
+    return {"event_name": name, "payload": {"stripe_customer_id": "cus_1", "value": 1, **payload}}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (ev(), "ok"),
+        ([1, 2], "invalid_event"),
+        ({"payload": {}}, "invalid_event"),
+        ({"event_name": "", "payload": {}}, "invalid_event"),
+        ({"event_name": "api", "payload": "x"}, "invalid_event"),
+        ({**ev(), "identifier": ""}, "invalid_event"),
+        ({**ev(), "identifier": "x" * 101}, "invalid_event"),
+        ({**ev(), "timestamp": "123"}, "invalid_event"),
+        ({**ev(), "timestamp": True}, "invalid_event"),
+        (ev("unknown"), "no_meter"),
+        (ev("late"), "no_meter"),  # created after this record was received
+        (ev("off"), "archived_meter"),
+        ({"event_name": "off", "payload": {}}, "archived_meter"),  # archived is checked before the customer
+        ({"event_name": "api", "payload": {"value": 1}}, "meter_event_no_customer_defined"),
+        ({"event_name": "api", "payload": {"stripe_customer_id": "", "value": 1}}, "meter_event_no_customer_defined"),
+        ({"event_name": "api", "payload": {"stripe_customer_id": "c"}}, "meter_event_invalid_value"),
+        (ev(value="1.5"), "meter_event_invalid_value"),
+        (ev(value=True), "meter_event_invalid_value"),
+        (ev(value="abc", stripe_customer_id=""), "meter_event_no_customer_defined"),
+        (ev(value="1.0"), "ok"),
+        (ev(value=1234567890123456), "meter_event_value_too_many_digits"),
+        (ev(value=10**20), "ok"),
+        (ev("cnt", value="abc"), "ok"),  # count never reads the value
+        ({"event_name": "cnt", "payload": {"stripe_customer_id": "c"}}, "ok"),
+        ({**ev(value="1.5"), "timestamp": 1}, "meter_event_invalid_value"),  # value before timestamp
+        ({**ev(), "timestamp": R_S - 35 * 86400}, "ok"),
+        ({**ev(), "timestamp": R_S - 35 * 86400 - 1}, "timestamp_too_far_in_past"),
+        ({**ev(), "timestamp": R_S + 300}, "ok"),
+        ({**ev(), "timestamp": R_S + 301}, "timestamp_in_future"),
+    ],
+)
+def test_validation_order_and_codes(value: object, expected: str) -> None:
+    assert code(value) == expected
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"\xff\xfe", b"", b"[" * 100_000])
+def test_garbage_is_invalid_event(raw: bytes) -> None:
+    assert code(None, raw=raw) == "invalid_event"
+
+
+def test_accepted_event_is_normalised() -> None:
+    result = run({"event_name": "api", "payload": {"stripe_customer_id": 42, "value": " 25.0", "region": "eu"}})
+    assert isinstance(result, Event)
+    assert result.customer == "42"
+    assert result.value == 25
+    assert result.timestamp == R_S
+    assert result.identifier == "ms-meter-events-0-7"
+    assert result.payload == {"stripe_customer_id": "42", "value": "25", "region": "eu"}
+
+
+def test_adjustments() -> None:
+    src = Source("meter-event-adjustments", 1, 3, R_MS)
+    ok = validate_adjustment(b'{"event_name":"api","type":"cancel","cancel":{"identifier":"a"}}', src, book())
+    assert isinstance(ok, Cancel) and ok.identifier == "a" and ok.meter.id == "mtr_sum"
+    for bad, expected in [
+        (b"nope", "invalid_event"),
+        (b'{"event_name":"api","type":"void","cancel":{"identifier":"a"}}', "invalid_event"),
+        (b'{"event_name":"api","type":"cancel","cancel":{}}', "invalid_event"),
+        (b'{"event_name":"zzz","type":"cancel","cancel":{"identifier":"a"}}', "no_meter"),
+    ]:
+        result = validate_adjustment(bad, src, book())
+        assert isinstance(result, Rejected) and result.code == expected
+    # cancellations of an inactive meter's events still apply (docs/semantics.md)
+    off = validate_adjustment(b'{"event_name":"off","type":"cancel","cancel":{"identifier":"a"}}', src, book())
+    assert isinstance(off, Cancel)
+
+
+def test_meter_versions_follow_received_time() -> None:
+    b = MeterBook()
+    m = Meter("mtr_1", "One", "one", "sum", created=1)
+    b.add(1000, m)
+    b.add(2000, m.deactivated(2))
+    b.add(3000, m.reactivated(3))
+    assert b.by_event_name("one", 999) is None
+    assert b.by_event_name("one", 1500).active  # type: ignore[union-attr]
+    assert not b.by_event_name("one", 2500).active  # type: ignore[union-attr]
+    assert b.by_event_name("one", 3000).active  # type: ignore[union-attr]
+    assert b.add_record(5, b"garbage") is None
