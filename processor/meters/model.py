@@ -9,14 +9,52 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
-__all__ = ["FORMULAS", "WINDOWS", "Formula", "Meter", "Window"]
+__all__ = [
+    "DEFAULT_CUSTOMER_KEY",
+    "DEFAULT_VALUE_KEY",
+    "FORMULAS",
+    "WINDOWS",
+    "CreateParams",
+    "Formula",
+    "Meter",
+    "Window",
+]
 
 Formula = Literal["sum", "count", "last"]
 Window = Literal["hour", "day"]
 FORMULAS: tuple[str, ...] = ("sum", "count", "last")
 WINDOWS: tuple[str, ...] = ("hour", "day")
+DEFAULT_CUSTOMER_KEY = "stripe_customer_id"
+DEFAULT_VALUE_KEY = "value"
+
+
+class _Aggregation(TypedDict):
+    formula: Formula
+
+
+class _CustomerMapping(TypedDict):
+    event_payload_key: str
+    type: Literal["by_id"]
+
+
+class _ValueSettings(TypedDict):
+    event_payload_key: str
+
+
+class CreateParams(TypedDict):
+    """Stripe's meter create params after validation: every optional part filled with its default.
+
+    Produced by :func:`processor.meters.validation.validate_create_params`; two params that normalise to
+    the same dict describe the same meter (``apply`` compares them this way)."""
+
+    display_name: str
+    event_name: str
+    default_aggregation: _Aggregation
+    event_time_window: Window | None
+    customer_mapping: _CustomerMapping
+    value_settings: _ValueSettings
 
 
 @dataclass(frozen=True)
@@ -26,8 +64,8 @@ class Meter:
     event_name: str
     formula: Formula
     event_time_window: Window | None = None
-    customer_key: str = "stripe_customer_id"
-    value_key: str = "value"
+    customer_key: str = DEFAULT_CUSTOMER_KEY
+    value_key: str = DEFAULT_VALUE_KEY
     status: Literal["active", "inactive"] = "active"
     created: int = 0
     updated: int = 0
@@ -36,6 +74,32 @@ class Meter:
     @property
     def active(self) -> bool:
         return self.status == "active"
+
+    @classmethod
+    def from_create_params(cls, meter_id: str, params: CreateParams, now: int) -> Meter:
+        """A new active meter from validated create params (``created`` = ``updated`` = ``now``)."""
+        return cls(
+            id=meter_id,
+            display_name=params["display_name"],
+            event_name=params["event_name"],
+            formula=params["default_aggregation"]["formula"],
+            event_time_window=params["event_time_window"],
+            customer_key=params["customer_mapping"]["event_payload_key"],
+            value_key=params["value_settings"]["event_payload_key"],
+            created=now,
+            updated=now,
+        )
+
+    def create_params(self) -> CreateParams:
+        """The normalised create params this meter was made from (display_name as it is now)."""
+        return {
+            "display_name": self.display_name,
+            "event_name": self.event_name,
+            "default_aggregation": {"formula": self.formula},
+            "event_time_window": self.event_time_window,
+            "customer_mapping": {"event_payload_key": self.customer_key, "type": "by_id"},
+            "value_settings": {"event_payload_key": self.value_key},
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """Stripe's ``billing.meter`` object."""
@@ -77,8 +141,8 @@ class Meter:
             event_name=str(data["event_name"]),
             formula=formula,
             event_time_window=window,
-            customer_key=str((data.get("customer_mapping") or {}).get("event_payload_key") or "stripe_customer_id"),
-            value_key=str((data.get("value_settings") or {}).get("event_payload_key") or "value"),
+            customer_key=str((data.get("customer_mapping") or {}).get("event_payload_key") or DEFAULT_CUSTOMER_KEY),
+            value_key=str((data.get("value_settings") or {}).get("event_payload_key") or DEFAULT_VALUE_KEY),
             status=status,
             created=int(data.get("created") or 0),
             updated=int(data.get("updated") or 0),
