@@ -25,6 +25,7 @@ any of them into a clean message and an exit code, and callers can catch by fami
     └── SinkError                   forwarding to Stripe failed
         ├── RetryableSinkError      429 / 5xx / connection: try again later
         └── FatalSinkError          Stripe rejected it for good (goes to the DLQ)
+            └── StripeRejectedError a Stripe 4xx answer: keeps http_status and request_id
 
 Foreign exceptions (confluent_kafka.KafkaException, redis.RedisError, stripe.StripeError) are translated
 at the adapter that calls the library, with ``raise ... from exc``, so they never leak past it.
@@ -53,6 +54,7 @@ __all__ = [
     "SessionExpiredError",
     "SinkError",
     "StateError",
+    "StripeRejectedError",
     "TopicDriftError",
     "TopicError",
 ]
@@ -211,3 +213,20 @@ class FatalSinkError(SinkError):
     def __init__(self, message: str, *, stripe_error: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.stripe_error = stripe_error or {}
+
+
+class StripeRejectedError(FatalSinkError):
+    """Stripe answered a sink request with a permanent 4xx. Keeps what the Stripe DLQ record needs
+    (Stripe's error object, the status and the ``Request-Id``) so the record can be traced in Stripe's logs."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stripe_error: dict[str, object] | None = None,
+        http_status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, stripe_error=stripe_error)
+        self.http_status = http_status
+        self.request_id = request_id
