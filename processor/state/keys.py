@@ -116,6 +116,12 @@ class Keys:
         """HASH counter name → value, for the dashboard's pipeline-health panel."""
         return f"{self.prefix}:stats:{component}"
 
+    @property
+    def sink_stripe_meters(self) -> str:
+        """HASH local meter id → JSON ``{"stripe_id", "api_base"}``: the Stripe meter the sink found or
+        created for it. A hint only (verified once per sink process), so it needs no TTL: one field per meter."""
+        return f"{self.prefix}:sink:stripe-meters"
+
     def usage_pattern(self, meter_id: str) -> str:
         """SCAN MATCH pattern over a meter's usage keys (ops tools only; never KEYS)."""
         return f"{self.prefix}:usage:{{{meter_id}:*"
