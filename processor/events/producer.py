@@ -164,6 +164,17 @@ class MeterEventProducer:
         value = validate_cancel(event_name, identifier)
         self._produce(self.adjustments_topic, identifier, value)
 
+    def poll(self, timeout: float = 0.0) -> int:
+        """Serve delivery reports for up to ``timeout`` seconds; returns how many were served.
+
+        :meth:`send` does this on every call; a service that sends rarely can call it from its own loop
+        so failures surface (raised as :class:`KafkaDeliveryError`, or passed to ``on_delivery``) without
+        waiting for the next send.
+        """
+        served = self._producer.poll(timeout) if self._producer is not None else 0
+        self._raise_failures()
+        return int(served)
+
     def flush(self, timeout: float = 30.0) -> int:
         """Wait up to ``timeout`` seconds for every queued record to be acknowledged.
 
@@ -256,6 +267,9 @@ class MeterEventProducer:
             return self._producer
 
     def _produce(self, topic: str, key: str, value: Mapping[str, Any]) -> None:
+        if self._producer is not None:
+            # Serve reports that arrived since the last call, so a failure surfaces on this send.
+            self._producer.poll(0)
         self._raise_failures()
         producer = self._client()
         data = _dumps(value)
