@@ -1,0 +1,189 @@
+"""The real processor against the reference model (tests/model), on hypothesis scenarios.
+
+Each example gets fresh topics, a fresh Redis prefix and a fresh consumer group; its meters are produced to
+the ``meters`` topic with their effective time as the record timestamp, its records to ``meter-events`` /
+``meter-event-adjustments`` with explicit partitions and timestamps (the model's received times), then the
+processor drains everything and Redis, the accepted topic and the error topic are compared with the model.
+Received times sit in the last few days (whole days before today), so nothing is older than a topic's
+retention and every time rule is exercised exactly as in the model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
+from hypothesis import HealthCheck, given, settings
+
+from processor.aggregator.runner import Processor
+from processor.config import Settings
+from processor.kafka.clients import producer_config
+from tests.model.reference import ADJUSTMENTS, DAY_MS, ModelResult, compare, run_model
+from tests.model.strategies import Scenario, scenarios
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 3
+# Day-aligned so bucket boundaries fall as in the model's own examples; the newest received time the
+# strategy can make (base + 5 days) is today's midnight, never the future.
+BASE_MS = (int(time.time() * 1000) // DAY_MS - 5) * DAY_MS
+
+
+def _key(rec_topic: str, value: bytes) -> str | None:
+    """The Kafka key a real producer would use: the customer for events, the identifier for cancellations."""
+    try:
+        obj = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    if rec_topic == ADJUSTMENTS:
+        cancel = obj.get("cancel")
+        ident = cancel.get("identifier") if isinstance(cancel, dict) else None
+        return ident if isinstance(ident, str) else None
+    payload = obj.get("payload")
+    if isinstance(payload, dict):
+        for name in ("stripe_customer_id", "tenant"):
+            if isinstance(payload.get(name), str | int) and not isinstance(payload.get(name), bool):
+                return str(payload[name])
+    return None
+
+
+def _produce(s: Settings, scenario: Scenario) -> None:
+    """Meters first (one partition, topic order = effective order), then every record in offset order; the
+    broker-assigned offsets must be the model's offsets."""
+    producer = Producer(producer_config(s, **{"message.max.bytes": 4_000_000, "linger.ms": 20}))
+    delivered: list[tuple[str, int, int]] = []
+    failures: list[str] = []
+
+    def report(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            failures.append(str(err))
+        else:
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None and partition is not None and offset is not None
+            delivered.append((topic[len(s.topic_prefix) :], partition, offset))
+
+    for version in scenario.meters:
+        m = version.meter
+        producer.produce(
+            s.topic_prefix + "meters",
+            key=m["id"],
+            value=json.dumps(m),
+            partition=0,
+            timestamp=version.effective_ms,
+            on_delivery=report,
+        )
+    for rec in sorted(scenario.records, key=lambda r: r.key):
+        producer.produce(
+            s.topic_prefix + rec.topic,
+            key=_key(rec.topic, rec.value),
+            value=rec.value,
+            partition=rec.partition,
+            timestamp=rec.received_ms,
+            on_delivery=report,
+        )
+    assert producer.flush(60) == 0, "records still queued after 60 s"
+    assert not failures, failures
+    produced = sorted(d for d in delivered if d[0] != "meters")
+    assert produced == sorted(r.key for r in scenario.records), "broker offsets differ from the model's"
+
+
+def _read(s: Settings, base: str, expect: int, *, idle: float = 1.0, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Every record of a topic, by partition assignment (no group join: seconds faster per read), until at
+    least ``expect`` arrived and nothing more for ``idle`` seconds (or 5 s of silence, or ``timeout``)."""
+    name = s.topic_prefix + base
+    consumer = Consumer(s.kafka_config(**{"group.id": f"read-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}))
+    try:
+        parts = consumer.list_topics(name, timeout=10).topics[name].partitions
+        consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in parts])
+        out: list[dict[str, Any]] = []
+        start = last = time.monotonic()
+        while time.monotonic() - start < timeout:
+            for msg in consumer.consume(500, 0.2):
+                if msg.error() is None:
+                    out.append(json.loads(msg.value() or b"null"))
+                    last = time.monotonic()
+            quiet = time.monotonic() - last
+            if (len(out) >= expect and quiet >= idle) or quiet >= 5.0:
+                break
+        return out
+    finally:
+        consumer.close()
+
+
+def _topic_diffs(s: Settings, model: ModelResult) -> list[str]:
+    """Accepted topic = the model's accepted events (+ its resolved cancellations); error topic = the model's
+    rejected records with the model's codes."""
+    diffs: list[str] = []
+    cancels = sum(1 for v in model.outcome.values() if v == "cancel")
+    accepted = _read(s, "meter-events-accepted", len(model.accepted) + cancels)
+    have = Counter((str(a.get("event_name")), str(a.get("identifier"))) for a in accepted if a.get("kind") == "event")
+    want = Counter((e.event_name, e.identifier) for e in model.accepted.values())
+    for pair in sorted((have - want) | (want - have)):
+        diffs.append(f"accepted topic: (event_name, identifier)={pair} processor={have[pair]} model={want[pair]}")
+    have_cancelled = {
+        (str(a.get("event_name")), str(a.get("identifier"))) for a in accepted if a.get("kind") == "cancel"
+    }
+    want_cancelled = {(model.accepted[k].event_name, model.accepted[k].identifier) for k in model.cancelled}
+    for pair in sorted(have_cancelled ^ want_cancelled):
+        diffs.append(
+            f"accepted topic cancel of {pair}: processor={pair in have_cancelled} model={pair in want_cancelled}"
+        )
+
+    rejected = model.rejected()
+    errors = _read(s, "meter-event-errors", len(rejected))
+    got: dict[tuple[str, int, int], str] = {}
+    for err in errors:
+        topic = str(err.get("topic"))
+        topic = topic[len(s.topic_prefix) :] if topic.startswith(s.topic_prefix) else topic
+        source = (topic, int(err.get("partition", -1)), int(err.get("offset", -1)))
+        if source in got:
+            diffs.append(f"error topic: {source} reported twice ({got[source]}, {err.get('code')})")
+        got[source] = str(err.get("code"))
+    for source in sorted(set(got) | set(rejected)):
+        if got.get(source) != rejected.get(source):
+            diffs.append(
+                f"error topic: {source} processor={got.get(source)!r} model={rejected.get(source)!r} "
+                f"(model outcome {model.outcome.get(source)!r})"
+            )
+    return diffs
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(scenario=scenarios(base_ms=BASE_MS, partitions=PARTITIONS, max_events=30, max_cancels=8))
+def test_processor_matches_the_model(
+    settings_factory: Callable[..., Settings], redis_client: redis.Redis, scenario: Scenario
+) -> None:
+    u = uuid.uuid4().hex[:10]
+    s = settings_factory(
+        partitions=PARTITIONS,
+        METERSTREAM_TOPIC_PREFIX=f"p{u}.",
+        METERSTREAM_REDIS_PREFIX=f"pm{u}",
+        METERSTREAM_PROCESSOR_GROUP=f"proc-{u}",
+        METERSTREAM_SINK_GROUP=f"sink-{u}",
+    )
+    model = run_model(scenario.meters, scenario.records)
+    _produce(s, scenario)
+    proc = Processor(s)
+    try:
+        processed = proc.drain(idle=2.0, timeout=120)
+    finally:
+        proc.close()
+    diffs = compare(model, redis_client, s.redis_prefix) + _topic_diffs(s, model)
+    outcomes = Counter(model.outcome.values())
+    assert not diffs, (
+        f"{len(diffs)} difference(s) between the processor and the model "
+        f"(processor drained {processed} records; model outcomes {dict(outcomes)}):\n" + "\n".join(diffs)
+    )
