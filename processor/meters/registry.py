@@ -39,7 +39,7 @@ from processor.errors import MeterConflictError, MeterNotFoundError, StateError
 from processor.logs import mask_secrets
 from processor.meters.listing import paginate
 from processor.meters.model import Meter
-from processor.meters.topic import MeterTopicWriter, read_meters_topic
+from processor.meters.topic import DELIVERY_TIMEOUT_S, MeterTopicWriter, read_meters_topic
 from processor.meters.validation import validate_create_params, validate_update_params
 from processor.state.keys import Keys
 
@@ -112,10 +112,12 @@ class SyncReport:
 class MeterRegistry:
     """Create, read and change meters. Thread-safe; connects lazily (the constructor does no I/O)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, delivery_timeout: float = DELIVERY_TIMEOUT_S) -> None:
+        if not 0 < delivery_timeout <= DELIVERY_TIMEOUT_S:
+            raise ValueError(f"delivery_timeout must be in (0, {DELIVERY_TIMEOUT_S}] to stay within the lock TTL")
         self._settings = settings
         self._keys = Keys(settings.redis_prefix)
-        self._writer = MeterTopicWriter(settings)
+        self._writer = MeterTopicWriter(settings, delivery_timeout)
         self._client: redis.Redis | None = None
         self._init_lock = threading.Lock()
 

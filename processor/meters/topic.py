@@ -58,9 +58,10 @@ class MeterTopicWriter:
     The producer is created on first use (the constructor does no I/O) and reused afterwards.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, delivery_timeout: float = DELIVERY_TIMEOUT_S) -> None:
         self._settings = settings
         self._topic = meters_topic(settings)
+        self._timeout = delivery_timeout
         self._producer: Producer | None = None
 
     def write(self, meter: Meter) -> None:
@@ -71,7 +72,7 @@ class MeterTopicWriter:
         """
         if self._producer is None:
             self._producer = Producer(
-                producer_config(self._settings, **{"message.timeout.ms": int(DELIVERY_TIMEOUT_S * 1000)})
+                producer_config(self._settings, **{"message.timeout.ms": int(self._timeout * 1000)})
             )
         errors: list[KafkaError] = []
         delivered: list[Message] = []
@@ -86,17 +87,17 @@ class MeterTopicWriter:
             self._producer.produce(self._topic, key=meter.id, value=meter.to_json(), on_delivery=on_delivery)
         except (BufferError, KafkaException) as exc:
             raise KafkaDeliveryError(f"cannot produce meter {meter.id} to {self._topic}: {exc}") from exc
-        remaining = self._producer.flush(DELIVERY_TIMEOUT_S + 5.0)
+        remaining = self._producer.flush(self._timeout + 5.0)
         if errors:
             raise KafkaDeliveryError(f"meter {meter.id} was not acknowledged by {self._topic}: {errors[0].str()}")
         if remaining or not delivered:
             raise KafkaDeliveryError(
-                f"meter {meter.id} was not acknowledged by {self._topic} within {DELIVERY_TIMEOUT_S:.0f} s"
+                f"meter {meter.id} was not acknowledged by {self._topic} within {self._timeout:g} s"
             )
 
     def close(self) -> None:
         if self._producer is not None:
-            self._producer.flush(DELIVERY_TIMEOUT_S)
+            self._producer.flush(self._timeout)
             self._producer = None
 
 
