@@ -150,8 +150,8 @@ class MeterEventProducer:
             identifier = str(uuid.uuid4())
         if timestamp is None:
             timestamp = int(time.time())
-        value = validate_event(event_name, payload, identifier, timestamp)
-        value["payload"], key = self._customer(value["payload"], customer)
+        value = validate_event(event_name, self._with_customer(payload, customer), identifier, timestamp)
+        key = self._key(value["payload"], customer)
         self._produce(self.events_topic, key, value)
         return identifier
 
@@ -219,29 +219,35 @@ class MeterEventProducer:
 
     # -- internals ----------------------------------------------------------------------------------
 
-    def _customer(self, payload: dict[str, str | int], customer: str | None) -> tuple[dict[str, str | int], str]:
+    def _with_customer(self, payload: Mapping[str, str | int], customer: str | None) -> Mapping[str, str | int]:
+        """``payload`` with ``customer`` under the customer key when it is not there yet (validated first,
+        so an event carrying only the customer is valid)."""
+        if customer is None:
+            return payload
+        if not isinstance(customer, str) or not customer:
+            raise EventValidationError(
+                "Invalid customer: must be a non-empty string.", param="customer", code="parameter_invalid_empty"
+            )
+        if isinstance(payload, Mapping) and self.customer_key not in payload:
+            return {**payload, self.customer_key: customer}
+        return payload
+
+    def _key(self, payload: Mapping[str, str | int], customer: str | None) -> str:
+        """The record key: the customer id, which must agree with the payload's customer key."""
         in_payload = payload.get(self.customer_key)
-        if customer is not None:
-            if not isinstance(customer, str) or not customer:
-                raise EventValidationError(
-                    "Invalid customer: must be a non-empty string.", param="customer", code="parameter_invalid_empty"
-                )
-            if in_payload is None:
-                payload[self.customer_key] = customer
-            elif str(in_payload) != customer:
-                raise EventValidationError(
-                    f"customer {customer!r} differs from {self._customer_param} {str(in_payload)!r}; "
-                    "pass one or make them equal.",
-                    param="customer",
-                )
-            return payload, customer
         if in_payload is None or in_payload == "":
             raise EventValidationError(
                 f"Customer mapping key {self.customer_key} not found in payload.",
                 param=self._customer_param,
                 code="parameter_missing",
             )
-        return payload, str(in_payload)
+        if customer is not None and str(in_payload) != customer:
+            raise EventValidationError(
+                f"customer {customer!r} differs from {self._customer_param} {str(in_payload)!r}; "
+                "pass one or make them equal.",
+                param="customer",
+            )
+        return str(in_payload)
 
     def _client(self) -> Producer:
         producer = self._producer
