@@ -1,0 +1,202 @@
+"""The processor against the real broker and Redis: exact aggregates, outputs, restarts."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from processor.aggregator.runner import Processor
+from processor.config import Settings
+from processor.meters.model import Meter
+from tests.pipeline import (
+    cancel_value,
+    event_value,
+    make_workload,
+    producer,
+    put_meters,
+    put_workload,
+    reference_state,
+    usage_snapshot,
+)
+
+pytestmark = pytest.mark.integration
+
+NOW = int(time.time())
+NOW_MS = NOW * 1000
+H = NOW - NOW % 3600
+D = NOW - NOW % 86400
+
+
+@pytest.fixture
+def run_processor(settings: Settings) -> Iterator[Callable[..., Processor]]:
+    procs: list[Processor] = []
+
+    def run(s: Settings | None = None) -> Processor:
+        proc = Processor(s or settings)
+        procs.append(proc)
+        try:
+            proc.drain(idle=1.5, timeout=120)
+        finally:
+            proc.close()  # leave the group now, so the next instance is assigned at once
+        return proc
+
+    yield run
+    for p in procs:
+        p.close()
+
+
+def _send(settings: Settings, events: list[tuple[str, bytes, int]], cancels: list[tuple[str, bytes, int]] = []) -> None:  # noqa: B006
+    p = producer(settings)
+    for key, value, r in events:
+        p.produce(settings.topic_prefix + "meter-events", key=key, value=value, timestamp=r)
+    for key, value, r in cancels:
+        p.produce(settings.topic_prefix + "meter-event-adjustments", key=key, value=value, timestamp=r)
+    assert p.flush(30) == 0
+
+
+METERS = [
+    Meter("mtr_sum", "S", "api", "sum", created=1),
+    Meter("mtr_cnt", "C", "cnt", "count", created=1),
+    Meter("mtr_last", "L", "gauge", "last", created=1),
+    Meter("mtr_preh", "P", "preh", "sum", "hour", created=1),
+    Meter("mtr_pred", "PD", "pred", "count", "day", created=1),
+]
+
+
+def test_every_formula_and_mode(
+    settings: Settings,
+    run_processor: Callable[..., Processor],
+    redis_client: redis.Redis,
+    read_topic: Callable[..., list],
+) -> None:
+    put_meters(settings, METERS, NOW_MS - 3_600_000)
+    big = 10**20
+    _send(
+        settings,
+        [
+            ("c1", event_value("api", "c1", 5, "a1", H + 1), NOW_MS),
+            ("c1", event_value("api", "c1", "7", "a2", H + 2), NOW_MS),
+            ("c1", event_value("api", "c1", 9, "a1", H + 3), NOW_MS + 1),  # duplicate of a1
+            ("c1", event_value("api", "c1", "-3", "a3", H - 3600), NOW_MS),  # previous hour, negative
+            ("c1", event_value("api", "c1", "1.5", "a4"), NOW_MS),  # invalid value
+            ("c2", event_value("cnt", "c2", "not read", "k1", H), NOW_MS),
+            ("c2", event_value("cnt", "c2", None, "k2", H), NOW_MS),
+            ("c1", event_value("gauge", "c1", 3, "g1", H + 50), NOW_MS),
+            ("c1", event_value("gauge", "c1", big, "g2", H + 60), NOW_MS),
+            ("c1", event_value("gauge", "c1", 4, "g3", H + 40), NOW_MS + 5),  # earlier timestamp: not last
+            ("c1", event_value("preh", "c1", 100, "p1", H + 10), NOW_MS),
+            ("c1", event_value("preh", "c1", 50, "p2", H + 5), NOW_MS + 1),  # received later: wins
+            ("c1", event_value("pred", "c1", 1, "d1", D + 10), NOW_MS),
+            ("c1", event_value("pred", "c1", 1, "d2", D + 20), NOW_MS + 1),
+            ("c1", b"{not json", NOW_MS),
+        ],
+        [
+            ("p2", cancel_value("preh", "p2"), NOW_MS + 10),  # survivor cancelled → p1 comes back
+            ("a2", cancel_value("api", "a2"), NOW_MS + 10),
+            ("g2", cancel_value("gauge", "g2"), NOW_MS + 10),  # last falls back to g1 (latest remaining ts)
+            ("zz", cancel_value("api", "never-sent"), NOW_MS + 10),
+        ],
+    )
+    run_processor()
+    snap = usage_snapshot(redis_client, settings.redis_prefix)
+    assert snap[":usage:{mtr_sum:c1}:hour"] == {str(H): "5", str(H - 3600): "-3"}
+    assert snap[":usage:{mtr_cnt:c2}:hour"] == {str(H): "2"}
+    assert snap[":usage:{mtr_last:c1}:hour"] == {str(H): "3"}
+    assert snap[":usage:{mtr_preh:c1}:hour"] == {str(H): "100"}
+    assert snap[":usage:{mtr_pred:c1}:day"] == {str(D): "1"}
+    assert snap[":customers:{mtr_sum}"] == {"c1": str(H + 2)}  # a2 was accepted, then cancelled
+
+    accepted = [json.loads(m.value()) for m in read_topic(settings, "meter-events-accepted", expect=15)]
+    kinds = [(a["kind"], a["identifier"]) for a in accepted]
+    assert ("event", "a1") in kinds and kinds.count(("event", "a1")) == 1
+    for ident in ("p2", "a2", "g2"):
+        assert kinds.index(("cancel", ident)) > kinds.index(("event", ident))
+    assert len(accepted) == 15
+    assert ("cancel", "never-sent") not in kinds
+    errors = [json.loads(m.value()) for m in read_topic(settings, "meter-event-errors", expect=2)]
+    assert sorted(e["code"] for e in errors) == ["invalid_event", "meter_event_invalid_value"]
+    assert all({"code", "message", "event", "topic", "partition", "offset"} <= e.keys() for e in errors)
+
+
+def test_cancellation_before_its_event(
+    settings: Settings,
+    run_processor: Callable[..., Processor],
+    redis_client: redis.Redis,
+    read_topic: Callable[..., list],
+) -> None:
+    put_meters(settings, METERS, NOW_MS - 3_600_000)
+    _send(settings, [], [("x1", cancel_value("api", "x1"), NOW_MS)])
+    run_processor()
+    _send(
+        settings,
+        [
+            ("c9", event_value("api", "c9", 11, "x1", H), NOW_MS + 3_600_000),
+            ("c9", event_value("api", "c9", 13, "x2", H), NOW_MS + 3_600_000),
+        ],
+    )
+    run_processor()
+    assert usage_snapshot(redis_client, settings.redis_prefix)[":usage:{mtr_sum:c9}:hour"] == {str(H): "13"}
+    accepted = [json.loads(m.value()) for m in read_topic(settings, "meter-events-accepted", expect=3)]
+    assert [(a["kind"], a["identifier"]) for a in accepted] == [("event", "x1"), ("cancel", "x1"), ("event", "x2")]
+
+
+def test_meter_created_while_running(settings: Settings, redis_client: redis.Redis) -> None:
+    proc = Processor(settings)
+    try:
+        proc.drain(idle=1.0)
+        _send(settings, [("c1", event_value("api", "c1", 1, "before"), int(time.time() * 1000))])
+        proc.drain(idle=1.0)
+        put_meters(settings, METERS[:1], int(time.time() * 1000))
+        _send(settings, [("c1", event_value("api", "c1", 2, "after"), int(time.time() * 1000) + 1000)])
+        proc.drain(idle=1.0)
+    finally:
+        proc.close()
+    assert proc.stats["rejected:no_meter"] == 1
+    values = list(usage_snapshot(redis_client, settings.redis_prefix)[":usage:{mtr_sum:c1}:day"].values())
+    assert values == ["2"]
+
+
+def test_restart_resumes_exactly(
+    settings: Settings, settings_factory: Callable[..., Settings], redis_client: redis.Redis
+) -> None:
+    w = make_workload(4000, seed=3)
+    half = len(w.events) // 2
+    first = type(w)(w.meters, w.events[:half], [c for c in w.cancels if c[2] <= w.events[half][2]])
+    put_workload(settings, first, partitions=3)
+    p1 = Processor(settings)
+    p1.drain(idle=1.0)
+    p1.close()
+    rest = type(w)([], w.events[half:], [c for c in w.cancels if c[2] > w.events[half][2]])
+    p = producer(settings)
+    for key, value, r in rest.events:
+        p.produce(settings.topic_prefix + "meter-events", key=key, value=value, timestamp=r)
+    for key, value, r in rest.cancels:
+        p.produce(settings.topic_prefix + "meter-event-adjustments", key=key, value=value, timestamp=r)
+    assert p.flush(30) == 0
+    p2 = Processor(settings)
+    p2.drain(idle=1.0)
+    p2.close()
+    assert p2.stats["records"] == len(rest.events) + len(rest.cancels)  # nothing read twice after a clean stop
+
+    ref = settings.redis_prefix + "ref"
+    reference_state(settings, ref, partitions=3)
+    assert usage_snapshot(redis_client, settings.redis_prefix) == usage_snapshot(redis_client, ref)
+
+
+def test_replaying_a_batch_changes_nothing(settings: Settings, redis_client: redis.Redis) -> None:
+    """Forget the stored progress (as if the processor crashed right after applying): the replay is a no-op."""
+    put_workload(settings, make_workload(3000, seed=5), partitions=3)
+    p1 = Processor(settings)
+    p1.drain(idle=1.0)
+    p1.close()
+    before = usage_snapshot(redis_client, settings.redis_prefix)
+    redis_client.delete(f"{settings.redis_prefix}:progress:{{{settings.processor_group}}}")
+    p2 = Processor(settings)
+    p2.drain(idle=1.0)
+    p2.close()
+    assert p2.stats["records"] > 0  # it really re-read everything
+    assert usage_snapshot(redis_client, settings.redis_prefix) == before
