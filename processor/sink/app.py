@@ -1,13 +1,264 @@
-"""The sink's faust app (work in progress)."""
+"""The faust-streaming app of ``meterstream sink``: the consumer group, the DLQ producer and the lifecycle.
+
+Faust (on aiokafka) does the Kafka side: it joins the group ``METERSTREAM_SINK_GROUP``, assigns
+partitions, fetches with flow control, produces to the Stripe DLQ and commits offsets. The delivery logic
+is :class:`~processor.sink.engine.SinkEngine`. How they meet:
+
+- the ``intake`` agent reads ``meter-events-accepted`` through a *no-ack* stream and hands each record
+  to the engine, so faust never acknowledges a record just because the agent moved on;
+- the engine acknowledges records to faust (``consumer.ack``) strictly in offset order, once the
+  contiguous prefix of a partition is delivered or dead-lettered. Faust commits acknowledged offsets
+  every second. (Acknowledging in order matters: faust's own gap tracking in ``_new_offset`` can skip
+  an unacknowledged offset when acknowledgements arrive out of order.)
+- rebalances reach the engine through faust's ``on_partitions_revoked`` / ``on_partitions_assigned``
+  signals, and records fetched before a rebalance are recognised by faust's generation id.
+
+Settings for the Tansu broker (SPEC §11): a 6 s session timeout (group joins take ~23 s otherwise),
+no leader topic (``topic_disable_leader``), no topic declaration, no tables or changelogs (memory
+store), no web server. ``consumer_auto_offset_reset="earliest"``: a new group starts at the beginning.
+
+Shutdown on SIGTERM/SIGINT is a drain: intake stops, held records finish (bounded by
+:data:`DRAIN_TIMEOUT_S`), offsets are committed, and only then does faust stop; the process exits 0.
+A fatal error (Stripe refuses the API key, the DLQ cannot be written) stops the sink the same way,
+without acknowledging anything unfinished, and ``run_sink`` raises it (non-zero exit).
+"""
 
 from __future__ import annotations
 
-from processor.config import Settings
-from processor.errors import ConfigError
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import ssl
+import tempfile
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["run_sink"]
+import faust
+import redis.asyncio as aioredis
+from faust.types import TP
+
+from processor.config import Settings
+from processor.errors import ConfigError, KafkaDeliveryError, MeterstreamError, SinkError
+from processor.sink.engine import SinkEngine
+from processor.sink.meters import MeterRegistry
+from processor.sink.metrics import SinkMetrics
+from processor.sink.ratelimit import AsyncRateLimiter
+from processor.sink.stripe_api import StripeGateway
+from processor.state.keys import Keys
+
+__all__ = ["DRAIN_TIMEOUT_S", "SinkService", "broker_credentials", "build_app", "run_sink"]
+
+log = logging.getLogger(__name__)
+
+#: How long a shutdown waits for held records to reach Stripe. Below Kubernetes' default 30 s grace
+#: period, so the commit after the drain happens before a SIGKILL would.
+DRAIN_TIMEOUT_S = 20.0
+#: How often the counters are added to the Redis stats hash.
+METRICS_FLUSH_S = 2.0
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """Faust credentials from the librdkafka security pass-through settings (SPEC §7), or None."""
+    conf = settings.kafka_config()
+    protocol = str(conf.get("security.protocol", "PLAINTEXT")).upper()
+    if protocol == "PLAINTEXT":
+        return None
+    context: ssl.SSLContext | None = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=conf.get("ssl.ca.location"))
+        if conf.get("ssl.certificate.location"):
+            context.load_cert_chain(
+                conf["ssl.certificate.location"], conf.get("ssl.key.location"), conf.get("ssl.key.password")
+            )
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    if protocol not in ("SASL_PLAINTEXT", "SASL_SSL"):
+        raise ConfigError(f"METERSTREAM_KAFKA_SECURITY_PROTOCOL {protocol!r} is not supported by the sink")
+    return faust.SASLCredentials(
+        username=conf.get("sasl.username"),
+        password=conf.get("sasl.password"),
+        mechanism=str(conf.get("sasl.mechanism", "PLAIN")).upper(),
+        ssl_context=context,
+    )
+
+
+def build_app(settings: Settings, datadir: str) -> faust.App:
+    """The faust app, configured for our brokers (see the module docstring)."""
+    bootstrap = settings.kafka_config()["bootstrap.servers"]
+    return faust.App(
+        settings.sink_group,
+        broker=[f"kafka://{host}" for host in bootstrap.split(",")],
+        broker_credentials=broker_credentials(settings),
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.0,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        store="memory://",
+        web_enabled=False,
+        autodiscover=False,
+        stream_wait_empty=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        datadir=datadir,
+        producer_acks=-1,
+    )
+
+
+def _still_assigned(app: faust.App, generation: int | None) -> Callable[[], bool]:
+    """Whether a record fetched under consumer ``generation`` still belongs to this consumer (faust
+    stamps messages with the rebalance generation they were fetched in)."""
+    return lambda: generation is None or generation == app.consumer_generation_id
+
+
+class SinkService:
+    """Wires settings → faust app + engine; :meth:`run` blocks until the sink stopped."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.redis_prefix)
+        self._datadir = tempfile.mkdtemp(prefix="meterstream-sink-")
+        self.app = build_app(settings, self._datadir)
+        self.source = self.app.topic(settings.topic_prefix + "meter-events-accepted")
+        self.dlq = self.app.topic(settings.topic_prefix + "meter-events-stripe-dlq")
+        self.metrics = SinkMetrics(settings.stripe_mode)
+        self.limiter = AsyncRateLimiter(settings.stripe_rate)
+        self.redis = aioredis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
+        self.gateway = StripeGateway(settings, acquire=self.limiter.acquire, on_request=self._count_request)
+        self.registry = MeterRegistry(settings, self.gateway, self.redis)
+        self.engine = SinkEngine(
+            mode=settings.stripe_mode,
+            gateway=self.gateway,
+            registry=self.registry,
+            limiter=self.limiter,
+            metrics=self.metrics,
+            dead_letter=self._dead_letter,
+            ack=self._ack,
+            on_fatal=self._on_fatal,
+        )
+        self._opened = False
+        self._open_lock = asyncio.Lock()
+        self._drained = False
+        self._worker: faust.Worker | None = None
+        self._register()
+
+    # ---- faust wiring -----------------------------------------------------------------------------
+    def _register(self) -> None:
+        app, engine = self.app, self.engine
+
+        async def intake(stream: Any) -> None:
+            await self._open()
+            async for event in stream.noack().events():
+                message = event.message
+                await engine.submit(
+                    (message.topic, message.partition),
+                    message.offset,
+                    message.key,
+                    message.value,
+                    message,
+                    current=_still_assigned(app, message.generation_id),
+                )
+
+        app.agent(self.source, name="meterstream-sink-intake", concurrency=1)(intake)
+
+        async def on_revoked(_sender: Any, /, *args: Any, signal: Any, **_kwargs: Any) -> None:
+            revoked: set[TP] = args[0]
+            engine.revoke({(tp.topic, tp.partition) for tp in revoked})
+
+        async def on_assigned(_sender: Any, /, *args: Any, signal: Any, **_kwargs: Any) -> None:
+            assigned: set[TP] = args[0]
+            engine.assign({(tp.topic, tp.partition) for tp in assigned if tp.topic == self.source.get_topic_name()})
+
+        app.on_partitions_revoked.connect(on_revoked)
+        app.on_partitions_assigned.connect(on_assigned)
+
+        async def flush_metrics() -> None:
+            await self._flush_metrics()
+
+        app.timer(METRICS_FLUSH_S, name="meterstream-sink-metrics")(flush_metrics)
+
+    async def _open(self) -> None:
+        async with self._open_lock:
+            if not self._opened:
+                await self.gateway.open()
+                await self.engine.start()
+                self._opened = True
+                log.info(
+                    "sink forwarding %s to %s in %s mode at <= %s requests/s",
+                    self.source.get_topic_name(),
+                    self.settings.stripe_api_base,
+                    self.settings.stripe_mode,
+                    self.settings.stripe_rate,
+                )
+
+    def _ack(self, message: Any) -> None:
+        self.app.consumer.ack(message)
+
+    async def _dead_letter(self, customer: str, value: bytes) -> None:
+        try:
+            future = await self.dlq.send(key=customer.encode("utf-8"), value=value, force=True)
+            await future
+        except Exception as exc:
+            raise KafkaDeliveryError(f"cannot write to {self.dlq.get_topic_name()}: {exc}") from exc
+
+    def _count_request(self, name: str) -> None:
+        self.metrics.incr("requests")
+        if name == "v2.meter_event_session":
+            self.metrics.incr("sessions")
+
+    async def _flush_metrics(self) -> None:
+        try:
+            await self.metrics.flush(self.redis, self.keys.stats("sink"))
+        except Exception as exc:  # the dashboard can wait; delivery must not
+            log.warning("cannot write sink metrics to Redis: %s", exc)
+
+    def _on_fatal(self, _exc: BaseException) -> None:
+        if self._worker is not None:
+            self._worker._schedule_shutdown(signal.SIGTERM)
+
+    # ---- shutdown ---------------------------------------------------------------------------------
+    async def drain(self) -> None:
+        """Stop intake, finish held records, commit, flush metrics; then faust may stop."""
+        if self._drained:
+            return
+        self._drained = True
+        if self._opened:
+            finished = await self.engine.drain(DRAIN_TIMEOUT_S)
+            with contextlib.suppress(Exception):
+                await self.app.consumer.commit()
+            log.info("sink drained (%s); totals %s", "complete" if finished else "partial", self.metrics.snapshot())
+        await self._flush_metrics()
+        await self.gateway.close()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+
+    def run(self) -> None:
+        service = self
+
+        class _Worker(faust.Worker):
+            async def _stop_on_signal(self, sig: signal.Signals) -> None:
+                log.info("signal %s: draining the sink", sig.name)
+                await service.drain()
+                await super()._stop_on_signal(sig)
+
+        self._worker = _Worker(self.app, quiet=True, override_logging=False, loglevel=self.settings.log_level)
+        try:
+            self._worker.execute_from_commandline()
+        except SystemExit as exc:
+            if exc.code not in (0, None) and self.engine.failure is None:
+                raise SinkError(f"the sink's faust worker exited with {exc.code}") from exc
+        finally:
+            shutil.rmtree(self._datadir, ignore_errors=True)
+        failure = self.engine.failure
+        if isinstance(failure, MeterstreamError):
+            raise failure
+        if failure is not None:
+            raise SinkError(f"the sink stopped on an unexpected error: {failure!r}") from failure
 
 
 def run_sink(settings: Settings) -> None:
-    """Run the sink until SIGTERM/SIGINT."""
-    raise ConfigError("the sink is not implemented yet")
+    """Run the sink until SIGTERM/SIGINT (exit 0 after a drain) or a fatal error (raised)."""
+    SinkService(settings).run()

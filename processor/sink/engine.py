@@ -1,0 +1,399 @@
+"""The sink's delivery engine: intake → planner → workers → Stripe → done watermark → ack.
+
+It knows nothing of faust: the app (:mod:`.app`) feeds it records with :meth:`SinkEngine.submit` and
+gives it two callbacks, ``ack`` (a record may now be committed) and ``dead_letter`` (produce to the
+Stripe DLQ and wait for the broker's acknowledgement). So the whole delivery logic runs in tests and
+benchmarks without a consumer group.
+
+Flow of one record:
+
+1. ``submit`` waits for room (at most ``max_pending`` records are held), parses the record, makes sure
+   its meter exists in Stripe (:class:`~.meters.MeterRegistry`), tracks its offset
+   (:class:`~.watermark.OffsetTracker`) and queues it by customer (:class:`~.planner.Planner`). A record
+   that cannot be parsed goes to the DLQ at once.
+2. A worker takes a rate token, asks the planner for the next request (a v2 stream batch of up to 100
+   events, one v1 event, or one cancellation) and sends it, retrying transient failures with backoff
+   and jitter (:mod:`.retry`) while the customers of that request stay blocked.
+3. Every record of the finished request is *done*: delivered, "already exists" (delivered), or rejected
+   and written to the DLQ (and only then done). A v2 batch Stripe rejects as a whole is resent event
+   by event, so only the event at fault is dead-lettered.
+4. Done records release the partition's contiguous done prefix to ``ack``; the app commits that.
+
+Errors that are no record's fault (Stripe refusing our API key, the DLQ unwritable) stop the engine:
+``on_fatal`` is called, nothing more is acknowledged, and the records are read again after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from processor.errors import (
+    ConfigError,
+    MeterstreamError,
+    RetryableSinkError,
+    StateError,
+    StripeRejectedError,
+)
+from processor.meters.model import Meter
+from processor.sink.meters import MeterRegistry, order_sensitive
+from processor.sink.metrics import SinkMetrics
+from processor.sink.planner import Item, Planner, Unit
+from processor.sink.ratelimit import AsyncRateLimiter
+from processor.sink.records import AcceptedRecord, parse_accepted
+from processor.sink.retry import backoff_delay
+from processor.sink.stripe_api import StripeGateway, is_already_exists
+from processor.sink.watermark import OffsetTracker, Token
+
+__all__ = ["DEFAULT_CONCURRENCY", "Outcome", "SinkEngine", "dlq_value"]
+
+log = logging.getLogger(__name__)
+
+Partition = tuple[str, int]
+#: Requests in flight at once. v2 batches carry up to 100 events each, so a few suffice; v1 sends one
+#: event per request and needs more to keep many customers moving. The rate limit caps both.
+DEFAULT_CONCURRENCY = {"v2_stream": 8, "v1": 32}
+#: Records held (queued + in flight) before intake waits: bounds memory and the redelivery after a crash.
+DEFAULT_MAX_PENDING = 20_000
+_STREAM_BATCH = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one record ended: ``delivered``, ``duplicate`` (Stripe already had it) or ``rejected``."""
+
+    status: Literal["delivered", "duplicate", "rejected"]
+    error: StripeRejectedError | None = None
+
+
+@dataclass(slots=True)
+class _Pending:
+    record: AcceptedRecord
+    token: Token
+
+
+_DELIVERED = Outcome("delivered")
+_DUPLICATE = Outcome("duplicate")
+
+
+def dlq_value(record: object, error: dict[str, object], http_status: int | None, request_id: str | None) -> bytes:
+    """A ``meter-events-stripe-dlq`` value: the accepted record as read, Stripe's error object, the HTTP
+    status and request id of the rejection, and ``failed_at`` (unix ms, like ``received_at``)."""
+    body: dict[str, object] = {"record": record, "error": error, "request_id": request_id}
+    if http_status is not None:
+        body["http_status"] = http_status
+    body["failed_at"] = time.time_ns() // 1_000_000
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class SinkEngine:
+    """See the module docstring. ``start()`` the workers, ``submit()`` records, ``drain()`` at the end."""
+
+    def __init__(
+        self,
+        *,
+        mode: str,
+        gateway: StripeGateway,
+        registry: MeterRegistry,
+        limiter: AsyncRateLimiter,
+        metrics: SinkMetrics,
+        dead_letter: Callable[[str, bytes], Awaitable[None]],
+        ack: Callable[[Any], None],
+        on_fatal: Callable[[BaseException], None] = lambda _exc: None,
+        concurrency: int | None = None,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        rng: random.Random | None = None,
+    ) -> None:
+        if mode not in DEFAULT_CONCURRENCY:
+            raise ConfigError(f"METERSTREAM_STRIPE_MODE must be v2_stream or v1, got {mode!r}")
+        self.mode = mode
+        self.gateway = gateway
+        self.registry = registry
+        self.limiter = limiter
+        self.metrics = metrics
+        self._dead_letter = dead_letter
+        self._ack = ack
+        self._on_fatal = on_fatal
+        self.concurrency = concurrency or DEFAULT_CONCURRENCY[mode]
+        self.max_pending = max_pending
+        self._rng = rng or random.Random()
+        self.planner: Planner[_Pending] = Planner(_STREAM_BATCH if mode == "v2_stream" else 1)
+        self.tracker: OffsetTracker[Any] = OffsetTracker()
+        self._changed = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._draining = False
+        self._intake_writes = 0
+        self.failure: BaseException | None = None
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        for n in range(self.concurrency):
+            self._workers.append(asyncio.create_task(self._worker(), name=f"sink-worker-{n}"))
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop taking records, finish what is held (up to ``timeout`` seconds), stop the workers.
+        Returns whether everything held was finished."""
+        self._draining = True
+        self._notify()
+        finished = True
+        try:
+            await asyncio.wait_for(self._wait_for(self._drained), timeout)
+        except TimeoutError:
+            finished = False
+            log.warning(
+                "drain timed out after %.0f s with %d records unfinished; they will be read again",
+                timeout,
+                self.planner.queued + self.planner.in_flight_items,
+            )
+        await self.stop()
+        return finished
+
+    async def stop(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers.clear()
+
+    def _drained(self) -> bool:
+        return self.failure is not None or (self.planner.idle and self._intake_writes == 0)
+
+    # ---- rebalances -------------------------------------------------------------------------------
+    def assign(self, partitions: set[Partition]) -> None:
+        """Partitions assigned in a rebalance: their offsets are tracked afresh (a new generation)."""
+        for partition in partitions:
+            self.tracker.assign(partition)
+
+    def revoke(self, partitions: set[Partition]) -> None:
+        """Partitions revoked: forget their queued records (the next owner reads them again). Requests
+        in flight finish, and keep their customers blocked until then, but are no longer acknowledged."""
+        dropped = self.planner.drop(partitions)
+        for partition in partitions:
+            self.tracker.revoke(partition)
+        if dropped:
+            log.info("rebalance: dropped %d queued records of %d revoked partitions", len(dropped), len(partitions))
+        self._notify()
+
+    # ---- intake -----------------------------------------------------------------------------------
+    async def submit(
+        self,
+        partition: Partition,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        ref: Any,
+        *,
+        current: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """Take one record read from ``partition`` at ``offset``. Waits while the engine is full, and
+        forever once it drains (the caller is cancelled at shutdown). ``current`` says whether the
+        record still belongs to this consumer's assignment (false after a rebalance moved it)."""
+        await self._wait_for(lambda: not self._draining and self._held() < self.max_pending)
+        if self.failure is None:
+            try:
+                await self._intake(partition, offset, key, value, ref, current)
+                return
+            except Exception as exc:
+                # Never skip a record silently: a record not tracked would let later offsets be
+                # committed past it. Stop instead; it is read again after the restart.
+                self._fail(exc)
+        await asyncio.Event().wait()  # stopped: take nothing more (the caller is cancelled at shutdown)
+
+    async def _intake(
+        self,
+        partition: Partition,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        ref: Any,
+        current: Callable[[], bool],
+    ) -> None:
+        if not self.tracker.is_new(partition, offset):
+            log.debug("record %s/%d was read before in this assignment; skipped", partition, offset)
+            return
+        try:
+            record = parse_accepted(value)
+        except ValueError as exc:
+            await self._reject_at_intake(partition, offset, key, value, ref, str(exc), current)
+            return
+        try:
+            meter = await self._ensure_meter(record.meter_id)
+        except StripeRejectedError as exc:
+            if not current():
+                return
+            token = self.tracker.track(partition, offset, ref)
+            await self._write_dlq(record.raw, record.customer, exc, intake=True)
+            self._release(token)
+            return
+        if not current():
+            return
+        token = self.tracker.track(partition, offset, ref)
+        item = Item(
+            customer=record.customer,
+            is_cancel=record.is_cancel,
+            partition=partition,
+            order_key=record.meter_id if order_sensitive(meter) else None,
+            value=_Pending(record, token),
+        )
+        self.planner.add(item)
+        self._notify()
+
+    async def _ensure_meter(self, meter_id: str) -> Meter:
+        """The meter, ensured in Stripe; transient trouble (Stripe, Redis, a meter not mirrored yet) is
+        retried here, holding intake back, because nothing of that meter can be sent before."""
+        attempt = 0
+        while True:
+            try:
+                return await self.registry.ensure(meter_id)
+            except (RetryableSinkError, StateError) as exc:
+                attempt += 1
+                delay = backoff_delay(attempt, self._rng)
+                log.warning("cannot ensure meter %s yet (%s); retrying in %.1f s", meter_id, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _reject_at_intake(
+        self,
+        partition: Partition,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        ref: Any,
+        reason: str,
+        current: Callable[[], bool],
+    ) -> None:
+        if not current():
+            return
+        token = self.tracker.track(partition, offset, ref)
+        text = (value or b"").decode("utf-8", "replace")
+        try:
+            raw: object = json.loads(text)
+        except ValueError:
+            raw = text
+        customer = (key or b"").decode("utf-8", "replace")
+        error: dict[str, object] = {
+            "type": "invalid_request_error",
+            "code": "invalid_accepted_record",
+            "message": reason,
+        }
+        log.error("record %s/%d is not a valid accepted record (%s): dead-lettered", partition, offset, reason)
+        await self._write_dlq(raw, customer, StripeRejectedError(reason, stripe_error=error), intake=True)
+        self._release(token)
+
+    # ---- workers ----------------------------------------------------------------------------------
+    async def _worker(self) -> None:
+        try:
+            while True:
+                await self._wait_for(self.planner.has_ready)
+                await self.limiter.acquire()
+                unit = self.planner.next_unit()
+                if unit is None:
+                    continue  # another worker planned it first (this token goes unused: never too fast)
+                outcomes = await self._deliver(unit)
+                await self._settle(unit, outcomes)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._fail(exc)
+
+    async def _deliver(self, unit: Unit[_Pending]) -> list[Outcome]:
+        records = [item.value.record for item in unit.items]
+        if unit.kind == "cancel":
+            send_cancel = self.gateway.send_v2_cancel if self.mode == "v2_stream" else self.gateway.send_v1_cancel
+            return [await self._attempts(lambda: send_cancel(records[0]), "cancellation")]
+        if self.mode == "v1":
+            return [await self._attempts(lambda: self.gateway.send_v1_event(records[0]), "v1 event")]
+        outcome = await self._attempts(lambda: self.gateway.send_stream(records), "stream batch")
+        if outcome.status != "rejected" or len(records) == 1:
+            return [outcome] * len(records)
+        # Stripe refused the whole batch: resend event by event (same order) to find the culprit(s).
+        log.warning("Stripe rejected a batch of %d events (%s); resending one by one", len(records), outcome.error)
+        outcomes = []
+        for record in records:
+            await self.limiter.acquire()
+            outcomes.append(await self._attempts(functools.partial(self.gateway.send_stream, [record]), "stream event"))
+        return outcomes
+
+    async def _attempts(self, send: Callable[[], Awaitable[None]], what: str) -> Outcome:
+        """Send until Stripe gives a final answer. The caller holds the token for the first attempt."""
+        attempt = 0
+        immediate_used = False
+        while True:
+            try:
+                await send()
+                return _DELIVERED
+            except RetryableSinkError as exc:
+                self.metrics.incr("retried")
+                if exc.retry_after == 0.0 and not immediate_used:
+                    immediate_used, delay = True, 0.0
+                else:
+                    attempt += 1
+                    delay = backoff_delay(attempt, self._rng)
+                (log.warning if attempt >= 4 else log.debug)(
+                    "%s failed (%s); retry %d in %.2f s", what, exc, attempt, delay
+                )
+                await asyncio.sleep(delay)
+                await self.limiter.acquire()
+            except StripeRejectedError as exc:
+                return _DUPLICATE if is_already_exists(exc) else Outcome("rejected", exc)
+
+    async def _settle(self, unit: Unit[_Pending], outcomes: list[Outcome]) -> None:
+        for item, outcome in zip(unit.items, outcomes, strict=True):
+            pending = item.value
+            if outcome.status == "rejected" and outcome.error is not None:
+                await self._write_dlq(pending.record.raw, pending.record.customer, outcome.error)
+            else:
+                self.metrics.incr("delivered")
+                if outcome.status == "duplicate":
+                    self.metrics.incr("duplicates_ok")
+            self._release(pending.token)
+        self.planner.complete(unit)
+        self._notify()
+
+    async def _write_dlq(self, record: object, customer: str, error: StripeRejectedError, intake: bool = False) -> None:
+        log.warning("dead-lettering a record of customer %s: %s", customer, error)
+        value = dlq_value(record, error.stripe_error, error.http_status, error.request_id)
+        if intake:
+            self._intake_writes += 1
+        try:
+            await self._dead_letter(customer, value)
+        finally:
+            if intake:
+                self._intake_writes -= 1
+                self._notify()
+        self.metrics.incr("dead_lettered")
+
+    # ---- helpers ----------------------------------------------------------------------------------
+    def _release(self, token: Token) -> None:
+        released = self.tracker.done(token)
+        if self.failure is not None:
+            return  # stopping on an error: acknowledge nothing more
+        for ref in released:
+            self._ack(ref)
+
+    def _held(self) -> int:
+        return self.planner.queued + self.planner.in_flight_items
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+    async def _wait_for(self, predicate: Callable[[], bool]) -> None:
+        # Check, clear and wait with no await in between: a wake-up can never be lost.
+        while not predicate():
+            self._changed.clear()
+            await self._changed.wait()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+            if isinstance(exc, MeterstreamError):
+                log.error("sink stopping: %s", exc)
+            else:
+                log.error("sink stopping on an unexpected error", exc_info=exc)
+            self._on_fatal(exc)
+        self._notify()
