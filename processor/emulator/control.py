@@ -2,7 +2,8 @@
 
 ``GET|POST /_emulator/faults``  read / change fault injection (partial JSON update)
 ``POST /_emulator/reset``        forget all state, clock offset 0, faults back to the startup flags
-``GET|POST /_emulator/clock``    read / move the clock: ``{"advance": seconds}`` or ``{"set": unix}``
+``GET|POST /_emulator/clock``    read / move the clock: ``{"advance": seconds}``, ``{"set": unix}``,
+                                 ``{"freeze": true|false}``
 ``GET /_emulator/events``        the log of accepted events and cancellations (``meter`` or ``event_name``,
                                  optional ``customer``), for end-to-end checks such as "no identifier
                                  billed twice" and "each cancellation after its event"
@@ -69,9 +70,9 @@ async def reset(request: web.Request) -> web.Response:
     return json_response({"ok": True})
 
 
-def _clock_state(request: web.Request) -> dict[str, float]:
+def _clock_state(request: web.Request) -> dict[str, object]:
     clock = request.app[EMULATOR].clock
-    return {"now": clock.now(), "offset": clock.offset}
+    return {"now": clock.now(), "offset": clock.offset, "frozen": clock.frozen}
 
 
 @routes.get("/_emulator/clock")
@@ -81,17 +82,24 @@ async def get_clock(request: web.Request) -> web.Response:
 
 @routes.post("/_emulator/clock")
 async def move_clock(request: web.Request) -> web.Response:
+    """``{"freeze": bool}``, ``{"set": unix}``, ``{"advance": seconds}``, or a combination (applied in
+    that order, so ``{"freeze": true, "set": T}`` stops time exactly at ``T``)."""
     body = await _json(request)
     clock = request.app[EMULATOR].clock
-    if set(body) - {"advance", "set"} or len(body) != 1:
-        raise InvalidRequestError('Send exactly one of {"advance": seconds} or {"set": unix_seconds}.')
-    ((key, value),) = body.items()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidRequestError(f"{key} must be a number of seconds", param=key)
-    if key == "advance":
-        clock.advance(float(value))
-    else:
-        clock.set(float(value))
+    if not body or set(body) - {"advance", "set", "freeze"}:
+        raise InvalidRequestError('Send {"set": unix_seconds}, {"advance": seconds} and/or {"freeze": true|false}.')
+    for key in ("advance", "set"):
+        value = body.get(key)
+        if key in body and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+            raise InvalidRequestError(f"{key} must be a number of seconds", param=key)
+    if "freeze" in body:
+        if not isinstance(body["freeze"], bool):
+            raise InvalidRequestError("freeze must be true or false", param="freeze")
+        clock.freeze(body["freeze"])
+    if "set" in body:
+        clock.set(float(body["set"]))
+    if "advance" in body:
+        clock.advance(float(body["advance"]))
     return json_response(_clock_state(request))
 
 
