@@ -23,7 +23,7 @@ from processor.aggregator.validate import Cancel, Event, Rejected, Source, valid
 from processor.meters.model import Meter
 from processor.state.keys import Keys
 from processor.state.store import ApplyOp, ClaimOp, StateStore
-from processor.windows import bucket, hour_start, received_rank, timestamp_rank
+from processor.windows import bucket, day_start, hour_start, received_rank, timestamp_rank
 
 __all__ = ["ADJUSTMENTS", "EVENTS", "Engine", "Output", "RawRecord"]
 
@@ -184,14 +184,15 @@ class Engine:
         if window is not None:
             unit = bucket(ts, window)
             rank = received_rank(ev_src.received_ms, ev_src.partition, ev_src.offset)
+            kind = "c+" if add else "c-"
         elif meter.formula == "last":
             unit = hour_start(ts)
             rank = timestamp_rank(ts, ev_src.received_ms, ev_src.partition, ev_src.offset)
-        if rank:
-            cand, best = k.candidates(meter.id, customer, unit), k.best(meter.id, customer, unit)
-            kind = "c+" if add else "c-"
+            kind = "l+" if add else "l-"
         else:
             kind = "+" if add else "-"
+        if rank:
+            cand, best = k.candidates(meter.id, customer, unit), k.best(meter.id, customer, unit)
         return ApplyOp(
             kind,
             k.watermark(meter.id, customer),
@@ -206,6 +207,7 @@ class Engine:
             value or "0",
             ts,
             meter.formula,
+            k.minutes(meter.id, customer, day_start(ts)),
         )
 
     def _cancel_value(self, meter: Meter, ident: str, customer: str, ref: str, received_ms: int) -> bytes:

@@ -25,6 +25,7 @@ __all__ = [
     "DAY_S",
     "DEDUP_WINDOW_MS",
     "HOUR_S",
+    "MINUTES_TTL_S",
     "WATERMARK_TTL_S",
     "Keys",
     "identifier_digest",
@@ -44,6 +45,9 @@ CANDIDATES_TTL_S = 25 * HOUR_S
 #: The best (surviving) event of a window must outlive every event that could still land in the window:
 #: timestamps may be up to 35 days before received time, plus a day-long window, plus slack.
 BEST_TTL_S = 37 * DAY_S
+#: Minute buckets answer minute-aligned summary ranges exactly (the gateway); one hash per UTC day,
+#: kept 40 days after its last write (older ranges are answered from hour and day buckets).
+MINUTES_TTL_S = 40 * DAY_S
 #: Per (meter, customer) applied-offset watermarks guard against re-applying a record after a crash; they
 #: are only consulted for records newer than the stored progress, so 40 days (topic retention) is ample.
 WATERMARK_TTL_S = 40 * DAY_S
@@ -98,6 +102,11 @@ class Keys:
     def watermark(self, meter_id: str, customer: str) -> str:
         """HASH source ("<topic>/<partition>") → highest offset applied to this customer. TTL WATERMARK_TTL_S."""
         return f"{self.prefix}:wm:{{{meter_id}:{customer}}}"
+
+    def minutes(self, meter_id: str, customer: str, day: int) -> str:
+        """HASH UTC minute start → aggregated value of that minute, for the UTC day ``day``. For raw ``last``
+        meters the value is "rank|value" (the rank orders events within the minute). TTL MINUTES_TTL_S."""
+        return f"{self.prefix}:min:{{{meter_id}:{customer}}}:{day}"
 
     def candidates(self, meter_id: str, customer: str, unit: int) -> str:
         """HASH identifier → "rank|value|ts": the cancellable events of a pre-aggregated window or of a

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import msgpack
 import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from processor.errors import StateError
-from processor.state.keys import BEST_TTL_S, CANDIDATES_TTL_S, CLAIM_TTL_S, WATERMARK_TTL_S, Keys
+from processor.state.keys import BEST_TTL_S, CANDIDATES_TTL_S, CLAIM_TTL_S, MINUTES_TTL_S, WATERMARK_TTL_S, Keys
 
 __all__ = ["ApplyOp", "ClaimOp", "StateStore", "connect_redis"]
 
@@ -65,7 +66,7 @@ class ClaimOp:
 
 @dataclass(frozen=True)
 class ApplyOp:
-    """One aggregate change. ``kind``: '+'/'-' additive, 'c+'/'c-' candidate (see apply.lua)."""
+    """One aggregate change. ``kind``: '+'/'-' additive, 'c+'/'c-' candidate, 'l+'/'l-' raw last (apply.lua)."""
 
     kind: str
     wm_key: str
@@ -80,6 +81,7 @@ class ApplyOp:
     value: str
     ts: int
     formula: str
+    minutes_key: str
 
 
 def _script(name: str) -> str:
@@ -115,7 +117,7 @@ class StateStore:
         for group in self._groups(ops, "key"):
             keys: list[str] = []
             kidx: dict[str, int] = {}
-            args: list[Any] = [len(group)]
+            packed: list[Any] = []
             for op in group:
                 ki = kidx.get(op.key)
                 if ki is None:
@@ -123,8 +125,8 @@ class StateStore:
                     ki = kidx[op.key] = len(keys)
                 lag = max(0, now_ms - op.received_ms)
                 ttl = CLAIM_TTL_S * 1000 + lag
-                args += [op.kind, ki, op.received_ms, op.ref, op.customer, op.ts, op.value, ttl]
-            calls.append((group, keys, args))
+                packed.append((op.kind, ki, op.received_ms, op.ref, op.customer, op.ts, op.value, ttl))
+            calls.append((group, keys, [msgpack.packb(packed)]))
         with map_redis_errors("the claim step"):
             outs = self._run(self._claim, [(k, a) for _, k, a in calls])
         for (group, _, _), out in zip(calls, outs, strict=True):
@@ -149,24 +151,30 @@ class StateStore:
                     i = kidx[key] = len(keys)
                 return i
 
-            args: list[Any] = [len(group), CANDIDATES_TTL_S * 1000, BEST_TTL_S * 1000, WATERMARK_TTL_S * 1000]
+            packed: list[Any] = []
             for op in group:
-                args += [
-                    op.kind,
-                    ix(op.wm_key),
-                    ix(op.hour_key),
-                    ix(op.day_key),
-                    ix(op.cand_key),
-                    ix(op.best_key),
-                    op.src,
-                    op.offset,
-                    op.ident,
-                    op.rank,
-                    op.value,
-                    op.ts,
-                    op.formula,
-                ]
-            calls.append((keys, args))
+                packed.append(
+                    (
+                        op.kind,
+                        ix(op.wm_key),
+                        ix(op.hour_key),
+                        ix(op.day_key),
+                        ix(op.cand_key),
+                        ix(op.best_key),
+                        op.src,
+                        op.offset,
+                        op.ident,
+                        op.rank,
+                        op.value,
+                        op.ts,
+                        op.formula,
+                        ix(op.minutes_key),
+                    )
+                )
+            ttls = msgpack.packb(
+                (CANDIDATES_TTL_S * 1000, BEST_TTL_S * 1000, WATERMARK_TTL_S * 1000, MINUTES_TTL_S * 1000)
+            )
+            calls.append((keys, [ttls, msgpack.packb(packed)]))
         with map_redis_errors("the apply step"):
             outs = self._run(self._apply, calls)
         return sum(int(o) for o in outs)
@@ -184,13 +192,19 @@ class StateStore:
 
     # ---- indexes and progress ----------------------------------------------------------------------
     def touch_customers(self, latest: dict[tuple[str, str], int]) -> None:
-        """Raise each (meter, customer)'s score in the customers index to the latest timestamp seen."""
+        """Raise each (meter, customer)'s score in the customers index to the latest timestamp seen.
+
+        ``ZADD GT`` only ever raises a score, so repeating it (a replayed batch) changes nothing.
+        """
         if not latest:
             return
+        per_meter: dict[str, dict[str, int]] = {}
+        for (meter_id, customer), ts in latest.items():
+            per_meter.setdefault(meter_id, {})[customer] = ts
         with map_redis_errors("the customers index update"):
             pipe = self.client.pipeline(transaction=False)
-            for (meter_id, customer), ts in latest.items():
-                pipe.zadd(self.keys.customers(meter_id), {customer: ts}, gt=True)
+            for meter_id, members in per_meter.items():
+                pipe.zadd(self.keys.customers(meter_id), members, gt=True)
             pipe.execute()
 
     def load_progress(self, group: str) -> dict[str, int]:

@@ -6,14 +6,19 @@
 -- `<p>:wm:{m:c}` remembers the highest offset applied per source, and an op at or below it is skipped.
 -- Records of a partition are applied in offset order, so this is an exact replay guard.
 --
--- ARGV: n, cand_ttl_ms, best_ttl_ms, wm_ttl_ms, then n ops of 13 fields:
+-- ARGV[1]: msgpack {cand_ttl_ms, best_ttl_ms, wm_ttl_ms, minutes_ttl_ms}
+-- ARGV[2]: msgpack array of ops, each {kind, wm, hour, day, cand, best, src, offset, ident, rank, value, ts,
+--          formula, minutes}
 --   kind     '+' / '-' additive add/remove (raw sum and count)
---            'c+' / 'c-' candidate add/remove (pre-aggregated windows, raw last)
---   wm, hour, day, cand, best  key indices (cand/best are 0 for additive ops)
---   src, offset, ident, rank, value (decimal string: the delta for additive ops), ts, formula
--- Values are arbitrary-precision decimal strings; badd() adds them exactly.
-local n = tonumber(ARGV[1])
-local CAND_TTL, BEST_TTL, WM_TTL = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+--            'c+' / 'c-' candidate add/remove (pre-aggregated windows)
+--            'l+' / 'l-' candidate add/remove for raw `last` (hour candidates + per-minute "rank|value")
+--   wm, hour, day, cand, best, minutes  key indices into KEYS (cand/best are 0 for additive ops)
+--   value    decimal string (the event's value; the delta of additive ops)
+-- Additive changes are summed per bucket in Lua and written once per bucket at the end of the call.
+local ttls = cmsgpack.unpack(ARGV[1])
+local ops = cmsgpack.unpack(ARGV[2])
+local CAND_TTL, BEST_TTL, WM_TTL, MIN_TTL = ttls[1], ttls[2], ttls[3], ttls[4]
+local minute_keys = {}  -- minutes keys written by this call (one PEXPIRE each at the end)
 
 -- ---- exact decimal arithmetic --------------------------------------------------------------------
 local function split(s)
@@ -80,6 +85,7 @@ local function neg(v)
 end
 
 -- ---- buckets ---------------------------------------------------------------------------------------
+local function minute_of(ts) return ts - ts % 60 end
 local function hour_of(ts) return ts - ts % 3600 end
 local function day_of(ts) return ts - ts % 86400 end
 local function hincr(key, field, delta)
@@ -95,10 +101,17 @@ local function refresh_last_day(hkey, dkey, day)
   redis.call('HDEL', dkey, tostring(day))
 end
 -- add (sign 1) or withdraw (sign -1) one surviving event's contribution to its hour and day buckets
-local function contribute(sign, formula, hkey, dkey, value, ts)
-  local h, d = hour_of(ts), day_of(ts)
+-- mkey is nil for raw `last`, whose minutes are kept by minute_last_* below
+local function contribute(sign, formula, hkey, dkey, mkey, value, ts)
+  local h, d, m = hour_of(ts), day_of(ts), minute_of(ts)
   if formula == 'last' then
-    if sign > 0 then redis.call('HSET', hkey, tostring(h), value) else redis.call('HDEL', hkey, tostring(h)) end
+    if sign > 0 then
+      redis.call('HSET', hkey, tostring(h), value)
+      if mkey then redis.call('HSET', mkey, tostring(m), value) end
+    else
+      redis.call('HDEL', hkey, tostring(h))
+      if mkey then redis.call('HDEL', mkey, tostring(m)) end
+    end
     refresh_last_day(hkey, dkey, d)
     return
   end
@@ -106,6 +119,7 @@ local function contribute(sign, formula, hkey, dkey, value, ts)
   if sign < 0 then delta = neg(delta) end
   hincr(hkey, tostring(h), delta)
   hincr(dkey, tostring(d), delta)
+  if mkey then hincr(mkey, tostring(m), delta) end
 end
 
 -- candidates: HASH ident -> "rank|value|ts" ('X' marks a cancelled ident, so a late add stays out)
@@ -126,8 +140,8 @@ local function best_of(ckey)
   return bi, br, bv, bt
 end
 
-local function cand_add(f, hkey, dkey, ckey, bkey, ident, rank, value, ts)
-  if redis.call('HGET', ckey, ident) == 'X' then return end
+local function cand_add(f, hkey, dkey, mkey, ckey, bkey, ident, rank, value, ts)
+  if redis.call('HGET', ckey, ident) == 'X' then return false end
   local best = redis.call('GET', bkey)
   if redis.call('EXISTS', ckey) == 0 and best then
     local bi, bs = string.match(best, '^(.-)\n(.*)$')
@@ -141,54 +155,123 @@ local function cand_add(f, hkey, dkey, ckey, bkey, ident, rank, value, ts)
     br, bv, bt = parse(bs)
   end
   if br == nil or rank > br then
-    if br ~= nil then contribute(-1, f, hkey, dkey, bv, bt) end
-    contribute(1, f, hkey, dkey, value, tonumber(ts))
+    if br ~= nil then contribute(-1, f, hkey, dkey, mkey, bv, bt) end
+    contribute(1, f, hkey, dkey, mkey, value, tonumber(ts))
     redis.call('SET', bkey, ident .. '\n' .. rank .. '|' .. value .. '|' .. ts, 'PX', BEST_TTL)
   end
+  return true
 end
 
-local function cand_remove(f, hkey, dkey, ckey, bkey, ident)
+-- returns the removed candidate's stored "rank|value|ts" (nil if it was never added)
+local function cand_remove(f, hkey, dkey, mkey, ckey, bkey, ident)
+  local was = redis.call('HGET', ckey, ident)
   redis.call('HSET', ckey, ident, 'X')
   redis.call('PEXPIRE', ckey, CAND_TTL)
+  if was == 'X' then was = false end
   local best = redis.call('GET', bkey)
-  if not best then return end
+  if not best then return was end
   local bi, bs = string.match(best, '^(.-)\n(.*)$')
-  if bi ~= ident then return end
+  if bi ~= ident then return was end
   local _, bv, bt = parse(bs)
-  contribute(-1, f, hkey, dkey, bv, bt)
+  contribute(-1, f, hkey, dkey, mkey, bv, bt)
   local ni, nr, nv, nt = best_of(ckey)
   if ni == nil then
     redis.call('DEL', bkey)
   else
-    contribute(1, f, hkey, dkey, nv, nt)
+    contribute(1, f, hkey, dkey, mkey, nv, nt)
     redis.call('SET', bkey, ni .. '\n' .. nr .. '|' .. nv .. '|' .. nt, 'PX', BEST_TTL)
   end
+  return was
+end
+
+-- raw `last` per minute: "rank|value" of the greatest-ranked event of each minute
+local function minute_last_add(mkey, rank, value, ts)
+  local m = tostring(minute_of(ts))
+  local cur = redis.call('HGET', mkey, m)
+  if cur == false or rank > string.match(cur, '^([^|]*)') then
+    redis.call('HSET', mkey, m, rank .. '|' .. value)
+  end
+end
+local function minute_last_remove(mkey, ckey, was)
+  if not was then return end
+  local rank, _, ts = parse(was)
+  local m = minute_of(ts)
+  local cur = redis.call('HGET', mkey, tostring(m))
+  if cur == false or string.match(cur, '^([^|]*)') ~= rank then return end
+  local all = redis.call('HGETALL', ckey)
+  local br, bv = nil, nil
+  for k = 1, #all, 2 do
+    local s = all[k + 1]
+    if s ~= 'X' then
+      local r, v, t = parse(s)
+      if minute_of(t) == m and (br == nil or r > br) then br, bv = r, v end
+    end
+  end
+  if br == nil then redis.call('HDEL', mkey, tostring(m)) else redis.call('HSET', mkey, tostring(m), br .. '|' .. bv) end
 end
 
 local applied = 0
-for i = 0, n - 1 do
-  local b = 5 + i * 13
-  local kind = ARGV[b]
-  local wkey, hkey, dkey = KEYS[tonumber(ARGV[b + 1])], KEYS[tonumber(ARGV[b + 2])], KEYS[tonumber(ARGV[b + 3])]
-  local src, offset = ARGV[b + 6], tonumber(ARGV[b + 7])
-  local wm = tonumber(redis.call('HGET', wkey, src) or '-1')
-  if offset > wm then
-    local ident, rank, value, ts, f = ARGV[b + 8], ARGV[b + 9], ARGV[b + 10], ARGV[b + 11], ARGV[b + 12]
-    if kind == '+' then
-      contribute(1, f, hkey, dkey, value, tonumber(ts))
-    elseif kind == '-' then
-      contribute(-1, f, hkey, dkey, value, tonumber(ts))
-    else
-      local ckey, bkey = KEYS[tonumber(ARGV[b + 4])], KEYS[tonumber(ARGV[b + 5])]
-      if kind == 'c+' then
-        cand_add(f, hkey, dkey, ckey, bkey, ident, rank, value, ts)
-      else
-        cand_remove(f, hkey, dkey, ckey, bkey, ident)
+local wms = {}      -- wm key index -> {src -> offset}, read once, written once
+local pending = {}  -- hash key -> {field -> delta}, additive changes written once
+local function wm_of(wi)
+  local t = wms[wi]
+  if t == nil then
+    t = {}
+    local raw = redis.call('HGETALL', KEYS[wi])
+    for k = 1, #raw, 2 do t[raw[k]] = tonumber(raw[k + 1]) end
+    wms[wi] = t
+  end
+  return t
+end
+local function add_pending(key, field, delta)
+  local t = pending[key]
+  if t == nil then t = {}; pending[key] = t end
+  t[field] = badd(t[field] or '0', delta)
+end
+
+for _, op in ipairs(ops) do
+  local kind, wi = op[1], op[2]
+  local src, offset = op[7], op[8]
+  local wm = wm_of(wi)
+  if offset > (wm[src] or -1) then
+    local hkey, dkey, mkey = KEYS[op[3]], KEYS[op[4]], KEYS[op[14]]
+    local ident, rank, value, ts, f = op[9], op[10], op[11], op[12], op[13]
+    minute_keys[mkey] = true
+    if kind == '+' or kind == '-' then
+      local delta = (f == 'count') and '1' or value
+      if kind == '-' then delta = neg(delta) end
+      add_pending(hkey, tostring(hour_of(ts)), delta)
+      add_pending(dkey, tostring(day_of(ts)), delta)
+      add_pending(mkey, tostring(minute_of(ts)), delta)
+    elseif kind == 'c+' then
+      cand_add(f, hkey, dkey, mkey, KEYS[op[5]], KEYS[op[6]], ident, rank, value, tostring(ts))
+    elseif kind == 'c-' then
+      cand_remove(f, hkey, dkey, mkey, KEYS[op[5]], KEYS[op[6]], ident)
+    elseif kind == 'l+' then
+      if cand_add(f, hkey, dkey, nil, KEYS[op[5]], KEYS[op[6]], ident, rank, value, tostring(ts)) then
+        minute_last_add(mkey, rank, value, ts)
       end
+    else
+      minute_last_remove(mkey, KEYS[op[5]], cand_remove(f, hkey, dkey, nil, KEYS[op[5]], KEYS[op[6]], ident))
     end
-    redis.call('HSET', wkey, src, offset)
-    redis.call('PEXPIRE', wkey, WM_TTL)
+    wm[src] = offset
+    wms[wi].dirty = true
     applied = applied + 1
+  end
+end
+for key, fields in pairs(pending) do
+  for field, delta in pairs(fields) do
+    if delta ~= '0' or redis.call('HEXISTS', key, field) == 0 then hincr(key, field, delta) end
+  end
+end
+for mkey, _ in pairs(minute_keys) do redis.call('PEXPIRE', mkey, MIN_TTL) end
+for wi, t in pairs(wms) do
+  if t.dirty then
+    t.dirty = nil
+    local flat = {}
+    for src, off in pairs(t) do flat[#flat + 1] = src; flat[#flat + 1] = off end
+    redis.call('HSET', KEYS[wi], unpack(flat))
+    redis.call('PEXPIRE', KEYS[wi], WM_TTL)
   end
 end
 return applied

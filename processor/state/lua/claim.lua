@@ -1,6 +1,7 @@
 -- claim.lua: identifier bookkeeping (dedup + cancellation matching), one atomic step per call.
 --
--- Every KEYS[i] is a claim key `<p>:id:{<meter>|<digest>}` holding a msgpack list of entries:
+-- Every KEYS[i] is a claim key `<p>:id:{<meter>|<digest>}` holding a list of entries, each stored as 8
+-- length-prefixed fields ("<len>:<bytes>"; binary-safe, and far cheaper than cmsgpack for one entry):
 --   {'E', R, ref, customer, ts, value, state, arrived_cancelled}  an accepted event
 --        state = '' (active) or the ref of the cancellation that cancelled it
 --   {'C', R, ref, used}                                          a cancellation waiting for its event
@@ -8,22 +9,50 @@
 -- R is the received time (Kafka timestamp, ms); ref is "<topic>/<partition>/<offset>" of the record.
 -- Replaying a record (same ref) returns what the first run decided, so a crash anywhere is harmless.
 --
--- ARGV: n, then n ops of 8 fields: kind ('E' or 'C'), key index, R, ref, customer, ts, value, ttl_ms
+-- ARGV[1]: msgpack array of ops, each {kind ('E' or 'C'), key index, R, ref, customer, ts, value, ttl_ms}
 -- Returns n results, each a list: {status, a, b, c, d, e}
 --   E: {'new', state} | {'mine', state, arrived_cancelled} | {'dup'}
 --   C: {'cancel', event_ref, customer, ts, value, R_event} | {'mine', event_ref, customer, ts, value, R_event}
 --      | {'noop'} | {'pending'} | {'consumed'}
 local WIN = 86400000
 local KEEP = 3 * WIN
-local n = tonumber(ARGV[1])
+local ops = cmsgpack.unpack(ARGV[1])
 local cache, dirty, ttl = {}, {}, {}
 local out = {}
+
+local function enc(entries)
+  local parts = {}
+  for _, x in ipairs(entries) do
+    for f = 1, 8 do
+      local v = x[f]
+      if v == nil then v = '' elseif type(v) == 'number' then v = string.format('%.0f', v) end
+      parts[#parts + 1] = #v .. ':' .. v
+    end
+  end
+  return table.concat(parts)
+end
+
+local function dec(raw)
+  local entries, pos, n = {}, 1, #raw
+  while pos <= n do
+    local x = {}
+    for f = 1, 8 do
+      local colon = string.find(raw, ':', pos, true)
+      local len = tonumber(string.sub(raw, pos, colon - 1))
+      x[f] = string.sub(raw, colon + 1, colon + len)
+      pos = colon + len + 1
+    end
+    x[2] = tonumber(x[2])
+    entries[#entries + 1] = x
+  end
+  return entries
+end
 
 local function load(ki)
   local e = cache[ki]
   if e == nil then
     local raw = redis.call('GET', KEYS[ki])
-    if raw then e = cmsgpack.unpack(raw) else e = {} end
+    if raw then e = dec(raw) else e = {} end
     cache[ki] = e
   end
   return e
@@ -65,7 +94,7 @@ local function cancel_op(e, R, ref)
   end
   local t = before or after
   if t == nil then
-    e[#e + 1] = {'C', R, ref, ''}
+    e[#e + 1] = {'C', R, ref, '', '', '', '', ''}
     return {'pending'}
   end
   if t[7] ~= '' then return {'noop'} end
@@ -73,19 +102,17 @@ local function cancel_op(e, R, ref)
   return {'cancel', t[3], t[4], t[5], t[6], t[2]}
 end
 
-for i = 0, n - 1 do
-  local b = 2 + i * 8
-  local kind, ki = ARGV[b], tonumber(ARGV[b + 1])
-  local R, ref = tonumber(ARGV[b + 2]), ARGV[b + 3]
+for _, op in ipairs(ops) do
+  local kind, ki, R, ref = op[1], op[2], op[3], op[4]
   local e = load(ki)
   local res
   if kind == 'E' then
-    res = event_op(e, R, ref, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6])
+    res = event_op(e, R, ref, op[5], op[6], op[7])
   else
     res = cancel_op(e, R, ref)
   end
   if res[1] == 'new' or res[1] == 'cancel' or res[1] == 'pending' then dirty[ki] = true end
-  local t = tonumber(ARGV[b + 7])
+  local t = op[8]
   if ttl[ki] == nil or t > ttl[ki] then ttl[ki] = t end
   out[#out + 1] = res
 end
@@ -97,6 +124,6 @@ for ki, _ in pairs(dirty) do
   for _, x in ipairs(e) do if x[2] > newest then newest = x[2] end end
   local kept = {}
   for _, x in ipairs(e) do if newest - x[2] <= KEEP then kept[#kept + 1] = x end end
-  redis.call('SET', KEYS[ki], cmsgpack.pack(kept), 'PX', ttl[ki])
+  redis.call('SET', KEYS[ki], enc(kept), 'PX', ttl[ki])
 end
 return out
