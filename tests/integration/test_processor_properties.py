@@ -25,12 +25,14 @@ from hypothesis import HealthCheck, given, settings
 from processor.aggregator.runner import Processor
 from processor.config import Settings
 from processor.kafka.clients import producer_config
-from tests.model.reference import ADJUSTMENTS, DAY_MS, ModelResult, compare, run_model
+from tests.model.builders import Log, meter_version
+from tests.model.reference import ADJUSTMENTS, DAY_MS, EVENTS, ModelResult, compare, run_model
 from tests.model.strategies import Scenario, scenarios
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 3
+DEFAULT_MAX_RECORD = 999_964  # key + value bytes a default-configured librdkafka producer accepts
 # Day-aligned so bucket boundaries fall as in the model's own examples; the newest received time the
 # strategy can make (base + 5 days) is today's midnight, never the future.
 BASE_MS = (int(time.time() * 1000) // DAY_MS - 5) * DAY_MS
@@ -59,7 +61,7 @@ def _key(rec_topic: str, value: bytes) -> str | None:
 def _produce(s: Settings, scenario: Scenario) -> None:
     """Meters first (one partition, topic order = effective order), then every record in offset order; the
     broker-assigned offsets must be the model's offsets."""
-    producer = Producer(producer_config(s, **{"message.max.bytes": 4_000_000, "linger.ms": 20}))
+    producer = Producer(producer_config(s, **{"linger.ms": 20}))
     delivered: list[tuple[str, int, int]] = []
     failures: list[str] = []
 
@@ -157,18 +159,12 @@ def _topic_diffs(s: Settings, model: ModelResult) -> list[str]:
     return diffs
 
 
-@settings(
-    max_examples=20,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-@given(scenario=scenarios(base_ms=BASE_MS, partitions=PARTITIONS, max_events=30, max_cancels=8))
-def test_processor_matches_the_model(
-    settings_factory: Callable[..., Settings], redis_client: redis.Redis, scenario: Scenario
-) -> None:
+def _check(settings_factory: Callable[..., Settings], redis_client: redis.Redis, scenario: Scenario) -> None:
+    """Run one scenario through a fresh processor (own topics, Redis prefix and group) and assert that Redis,
+    the accepted topic and the error topic agree with the model; the message lists every difference."""
     u = uuid.uuid4().hex[:10]
     s = settings_factory(
-        partitions=PARTITIONS,
+        partitions=scenario.partitions,
         METERSTREAM_TOPIC_PREFIX=f"p{u}.",
         METERSTREAM_REDIS_PREFIX=f"pm{u}",
         METERSTREAM_PROCESSOR_GROUP=f"proc-{u}",
@@ -187,3 +183,53 @@ def test_processor_matches_the_model(
         f"{len(diffs)} difference(s) between the processor and the model "
         f"(processor drained {processed} records; model outcomes {dict(outcomes)}):\n" + "\n".join(diffs)
     )
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(scenario=scenarios(base_ms=BASE_MS, partitions=PARTITIONS, max_events=30, max_cancels=8, allow_big=False))
+def test_processor_matches_the_model(
+    settings_factory: Callable[..., Settings], redis_client: redis.Redis, scenario: Scenario
+) -> None:
+    _check(settings_factory, redis_client, scenario)
+
+
+def _largest_event(identifier: str, value: Any) -> bytes:
+    """An "api" event for cus_a padded so that key + value is exactly DEFAULT_MAX_RECORD bytes."""
+
+    def body(blob: str) -> bytes:
+        return Log.event_json("api", {"stripe_customer_id": "cus_a", "value": value, "blob": blob}, identifier)
+
+    raw = body("x" * (DEFAULT_MAX_RECORD - len("cus_a") - len(body(""))))
+    assert len(raw) + len("cus_a") == DEFAULT_MAX_RECORD
+    return raw
+
+
+def test_huge_records_neither_crash_nor_block(
+    settings_factory: Callable[..., Settings], redis_client: redis.Redis
+) -> None:
+    """Records just under a default producer's 1 MB limit: a valid one (accepted and forwarded), garbage and
+    a valid-JSON one with a bad value (both to the error topic), each followed by a normal event in the
+    same partition, which must still count (SPEC §9: huge payloads never crash or block a partition)."""
+    r0 = BASE_MS + DAY_MS
+    log = Log()
+    log.raw(EVENTS, r0, _largest_event("big-ok", 1))
+    log.event(r0 + 1, "api", customer="cus_a", value=2, identifier="after-1")
+    log.raw(EVENTS, r0 + 2, b"\x00" + b"y" * (DEFAULT_MAX_RECORD - 1))
+    log.event(r0 + 3, "api", customer="cus_a", value=4, identifier="after-2")
+    log.raw(EVENTS, r0 + 4, _largest_event("big-bad", "abc"))
+    log.event(r0 + 5, "api", customer="cus_a", value=8, identifier="after-3")
+    meters = [meter_version(BASE_MS, meter_id="mtr_big", event_name="api")]
+    model = run_model(meters, log.records)
+    assert list(model.outcome.values()) == [
+        "accepted",
+        "accepted",
+        "rejected:invalid_event",
+        "accepted",
+        "rejected:meter_event_invalid_value",
+        "accepted",
+    ]
+    _check(settings_factory, redis_client, Scenario(meters, log.records, PARTITIONS, BASE_MS))

@@ -75,6 +75,11 @@ class Log:
         self.records.append(rec)
         return rec.key
 
+    @staticmethod
+    def event_json(event_name: Any, payload: dict[str, Any], identifier: Any = MISSING) -> bytes:
+        """The exact bytes ``event`` would write (for tests that need to size a record precisely)."""
+        return _json({"event_name": event_name, "payload": payload, "identifier": identifier})
+
     def event(
         self,
         received_ms: int,

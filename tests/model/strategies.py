@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 from tests.model.builders import MISSING, meter_version
 from tests.model.reference import ADJUSTMENTS, DAY_MS, EVENTS, MeterVersion, Rec
 
-__all__ = ["DEFAULT_BASE_MS", "SPAN_MS", "Scenario", "interleavings", "partition_of", "scenarios"]
+__all__ = ["BIG_BYTES", "DEFAULT_BASE_MS", "SPAN_MS", "Scenario", "interleavings", "partition_of", "scenarios"]
 
 HOUR_MS = 3_600_000
 SPAN_MS = 3 * DAY_MS  # received times span about three days, so every 24 h rule can trigger
 DEFAULT_BASE_MS = 1_700_006_400_000  # 2023-11-15 00:00 UTC (day-aligned: scenarios shift by whole days)
-BIG_BYTES = 1_000_000
+BIG_BYTES = 999_000  # just under librdkafka's default message.max.bytes: any producer can send it
 
 CUSTOMERS: tuple[Any, ...] = ("cus_a", "cus_b", "cus_c", 42)
 BAD_CUSTOMERS: tuple[Any, ...] = (MISSING, "", True, None)
@@ -85,6 +85,11 @@ class Scenario:
             text = r.value[:200].decode("utf-8", "replace") + ("..." if len(r.value) > 200 else "")
             lines.append(f"  {r.topic}/{r.partition}/{r.offset} @{r.received_ms - self.base_ms:+} {text}")
         return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """Hypothesis prints failing examples with this (its pretty printer would spell out every field,
+        including a 1 MB record value)."""
+        printer.text(repr(self))
 
 
 def partition_of(key: str, partitions: int) -> int:
