@@ -1,0 +1,63 @@
+"""The retry decision and the backoff, on real stripe-python exception objects."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import stripe
+from hypothesis import given
+from hypothesis import strategies as st
+
+from processor.sink.retry import BACKOFF_CAP_S, backoff_ceiling, backoff_delay, full_jitter, should_retry
+
+
+def _error(status: int, headers: dict[str, str] | None = None) -> stripe.StripeError:
+    body = {"error": {"type": "invalid_request_error", "message": "x"}}
+    return stripe.InvalidRequestError("x", None, None, "{}", status, body, headers or {})
+
+
+@pytest.mark.parametrize("status", [409, 429, 500, 502, 503, 504])
+def test_transient_statuses_are_retried(status: int) -> None:
+    assert should_retry(_error(status))
+
+
+@pytest.mark.parametrize("status", [400, 401, 402, 403, 404, 422])
+def test_other_4xx_are_final(status: int) -> None:
+    assert not should_retry(_error(status))
+
+
+def test_stripe_should_retry_header_wins_both_ways() -> None:
+    assert should_retry(_error(400, {"Stripe-Should-Retry": "true"}))
+    assert not should_retry(_error(500, {"Stripe-Should-Retry": "false"}))
+    assert not should_retry(_error(429, {"stripe-should-retry": "false"}))  # any header case
+    assert should_retry(_error(500, {"Stripe-Should-Retry": "maybe"}))  # unknown value: ignored
+
+
+def test_connection_errors_follow_the_sdk_flag() -> None:
+    assert should_retry(stripe.APIConnectionError("reset", should_retry=True))
+    assert not should_retry(stripe.APIConnectionError("bad certificate", should_retry=False))
+
+
+def test_error_without_status_is_final() -> None:
+    assert not should_retry(stripe.AuthenticationError("No API key provided"))
+
+
+def test_backoff_ceiling_doubles_from_half_a_second_and_caps() -> None:
+    assert [backoff_ceiling(n) for n in range(1, 8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
+    assert backoff_ceiling(10_000) == BACKOFF_CAP_S  # no overflow however long the outage
+    with pytest.raises(ValueError):
+        backoff_ceiling(0)
+
+
+@given(attempt=st.integers(min_value=1, max_value=200), seed=st.integers())
+def test_delay_is_within_zero_and_the_ceiling(attempt: int, seed: int) -> None:
+    delay = backoff_delay(attempt, random.Random(seed))
+    assert 0.0 <= delay <= backoff_ceiling(attempt)
+
+
+def test_full_jitter_spreads_over_the_whole_window() -> None:
+    rng = random.Random(7)
+    draws = [full_jitter(8.0, rng) for _ in range(2000)]
+    assert min(draws) < 0.5 and max(draws) > 7.5  # not clustered at the top (that would be no jitter)
+    assert full_jitter(8.0, random.Random(1)) == full_jitter(8.0, random.Random(1))  # seeded: reproducible

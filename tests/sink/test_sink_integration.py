@@ -1,0 +1,232 @@
+"""The sink end to end: real broker, real Redis, the Stripe emulator over HTTP, ``python -m processor sink``.
+
+Each test produces accepted records (the processor's output contract) directly to its own topics, runs
+the sink as a subprocess and checks, through the emulator's event log, that Stripe received every event
+exactly once, each customer's records in Kafka order, and every cancellation after its event.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+import stripe
+
+from processor.config import Settings
+from processor.meters.model import Meter
+from processor.state.keys import Keys
+from tests.sink.conftest import (
+    API_KEY,
+    EmulatorControl,
+    Produced,
+    SinkProcess,
+    cancel,
+    committed_offsets,
+    event,
+    produce_accepted,
+    put_meter,
+    read_all,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+RAW_SUM = Meter(id="mtr_local_sum", display_name="API calls", event_name="api_calls", formula="sum")
+WINDOWED = Meter(
+    id="mtr_local_hourly", display_name="Seats", event_name="seats", formula="sum", event_time_window="hour"
+)
+
+
+def _settings(settings_factory: Callable[..., Settings], emulator: EmulatorControl, mode: str, rate: int) -> Settings:
+    return settings_factory(
+        METERSTREAM_STRIPE_API_BASE=emulator.url,
+        METERSTREAM_STRIPE_API_KEY=API_KEY,
+        METERSTREAM_STRIPE_MODE=mode,
+        METERSTREAM_STRIPE_RATE=str(rate),
+    )
+
+
+def _workload(customers: int, per_customer: int, *, cancel_every: int = 7) -> tuple[list[tuple[str, bytes]], int, int]:
+    """Interleaved records of many customers on two meters (one order-sensitive); every ``cancel_every``-th
+    event of a customer is cancelled right after it. Returns (records, events, cancellations)."""
+    records: list[tuple[str, bytes]] = []
+    n_events = n_cancels = 0
+    for i in range(per_customer):
+        for c in range(customers):
+            customer = f"cus_{c:03d}"
+            meter = WINDOWED if i % 3 == 0 else RAW_SUM
+            identifier = f"{customer}-{i}"
+            records.append((customer, event(meter, customer, identifier, value=i + 1)))
+            n_events += 1
+            if i % cancel_every == cancel_every - 1:
+                records.append((customer, cancel(meter, customer, identifier)))
+                n_cancels += 1
+    return records, n_events, n_cancels
+
+
+def _ledgers(emulator: EmulatorControl) -> list[dict[str, Any]]:
+    """The emulator's logs of the test meters that exist in it (the sink creates them on first use)."""
+    ledgers = []
+    for meter in (RAW_SUM, WINDOWED):
+        try:
+            ledgers.append(emulator.ledger(meter.event_name))
+        except urllib.error.HTTPError as exc:
+            if exc.code != 400:  # 400: no meter with that event_name (yet)
+                raise
+    return ledgers
+
+
+def _delivered(emulator: EmulatorControl) -> tuple[int, int]:
+    ledgers = _ledgers(emulator)
+    events = sum(len(ledger["events"]) for ledger in ledgers)
+    cancels = sum(len(ledger["cancellations"]) for ledger in ledgers)
+    return events, cancels
+
+
+def _check_delivery(emulator: EmulatorControl, produced: Produced, *, skipped: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    """Exactly once, per-customer Kafka order, cancellations after their events."""
+    ledgers = _ledgers(emulator)
+    received = sorted((ev for ledger in ledgers for ev in ledger["events"]), key=lambda ev: ev["seq"])
+    identifiers = [ev["identifier"] for ev in received]
+    assert len(identifiers) == len(set(identifiers)), "an identifier was billed twice"
+    seq_of = {ev["identifier"]: ev["seq"] for ev in received}
+    cancellations = [c for ledger in ledgers for c in ledger["cancellations"]]
+    cancel_seq: dict[str, int] = {}
+    for c in cancellations:
+        assert c["result"] in ("cancelled", "already_cancelled"), c
+        cancel_seq.setdefault(c["identifier"], c["seq"])
+    for customer, values in produced.by_customer.items():
+        expected: list[tuple[str, str]] = [
+            (v["kind"], v["identifier"]) for v in values if v is not None and v["identifier"] not in skipped
+        ]
+        # Stripe's receipt order of this customer's records (events and cancellations) is the Kafka order.
+        got = sorted(
+            [("event", i) for k, i in expected if k == "event"] + [("cancel", i) for k, i in expected if k == "cancel"],
+            key=lambda r: seq_of[r[1]] if r[0] == "event" else cancel_seq[r[1]],
+        )
+        assert got == expected, f"order of {customer} differs from Kafka order"
+    expected_events = {
+        v["identifier"] for vs in produced.by_customer.values() for v in vs if v and v["kind"] == "event"
+    }
+    assert set(identifiers) == expected_events - skipped
+
+
+def _stats(redis_client: redis.Redis, settings: Settings) -> dict[str, int]:
+    raw = redis_client.hgetall(Keys(settings.redis_prefix).stats("sink"))
+    return {k: int(v) for k, v in raw.items()}
+
+
+@pytest.mark.parametrize("mode", ["v2_stream", "v1"])
+def test_everything_arrives_once_in_order_despite_429s_and_500s(
+    mode: str,
+    settings_factory: Callable[..., Settings],
+    emulator: EmulatorControl,
+    redis_client: redis.Redis,
+    sink_factory: Callable[[Settings], SinkProcess],
+) -> None:
+    settings = _settings(settings_factory, emulator, mode, rate=500)
+    emulator.faults(fail_429=0.2, fail_500=0.05)
+    # One meter exists in Stripe already (found by event_name), the other is created by the sink.
+    existing = stripe.StripeClient(API_KEY, base_addresses={"api": emulator.url}).v1.billing.meters.create(
+        {"display_name": "API calls", "event_name": "api_calls", "default_aggregation": {"formula": "sum"}}
+    )
+    for meter in (RAW_SUM, WINDOWED):
+        put_meter(settings, redis_client, meter)
+    per_customer = 12 if mode == "v1" else 30
+    records, n_events, n_cancels = _workload(customers=15, per_customer=per_customer)
+    produced = produce_accepted(settings, records)
+
+    sink = sink_factory(settings)
+    wait_until(lambda: _delivered(emulator) == (n_events, n_cancels), 240, "every record reached Stripe", sink)
+    assert sink.terminate() == 0, sink.output()[-3000:]
+
+    _check_delivery(emulator, produced)
+    stats = emulator.stats()
+    assert stats.get("fault_429", 0) > 0 and stats.get("fault_500", 0) > 0  # the faults did happen
+    # Offsets: everything committed, after a graceful drain.
+    assert committed_offsets(settings, sorted(produced.end_offsets)) == {
+        p: last + 1 for p, last in produced.end_offsets.items()
+    }
+    counters = _stats(redis_client, settings)
+    assert counters[f"delivered:{mode}"] == n_events + n_cancels
+    assert counters[f"retried:{mode}"] > 0
+    assert counters.get(f"dead_lettered:{mode}", 0) == 0
+    # The meter mapping: the existing Stripe meter was found, the other created with the same settings.
+    mapping = redis_client.hgetall(Keys(settings.redis_prefix).sink_stripe_meters)
+    assert json.loads(mapping[RAW_SUM.id])["stripe_id"] == existing.id
+    created = stripe.StripeClient(API_KEY, base_addresses={"api": emulator.url}).v1.billing.meters.retrieve(
+        json.loads(mapping[WINDOWED.id])["stripe_id"]
+    )
+    assert created.event_name == "seats" and created.event_time_window == "hour"
+
+
+def test_killed_mid_stream_and_restarted_loses_nothing_and_bills_nothing_twice(
+    settings_factory: Callable[..., Settings],
+    emulator: EmulatorControl,
+    redis_client: redis.Redis,
+    sink_factory: Callable[[Settings], SinkProcess],
+) -> None:
+    settings = _settings(settings_factory, emulator, "v2_stream", rate=40)  # slow enough to kill mid-stream
+    for meter in (RAW_SUM, WINDOWED):
+        put_meter(settings, redis_client, meter)
+    records, n_events, n_cancels = _workload(customers=20, per_customer=40)
+    produced = produce_accepted(settings, records)
+
+    first = sink_factory(settings)
+    wait_until(lambda: _delivered(emulator)[0] >= n_events // 4, 180, "a quarter of the events arrived", first)
+    first.kill()  # SIGKILL: no drain, no commit of what was in flight
+    assert _delivered(emulator)[0] < n_events
+
+    second = sink_factory(settings.replace(stripe_rate=400.0))
+    wait_until(lambda: _delivered(emulator)[0] == n_events, 240, "every event reached Stripe", second)
+    wait_until(lambda: _delivered(emulator)[1] >= n_cancels, 60, "every cancellation reached Stripe", second)
+    assert second.terminate() == 0
+
+    _check_delivery(emulator, produced)
+    assert committed_offsets(settings, sorted(produced.end_offsets)) == {
+        p: last + 1 for p, last in produced.end_offsets.items()
+    }
+
+
+def test_permanent_rejections_go_to_the_dlq_with_stripes_error(
+    settings_factory: Callable[..., Settings],
+    emulator: EmulatorControl,
+    redis_client: redis.Redis,
+    sink_factory: Callable[[Settings], SinkProcess],
+) -> None:
+    settings = _settings(settings_factory, emulator, "v2_stream", rate=200)
+    put_meter(settings, redis_client, RAW_SUM)
+    bad_identifier = "x" * 101  # Stripe's limit is 100: the whole stream request is refused with a 400
+    records = [("cus_a", event(RAW_SUM, "cus_a", f"a-{i}", 1)) for i in range(5)]
+    records.insert(2, ("cus_a", event(RAW_SUM, "cus_a", bad_identifier, 1)))
+    records.append(("cus_b", b"{not json"))
+    records += [("cus_b", event(RAW_SUM, "cus_b", f"b-{i}", 1)) for i in range(3)]
+    produced = produce_accepted(settings, records)
+
+    sink = sink_factory(settings)
+    wait_until(lambda: _delivered(emulator)[0] == 8, 120, "the good events arrived", sink)
+    dlq = read_all(settings, "meter-events-stripe-dlq", expect=2)
+    assert sink.terminate() == 0
+
+    _check_delivery(emulator, produced, skipped={bad_identifier})
+    by_key = {m.key().decode(): json.loads(m.value()) for m in dlq}
+    assert set(by_key) == {"cus_a", "cus_b"}
+    rejected = by_key["cus_a"]
+    assert rejected["record"] == json.loads(records[2][1])
+    assert rejected["http_status"] == 400
+    assert rejected["error"]["type"] == "invalid_request_error"
+    assert rejected["error"]["param"] == "events[0][identifier]"
+    assert rejected["request_id"].startswith("req_")
+    assert isinstance(rejected["failed_at"], int)
+    assert by_key["cus_b"]["record"] == "{not json"
+    assert by_key["cus_b"]["error"]["code"] == "invalid_accepted_record"
+    counters = _stats(redis_client, settings)
+    assert counters["dead_lettered:v2_stream"] == 2
+    assert counters["delivered:v2_stream"] == 8
+    assert committed_offsets(settings, sorted(produced.end_offsets)) == {
+        p: last + 1 for p, last in produced.end_offsets.items()
+    }
