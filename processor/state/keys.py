@@ -24,6 +24,7 @@ __all__ = [
     "CLAIM_TTL_S",
     "DAY_S",
     "DEDUP_WINDOW_MS",
+    "GATEWAY_SESSION_TTL_S",
     "HOUR_S",
     "MINUTES_TTL_S",
     "WATERMARK_TTL_S",
@@ -51,6 +52,8 @@ MINUTES_TTL_S = 40 * DAY_S
 #: Per (meter, customer) applied-offset watermarks guard against re-applying a record after a crash; they
 #: are only consulted for records newer than the stored progress, so 40 days (topic retention) is ample.
 WATERMARK_TTL_S = 40 * DAY_S
+#: A v2 meter-event session token the gateway issued is valid for 15 minutes, as Stripe's are.
+GATEWAY_SESSION_TTL_S = 15 * 60
 
 
 def identifier_digest(identifier: str) -> str:
@@ -124,6 +127,11 @@ class Keys:
     def stats(self, component: str) -> str:
         """HASH counter name → value, for the dashboard's pipeline-health panel."""
         return f"{self.prefix}:stats:{component}"
+
+    def gateway_session(self, token_digest: str) -> str:
+        """STRING expiry (unix s): a v2 meter-event session the gateway issued, keyed by a digest of its
+        token (the token itself is never stored). TTL GATEWAY_SESSION_TTL_S."""
+        return f"{self.prefix}:gw-session:{token_digest}"
 
     @property
     def sink_stripe_meters(self) -> str:

@@ -2,8 +2,8 @@
 
 Semantics-free on purpose: bracket form decoding (:mod:`.forms`), typed parameter reads with Stripe's
 error codes (:mod:`.params`), error bodies, ``Request-Id`` and the aiohttp middleware stack (:mod:`.http`),
-API-key checks (:mod:`.auth`) and list pagination (:mod:`.pagination`). What an endpoint *does* belongs
-to the server that uses this layer.
+API-key checks (:mod:`.auth`), list pagination (:mod:`.pagination`) and v2's ISO 8601 times
+(:mod:`.times`). What an endpoint *does* belongs to the server that uses this layer.
 """
 
 from processor.wire.auth import KeyChecker, presented_key, require_key
@@ -21,6 +21,7 @@ from processor.wire.http import (
 )
 from processor.wire.pagination import PageParams, list_object, page_bounds, paginate_by_id
 from processor.wire.params import get_enum, get_int, get_map, get_str, param_name, reject_unknown
+from processor.wire.times import format_iso, parse_iso
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -33,6 +34,7 @@ __all__ = [
     "decode_form",
     "decode_pairs",
     "error_response",
+    "format_iso",
     "get_enum",
     "get_int",
     "get_map",
@@ -43,6 +45,7 @@ __all__ = [
     "page_bounds",
     "paginate_by_id",
     "param_name",
+    "parse_iso",
     "presented_key",
     "read_params",
     "reject_unknown",
