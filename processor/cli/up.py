@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import signal
 import tempfile
 import threading
@@ -12,7 +13,7 @@ from types import FrameType
 
 import click
 
-from processor.config import Settings
+from processor.config import Secret, Settings
 from processor.embedded import EmbeddedKafka, EmbeddedRedis
 from processor.kafka.admin import ensure_topics
 from processor.supervisor import Supervisor
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 #: The pipeline components ``up`` runs, in start order. Each is a ``meterstream`` subcommand.
 COMPONENTS: list[tuple[str, list[str]]] = [
     ("processor", ["processor"]),
+    ("gateway", ["gateway"]),
 ]
 
 
@@ -64,6 +66,12 @@ def up(settings: Settings, state_dir: Path | None, no_components: bool) -> None:
                 ephemeral[0],
             )
 
+        generated_key = None
+        if not settings.api_keys:
+            # The gateway refuses to run without a key; shaped like a Stripe test key so log masking catches it.
+            generated_key = "sk_test_ms" + secrets.token_hex(16)
+            settings = settings.replace(api_keys=(Secret(generated_key),))
+
         for report in ensure_topics(settings):
             log.info("topic %s", report.line())
 
@@ -81,6 +89,13 @@ def up(settings: Settings, state_dir: Path | None, no_components: bool) -> None:
         click.echo(f"  logs            : {state_dir}")
         for comp in supervisor.components:
             click.echo(f"  {comp.name:<16}: running (log {comp.log_path.name})")
+        if not no_components:
+            click.echo(f"  dashboard       : http://127.0.0.1:{settings.gateway_port}/ (user name: the API key)")
+            click.echo(
+                f"  api key         : {generated_key} (generated; set METERSTREAM_API_KEYS to choose your own)"
+                if generated_key
+                else "  api key         : one of METERSTREAM_API_KEYS"
+            )
         if ephemeral:
             click.echo("  state           : EPHEMERAL — " + "; ".join(ephemeral) + " — lost when `up` stops")
         click.echo("Press Ctrl-C to stop.", nl=True)
