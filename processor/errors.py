@@ -19,6 +19,7 @@ any of them into a clean message and an exit code, and callers can catch by fami
     │   │   └── DuplicateEventError an identifier already used within 24 h (Stripe's 400, not retryable)
     │   ├── AuthenticationFailedError  401: no key, a wrong key or a bad session token
     │   │   └── SessionExpiredError v2 meter-event session token expired (401, temporary_session_expired)
+    │   ├── PermissionDeniedError   403: valid credentials, refused request (e.g. a cross-site browser request)
     │   ├── ResourceMissingError    404 resource_missing (also an unknown URL)
     │   ├── RateLimitedError        429 rate_limit (retry with backoff)
     │   └── IdempotencyKeyError     Idempotency-Key reused with other parameters (idempotency_error)
@@ -48,6 +49,7 @@ __all__ = [
     "MeterNotFoundError",
     "MeterValidationError",
     "MeterstreamError",
+    "PermissionDeniedError",
     "RateLimitedError",
     "ResourceMissingError",
     "RetryableSinkError",
@@ -166,6 +168,13 @@ class SessionExpiredError(AuthenticationFailedError):
 
     def __init__(self, message: str = "The meter event session has expired; create a new session.") -> None:
         super().__init__(message, code="billing_meter_event_session_expired")
+
+
+class PermissionDeniedError(InvalidRequestError):
+    """The request is refused whatever the credentials (403), e.g. the gateway refusing a cross-site
+    browser request that would ride on the dashboard's cached credentials."""
+
+    http_status = 403
 
 
 class ResourceMissingError(InvalidRequestError):
