@@ -1,0 +1,75 @@
+// A small SVG bar chart, written for this dashboard (no library, no network).
+// drawBars(container, points, options): points are {start: unix seconds, value: Number, text: exact string}.
+// Every bar carries data-start / data-value (the exact integer as text) and a <title> tooltip.
+"use strict";
+
+(function () {
+  const NS = "http://www.w3.org/2000/svg";
+
+  function el(name, attrs, text) {
+    const node = document.createElementNS(NS, name);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function niceMax(v) {
+    if (v <= 0) return 1;
+    const p = Math.pow(10, Math.floor(Math.log10(v)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+    return 10 * p;
+  }
+
+  function shortNumber(v) {
+    const a = Math.abs(v);
+    if (a >= 1e12) return (v / 1e12).toPrecision(3) + "T";
+    if (a >= 1e9) return (v / 1e9).toPrecision(3) + "G";
+    if (a >= 1e6) return (v / 1e6).toPrecision(3) + "M";
+    if (a >= 1e4) return (v / 1e3).toPrecision(3) + "k";
+    return String(v);
+  }
+
+  function drawBars(container, points, options) {
+    const opts = options || {};
+    const width = Math.max(container.clientWidth || 800, 300);
+    const height = 240;
+    const pad = { left: 56, right: 12, top: 12, bottom: 28 };
+    const innerW = width - pad.left - pad.right;
+    const innerH = height - pad.top - pad.bottom;
+    const hi = niceMax(Math.max(0, ...points.map((p) => p.value)));
+    const lo = -niceMax(Math.max(0, ...points.map((p) => -p.value))) * (points.some((p) => p.value < 0) ? 1 : 0);
+    const span = hi - lo || 1;
+    const y = (v) => pad.top + innerH * (1 - (v - lo) / span);
+
+    const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": opts.label || "chart" });
+    for (const v of [lo, (lo + hi) / 2, hi]) {
+      svg.appendChild(el("line", { class: "axis", x1: pad.left, x2: width - pad.right, y1: y(v), y2: y(v) }));
+      svg.appendChild(el("text", { x: pad.left - 6, y: y(v) + 3, "text-anchor": "end" }, shortNumber(v)));
+    }
+    const step = points.length ? innerW / points.length : innerW;
+    const barW = Math.max(1, step * 0.8);
+    points.forEach((p, i) => {
+      const top = y(Math.max(0, p.value));
+      const bottom = y(Math.min(0, p.value));
+      const bar = el("rect", {
+        class: "bar" + (p.value < 0 ? " negative" : ""),
+        x: pad.left + i * step + (step - barW) / 2,
+        y: top,
+        width: barW,
+        height: Math.max(p.value === 0 ? 0 : 1, bottom - top),
+        "data-start": p.start,
+        "data-value": p.text,
+      });
+      bar.appendChild(el("title", {}, `${opts.format ? opts.format(p.start) : p.start}: ${p.text}`));
+      svg.appendChild(bar);
+    });
+    if (points.length) {
+      const fmt = opts.format || String;
+      svg.appendChild(el("text", { x: pad.left, y: height - 8 }, fmt(points[0].start)));
+      svg.appendChild(el("text", { x: width - pad.right, y: height - 8, "text-anchor": "end" }, fmt(points[points.length - 1].start)));
+    }
+    container.replaceChildren(svg);
+  }
+
+  window.MeterCharts = { drawBars };
+})();

@@ -1,0 +1,106 @@
+"""``GET /v1/billing/meters/{id}/event_summaries``: Stripe's meter event summaries, answered from Redis.
+
+The numbers come from :func:`processor.state.summaries.summarize` (exact for any minute-aligned range,
+with Stripe's alignment rules); this module adds Stripe's list semantics:
+
+- with ``value_grouping_window``, one summary per hour / UTC day that holds usage, newest first (the order
+  of Stripe's documented example); without it, a single summary for the whole range (0 when empty);
+- ids are deterministic, ``mtrusg_<tag><window start in hex>`` where the tag is a digest of meter, customer
+  and window width, so a cursor is checked against the list it came from and locates its window by
+  bisection (no listing scan);
+- ``aggregated_value`` is Stripe's float field, written as an exact JSON number: sums beyond 2**53 keep
+  every digit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from processor.errors import InvalidRequestError
+from processor.gateway.state import Gateway
+from processor.state.keys import DAY_S, HOUR_S
+from processor.state.summaries import Summary, summarize
+from processor.wire import PageParams, get_enum, get_int, get_str, list_object, page_bounds, reject_unknown
+
+__all__ = ["list_event_summaries", "summary_id"]
+
+_PREFIX = "mtrusg_"
+_ALLOWED = (
+    "customer",
+    "start_time",
+    "end_time",
+    "value_grouping_window",
+    "limit",
+    "starting_after",
+    "ending_before",
+    "expand",
+)
+
+
+def _tag(meter_id: str, customer: str, width: int) -> str:
+    return hashlib.blake2b(f"{meter_id}|{customer}|{width}".encode(), digest_size=5).hexdigest()
+
+
+def summary_id(meter_id: str, customer: str, width: int, start: int) -> str:
+    """The id of the summary of ``[start, ...)`` (``width`` 0: an ungrouped summary)."""
+    return f"{_PREFIX}{_tag(meter_id, customer, width)}{start:x}"
+
+
+def _cursor_start(cursor: str, tag: str, param: str) -> int:
+    prefix = _PREFIX + tag
+    rest = cursor[len(prefix) :] if cursor.startswith(prefix) else ""
+    try:
+        if not rest:
+            raise ValueError
+        return int(rest, 16)
+    except ValueError:
+        raise InvalidRequestError(
+            f"No such billing meter event summary: '{cursor[:100]}'", param=param, code="resource_missing"
+        ) from None
+
+
+def _object(meter_id: str, customer: str, width: int, row: Summary) -> dict[str, Any]:
+    return {
+        "id": summary_id(meter_id, customer, width, row.start_time),
+        "object": "billing.meter_event_summary",
+        "aggregated_value": row.aggregated_value,
+        "end_time": row.end_time,
+        "livemode": False,
+        "meter": meter_id,
+        "start_time": row.start_time,
+    }
+
+
+async def list_event_summaries(gw: Gateway, meter_id: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The list object Stripe answers for these query params."""
+    reject_unknown(params, _ALLOWED)
+    meter = await gw.meter(meter_id)
+    customer = get_str(params, "customer", required=True, max_length=5000)
+    start = get_int(params, "start_time", required=True)
+    end = get_int(params, "end_time", required=True)
+    grouping = get_enum(params, "value_grouping_window", ("day", "hour"))
+    page = PageParams.from_params(params)
+    assert customer is not None and start is not None and end is not None
+    rows = await asyncio.to_thread(
+        summarize, gw.sync_redis, gw.keys, meter.id, meter.formula, customer, start, end, grouping
+    )
+    width = {"hour": HOUR_S, "day": DAY_S}.get(grouping or "", 0)
+    if width:
+        rows = [row for row in rows if row.value is not None]  # only windows that hold usage
+    tag = _tag(meter.id, customer, width)
+    starts = [row.start_time for row in rows]  # ascending
+    n = len(rows)
+    after = before = None
+    cursor = page.starting_after if page.starting_after is not None else page.ending_before
+    if cursor is not None:
+        param = "starting_after" if page.starting_after is not None else "ending_before"
+        t = _cursor_start(cursor, tag, param)
+        # Positions in the newest-first list: the cursor's window sits at n-1-bisect_left(starts, t).
+        after, before = n - bisect.bisect_left(starts, t), n - bisect.bisect_right(starts, t)
+    lo, hi, more = page_bounds(n, page, after=after, before=before)
+    data = [_object(meter.id, customer, width, rows[n - 1 - i]) for i in range(lo, hi)]
+    return list_object(data, has_more=more, url=f"/v1/billing/meters/{meter.id}/event_summaries")
