@@ -163,9 +163,9 @@ def read_all(settings: Settings, bases: Iterable[str], partitions: int, idle: fl
     return out
 
 
-def reference_state(settings: Settings, redis_prefix: str, partitions: int) -> int:
+def reference_state(settings: Settings, redis_prefix: str, partitions: int) -> set[tuple[str, str]]:
     """Run the engine over every input record once, without Kafka output and without crashes, into
-    ``redis_prefix``: the state a perfect run must reach. Returns how many records it saw."""
+    ``redis_prefix``: the state a perfect run must reach. Returns the (kind, identifier) pairs it accepted."""
     from processor.aggregator.engine import Engine, RawRecord
     from processor.aggregator.meterbook import MeterBook
     from processor.state.store import StateStore, connect_redis
@@ -177,6 +177,21 @@ def reference_state(settings: Settings, redis_prefix: str, partitions: int) -> i
     msgs = read_all(settings, ["meter-events", "meter-event-adjustments"], partitions)
     engine = Engine(StateStore(connect_redis(settings.require_redis_url()), redis_prefix), book)
     records = [RawRecord(base[m.topic()], m.partition(), m.offset(), m.timestamp()[1], m.value()) for m in msgs]
+    accepted: set[tuple[str, str]] = set()
     for i in range(0, len(records), 5000):
-        engine.process(records[i : i + 5000])
-    return len(records)
+        out = engine.process(records[i : i + 5000])
+        for _, value in out.accepted:
+            body = json.loads(value)
+            accepted.add((body["kind"], body["identifier"]))
+    return accepted
+
+
+def snapshot_diff(a: dict[str, dict[str, str]], b: dict[str, dict[str, str]], limit: int = 20) -> list[str]:
+    """Human-readable differences between two usage snapshots (empty when equal)."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        fa, fb = a.get(key, {}), b.get(key, {})
+        for field in sorted(set(fa) | set(fb)):
+            if fa.get(field) != fb.get(field):
+                out.append(f"{key} {field}: {fa.get(field)} != {fb.get(field)}")
+    return out[:limit]

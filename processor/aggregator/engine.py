@@ -156,7 +156,7 @@ class Engine:
                 ),
             )
         )
-        if status == "new" and res[1] != "":
+        if arrived_cancelled:
             # A cancellation that came first takes this event out on arrival; forward it after the event.
             out.accepted.append(
                 (ev.customer, self._cancel_value(ev.meter, ev.identifier, ev.customer, res[1], ev.source.received_ms))

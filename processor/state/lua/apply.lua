@@ -88,9 +88,12 @@ end
 local function minute_of(ts) return ts - ts % 60 end
 local function hour_of(ts) return ts - ts % 3600 end
 local function day_of(ts) return ts - ts % 86400 end
+-- A sum/count bucket that comes to 0 is removed: "no surviving event" and "nets to 0" read the same,
+-- and the stored state no longer depends on how batches or the two input topics interleaved.
 local function hincr(key, field, delta)
   local cur = redis.call('HGET', key, field) or '0'
-  redis.call('HSET', key, field, badd(cur, delta))
+  local new = badd(cur, delta)
+  if new == '0' then redis.call('HDEL', key, field) else redis.call('HSET', key, field, new) end
 end
 -- `last` over a day = the value of its latest non-empty hour (hours split timestamps in order)
 local function refresh_last_day(hkey, dkey, day)
@@ -261,7 +264,7 @@ for _, op in ipairs(ops) do
 end
 for key, fields in pairs(pending) do
   for field, delta in pairs(fields) do
-    if delta ~= '0' or redis.call('HEXISTS', key, field) == 0 then hincr(key, field, delta) end
+    if delta ~= '0' then hincr(key, field, delta) end
   end
 end
 for mkey, _ in pairs(minute_keys) do redis.call('PEXPIRE', mkey, MIN_TTL) end
