@@ -54,6 +54,7 @@ GARBAGE_EVENTS: tuple[bytes, ...] = (
     b'{"event_name": "ev0", "payload": {"stripe_customer_id": "cus_a", "value": 1}, "timestamp": "1"}',
     b'{"event_name": "ev0", "payload": {"stripe_customer_id": "cus_a", "value": 1}, "timestamp": true}',
     b'{"event_name": "ev0", "payload": {"stripe_customer_id": "cus_a", "value": 1}, "timestamp": 1.5}',
+    b'{"event_name": "ev0", "payload": {"stripe_customer_id": "cus_a", "value": 1}, "timestamp": null}',
 )
 GARBAGE_ADJUSTMENTS: tuple[bytes, ...] = (
     b"nope",
@@ -142,7 +143,8 @@ def scenarios(
     shapes = {v.meter["event_name"]: v.meter for v in versions}
     names = [*shapes, "ev_unknown"]
     specs: list[tuple[str, int, int, bytes]] = []  # (topic, partition, received_ms, value)
-    made: list[tuple[str, Any, Any, int]] = []  # (event_name, customer, identifier, received_ms) of good-looking events
+    # (event_name, customer, identifier, received_ms, timestamp) of good-looking events
+    made: list[tuple[str, Any, Any, int, Any]] = []
 
     def received() -> int:
         if len(made) > 0 and draw(st.booleans()):
@@ -150,9 +152,15 @@ def scenarios(
         return draw(st.integers(base_ms, base_ms + SPAN_MS))
 
     for _ in range(draw(st.integers(0, max_events))):
-        if made and draw(st.integers(0, 3)) == 0:  # same (event_name, customer, identifier) again
-            event_name, customer, identifier, before = made[draw(st.integers(0, len(made) - 1))]
+        roll = draw(st.integers(0, 7)) if made else 7
+        sibling_ts: Any = None
+        if roll <= 1:  # the same (event_name, customer, identifier) again: a duplicate, or a reuse after 24 h
+            event_name, customer, identifier, before, _ts = made[draw(st.integers(0, len(made) - 1))]
             r = before + draw(st.sampled_from(DUP_DELTAS))
+        elif roll <= 3:  # same customer and meter, new identifier, close in time: overwrites a window's survivor
+            event_name, customer, _ident, before, sibling_ts = made[draw(st.integers(0, len(made) - 1))]
+            identifier = f"{customer}-{draw(st.integers(0, 5))}"
+            r = before + draw(st.sampled_from((0, 1, 1000, 60_000, HOUR_MS)))
         else:
             event_name = draw(st.sampled_from(names if draw(st.integers(0, 7)) == 0 else names[:-1]))
             customer = draw(st.sampled_from(CUSTOMERS if draw(st.integers(0, 5)) else BAD_CUSTOMERS))
@@ -169,8 +177,10 @@ def scenarios(
         value = draw(st.sampled_from(pool))
         r_s = r // 1000
         timestamp: Any = MISSING
-        near = draw(st.integers(0, 3))  # missing, an edge of the 35 d / 5 min window, an hour or day boundary
-        if near == 1:
+        near = draw(st.integers(0, 4))  # missing, an edge of the 35 d / 5 min window, an hour or day boundary
+        if near == 4 and sibling_ts is not None:  # the sibling's own time, or just after it
+            timestamp = (r_s if sibling_ts is MISSING else sibling_ts) + draw(st.sampled_from((0, 1, 60)))
+        elif near == 1:
             timestamp = r_s + draw(st.sampled_from(TS_DELTAS))
         elif near == 2:
             timestamp = r_s - r_s % 3600 + draw(st.sampled_from((-3600, -1, 0, 1, 3599)))
@@ -183,7 +193,7 @@ def scenarios(
         partition = partition_of(str(customer), partitions) if valid_customer else draw(st.integers(0, partitions - 1))
         specs.append((EVENTS, partition, r, _dump(body)))
         if valid_customer and isinstance(identifier, str) and identifier:
-            made.append((event_name, customer, identifier, r))
+            made.append((event_name, customer, identifier, r, timestamp))
 
     for _ in range(draw(st.integers(0, 3))):
         garbage = draw(st.sampled_from(GARBAGE_EVENTS))
@@ -197,7 +207,7 @@ def scenarios(
 
     for _ in range(draw(st.integers(0, max_cancels))):
         if made and draw(st.integers(0, 3)) > 0:
-            event_name, _customer, identifier, r = made[draw(st.integers(0, len(made) - 1))]
+            event_name, _customer, identifier, r, _ts = made[draw(st.integers(0, len(made) - 1))]
             r += draw(st.sampled_from(CANCEL_DELTAS))
         else:
             event_name = draw(st.sampled_from(names))
