@@ -13,9 +13,10 @@ from types import FrameType
 
 import click
 
-from processor.config import Secret, Settings
-from processor.embedded import EmbeddedKafka, EmbeddedRedis
+from processor.config import STRIPE_DEFAULT_API_BASE, Secret, Settings
+from processor.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from processor.kafka.admin import ensure_topics
+from processor.meters.registry import MeterRegistry
 from processor.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 #: The pipeline components ``up`` runs, in start order. Each is a ``meterstream`` subcommand.
 COMPONENTS: list[tuple[str, list[str]]] = [
     ("processor", ["processor"]),
+    ("sink", ["sink"]),
     ("gateway", ["gateway"]),
 ]
 
@@ -72,11 +74,36 @@ def up(settings: Settings, state_dir: Path | None, no_components: bool) -> None:
             generated_key = "sk_test_ms" + secrets.token_hex(16)
             settings = settings.replace(api_keys=(Secret(generated_key),))
 
+        emulator_port = None
+        if not settings.stripe_api_key and settings.stripe_api_base == STRIPE_DEFAULT_API_BASE:
+            # No Stripe configured: the sink talks to the local emulator, never to api.stripe.com.
+            emulator_port = free_port()
+            emulator_key = "sk_test_emu" + secrets.token_hex(12)
+            settings = settings.replace(
+                stripe_api_base=f"http://127.0.0.1:{emulator_port}", stripe_api_key=Secret(emulator_key)
+            )
+
         for report in ensure_topics(settings):
             log.info("topic %s", report.line())
+        # Topic and Redis mirror of the meters agree before anything reads them (a restarted ephemeral broker
+        # gets its meters back from a persistent Redis, and the other way round).
+        registry = MeterRegistry(settings)
+        try:
+            registry.sync()
+        finally:
+            registry.close()
 
         supervisor = Supervisor(settings, state_dir)
         if not no_components:
+            if emulator_port is not None:
+                supervisor.add(
+                    "stripe-emulator",
+                    "stripe-emulator",
+                    "--port",
+                    str(emulator_port),
+                    "--api-key",
+                    settings.stripe_api_key.reveal(),
+                )
             for name, args in COMPONENTS:
                 supervisor.add(name, *args)
         supervisor.start_all()
@@ -96,6 +123,14 @@ def up(settings: Settings, state_dir: Path | None, no_components: bool) -> None:
                 if generated_key
                 else "  api key         : one of METERSTREAM_API_KEYS"
             )
+        if not no_components:
+            stripe_where = (
+                f"{settings.stripe_api_base} (local emulator, key {settings.stripe_api_key.reveal()}; "
+                "set METERSTREAM_STRIPE_API_KEY for real Stripe)"
+                if emulator_port is not None
+                else settings.stripe_api_base
+            )
+            click.echo(f"  stripe          : {stripe_where}")
         if ephemeral:
             click.echo("  state           : EPHEMERAL — " + "; ".join(ephemeral) + " — lost when `up` stops")
         click.echo("Press Ctrl-C to stop.", nl=True)

@@ -1,0 +1,142 @@
+"""`meterstream up` end to end, the way a new user runs it: embedded broker, Valkey and Stripe emulator,
+then the CLI to create a meter and send events, and the official stripe SDK to check what reached
+"Stripe" (the emulator) and what the gateway answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import stripe
+from click.testing import CliRunner
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from processor.cli import main
+from processor.embedded import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def running_up(tmp_path: Path) -> Iterator[dict[str, str]]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
+    env["METERSTREAM_GATEWAY_PORT"] = str(port)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "processor", "up", "--state-dir", str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    info: dict[str, str] = {}
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = re.match(r"\s+([a-z -]+?)\s*: (\S+)", line)
+        if m:
+            info[m.group(1).strip()] = m.group(2)
+        k = re.search(r"local emulator, key (sk_test_\w+)", line)
+        if k:
+            info["stripe key"] = k.group(1)
+        if line.startswith("Press Ctrl-C"):
+            break
+    assert "api key" in info, "".join(lines)
+    info["gateway"] = f"http://127.0.0.1:{port}"
+    yield info
+    proc.send_signal(signal.SIGINT)
+    try:
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_up_create_meter_send_events_and_see_them_everywhere(running_up: dict[str, str]) -> None:
+    env = {"METERSTREAM_KAFKA_BOOTSTRAP": running_up["kafka bootstrap"], "METERSTREAM_REDIS_URL": running_up["redis"]}
+    runner = CliRunner()
+    created = runner.invoke(
+        main,
+        ["meters", "create", "--event-name", "api_requests", "--display-name", "API requests", "--formula", "sum"],
+        env=env,
+    )
+    assert created.exit_code == 0, created.output
+    meter_id = json.loads(created.output[created.output.index("{") :])["id"]
+    for value in (3, 4):
+        sent = runner.invoke(
+            main,
+            ["events", "send", "--event-name", "api_requests", "--customer", "cus_new", "--value", str(value)],
+            env=env,
+        )
+        assert sent.exit_code == 0, sent.output
+
+    # the README's "see them on the meter-events topic" snippet, in miniature
+    consumer = Consumer(
+        {"bootstrap.servers": running_up["kafka bootstrap"], "group.id": "readme", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition("meter-events", p, OFFSET_BEGINNING) for p in range(12)])
+    seen = []
+    deadline = time.monotonic() + 30
+    while len(seen) < 2 and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            seen.append(json.loads(msg.value()))
+    consumer.close()
+    assert sorted(e["payload"]["value"] for e in seen) == [3, 4]
+
+    # the processor aggregated them; `meterstream usage` and the gateway's summaries agree
+    now = int(time.time())
+    start, end = now - now % 86400, now - now % 86400 + 86400
+    deadline = time.monotonic() + 60
+    out = ""
+    while time.monotonic() < deadline:
+        res = runner.invoke(
+            main,
+            ["usage", "--meter", meter_id, "--customer", "cus_new", "--from", str(start), "--to", str(end), "--json"],
+            env=env,
+        )
+        out = res.output
+        if '"aggregated_value": 7' in out:
+            break
+        time.sleep(0.5)
+    assert '"aggregated_value": 7' in out, out
+
+    client = stripe.StripeClient(
+        running_up["api key"], base_addresses={"api": running_up["gateway"], "meter_events": running_up["gateway"]}
+    )
+    summaries = client.v1.billing.meters.event_summaries.list(
+        meter_id, {"customer": "cus_new", "start_time": start, "end_time": end}
+    )
+    assert [s.aggregated_value for s in summaries.data] == [7]
+
+    # and the sink forwarded both events to Stripe (the emulator), where the meter was created by event_name
+    stripe_url = running_up["stripe"]
+    deadline = time.monotonic() + 90
+    total = None
+    while time.monotonic() < deadline:
+        emu = stripe.StripeClient(
+            running_up["stripe key"], base_addresses={"api": stripe_url, "meter_events": stripe_url}
+        )
+        meters = [m for m in emu.v1.billing.meters.list().data if m.event_name == "api_requests"]
+        if meters:
+            got = emu.v1.billing.meters.event_summaries.list(
+                meters[0].id, {"customer": "cus_new", "start_time": start, "end_time": end}
+            ).data
+            total = got[0].aggregated_value if got else None
+            if total == 7:
+                break
+        time.sleep(1)
+    assert total == 7
