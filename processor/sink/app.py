@@ -17,8 +17,9 @@ Settings for the Tansu broker (SPEC §11): a 6 s session timeout (group joins ta
 no leader topic (``topic_disable_leader``), no topic declaration, no tables or changelogs (memory
 store), no web server. ``consumer_auto_offset_reset="earliest"``: a new group starts at the beginning.
 
-Shutdown on SIGTERM/SIGINT is a drain: intake stops, held records finish (bounded by
-:data:`DRAIN_TIMEOUT_S`), offsets are committed, and only then does faust stop; the process exits 0.
+Shutdown on SIGTERM/SIGINT is a drain: intake and planning stop, the requests in flight finish (bounded
+by :data:`DRAIN_TIMEOUT_S`), the done offsets are committed, and only then does faust stop; the process
+exits 0. Records still queued are not committed: the next owner of their partition reads them again.
 A fatal error (Stripe refuses the API key, the DLQ cannot be written) stops the sink the same way,
 without acknowledging anything unfinished, and ``run_sink`` raises it (non-zero exit).
 """
@@ -52,7 +53,7 @@ __all__ = ["DRAIN_TIMEOUT_S", "SinkService", "broker_credentials", "build_app", 
 
 log = logging.getLogger(__name__)
 
-#: How long a shutdown waits for held records to reach Stripe. Below Kubernetes' default 30 s grace
+#: How long a shutdown waits for the requests in flight (retries included) to finish. Below Kubernetes' default 30 s grace
 #: period, so the commit after the drain happens before a SIGKILL would.
 DRAIN_TIMEOUT_S = 20.0
 #: How often the counters are added to the Redis stats hash.
@@ -128,7 +129,7 @@ class SinkService:
         self.limiter = AsyncRateLimiter(settings.stripe_rate)
         self.redis = aioredis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
         self.gateway = StripeGateway(settings, acquire=self.limiter.acquire, on_request=self._count_request)
-        self.registry = MeterRegistry(settings, self.gateway, self.redis)
+        self.registry = MeterRegistry(settings, self.gateway, self.redis, on_retry=lambda: self.metrics.incr("retried"))
         self.engine = SinkEngine(
             mode=settings.stripe_mode,
             gateway=self.gateway,
@@ -221,7 +222,7 @@ class SinkService:
 
     # ---- shutdown ---------------------------------------------------------------------------------
     async def drain(self) -> None:
-        """Stop intake, finish held records, commit, flush metrics; then faust may stop."""
+        """Stop intake, finish the requests in flight, commit, flush metrics; then faust may stop."""
         if self._drained:
             return
         self._drained = True

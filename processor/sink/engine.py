@@ -48,7 +48,7 @@ from processor.sink.metrics import SinkMetrics
 from processor.sink.planner import Item, Planner, Unit
 from processor.sink.ratelimit import AsyncRateLimiter
 from processor.sink.records import AcceptedRecord, parse_accepted
-from processor.sink.retry import backoff_delay
+from processor.sink.retry import backoff_delay, retry_transient
 from processor.sink.stripe_api import StripeGateway, is_already_exists
 from processor.sink.watermark import OffsetTracker, Token
 
@@ -138,8 +138,9 @@ class SinkEngine:
             self._workers.append(asyncio.create_task(self._worker(), name=f"sink-worker-{n}"))
 
     async def drain(self, timeout: float) -> bool:
-        """Stop taking records, finish what is held (up to ``timeout`` seconds), stop the workers.
-        Returns whether everything held was finished."""
+        """Stop taking records and planning requests, finish the requests in flight (up to ``timeout``
+        seconds), stop the workers. Queued records are left: they are not acknowledged, so the next owner
+        of the partition reads them again. Returns whether every request in flight finished."""
         self._draining = True
         self._notify()
         finished = True
@@ -148,9 +149,9 @@ class SinkEngine:
         except TimeoutError:
             finished = False
             log.warning(
-                "drain timed out after %.0f s with %d records unfinished; they will be read again",
+                "drain timed out after %.0f s with %d records in flight; they will be read again",
                 timeout,
-                self.planner.queued + self.planner.in_flight_items,
+                self.planner.in_flight_items,
             )
         await self.stop()
         return finished
@@ -162,7 +163,7 @@ class SinkEngine:
         self._workers.clear()
 
     def _drained(self) -> bool:
-        return self.failure is not None or (self.planner.idle and self._intake_writes == 0)
+        return self.failure is not None or (self.planner.in_flight_items == 0 and self._intake_writes == 0)
 
     # ---- rebalances -------------------------------------------------------------------------------
     def assign(self, partitions: set[Partition]) -> None:
@@ -289,9 +290,9 @@ class SinkEngine:
     async def _worker(self) -> None:
         try:
             while True:
-                await self._wait_for(self.planner.has_ready)
+                await self._wait_for(self._may_plan)
                 await self.limiter.acquire()
-                unit = self.planner.next_unit()
+                unit = self.planner.next_unit() if self._may_plan() else None
                 if unit is None:
                     continue  # another worker planned it first (this token goes unused: never too fast)
                 outcomes = await self._deliver(unit)
@@ -320,27 +321,19 @@ class SinkEngine:
         return outcomes
 
     async def _attempts(self, send: Callable[[], Awaitable[None]], what: str) -> Outcome:
-        """Send until Stripe gives a final answer. The caller holds the token for the first attempt."""
-        attempt = 0
-        immediate_used = False
-        while True:
-            try:
-                await send()
-                return _DELIVERED
-            except RetryableSinkError as exc:
-                self.metrics.incr("retried")
-                if exc.retry_after == 0.0 and not immediate_used:
-                    immediate_used, delay = True, 0.0
-                else:
-                    attempt += 1
-                    delay = backoff_delay(attempt, self._rng)
-                (log.warning if attempt >= 4 else log.debug)(
-                    "%s failed (%s); retry %d in %.2f s", what, exc, attempt, delay
-                )
-                await asyncio.sleep(delay)
-                await self.limiter.acquire()
-            except StripeRejectedError as exc:
-                return _DUPLICATE if is_already_exists(exc) else Outcome("rejected", exc)
+        """Send until Stripe gives a final answer. The caller holds the token for the first attempt;
+        each resend takes its own."""
+        try:
+            await retry_transient(
+                send,
+                what=what,
+                rng=self._rng,
+                before_retry=self.limiter.acquire,
+                on_retry=lambda: self.metrics.incr("retried"),
+            )
+        except StripeRejectedError as exc:
+            return _DUPLICATE if is_already_exists(exc) else Outcome("rejected", exc)
+        return _DELIVERED
 
     async def _settle(self, unit: Unit[_Pending], outcomes: list[Outcome]) -> None:
         for item, outcome in zip(unit.items, outcomes, strict=True):
@@ -375,6 +368,9 @@ class SinkEngine:
             return  # stopping on an error: acknowledge nothing more
         for ref in released:
             self._ack(ref)
+
+    def _may_plan(self) -> bool:
+        return not self._draining and self.failure is None and self.planner.has_ready()
 
     def _held(self) -> int:
         return self.planner.queued + self.planner.in_flight_items

@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -29,12 +31,14 @@ from redis.exceptions import RedisError
 from processor.config import Settings
 from processor.errors import StateError, StripeRejectedError
 from processor.meters.model import Meter
+from processor.sink.retry import retry_transient
 from processor.sink.stripe_api import StripeGateway
 from processor.state.keys import Keys
 
 __all__ = ["MeterRegistry", "create_params", "order_sensitive", "settings_mismatch"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def order_sensitive(meter: Meter) -> bool:
@@ -81,10 +85,20 @@ def settings_mismatch(meter: Meter, stripe_meter: dict[str, Any]) -> list[str]:
 class MeterRegistry:
     """Local meter id → our :class:`Meter`, ensured in Stripe. Concurrency-safe (one ensure at a time)."""
 
-    def __init__(self, settings: Settings, gateway: StripeGateway, redis: aioredis.Redis) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        gateway: StripeGateway,
+        redis: aioredis.Redis,
+        *,
+        rng: random.Random | None = None,
+        on_retry: Callable[[], None] = lambda: None,
+    ) -> None:
         self._keys = Keys(settings.redis_prefix)
         self._gateway = gateway
         self._redis = redis
+        self._rng = rng or random.Random()
+        self._on_retry = on_retry
         self._ensured: dict[str, Meter] = {}
         self._stripe_ids: dict[str, str] = {}
         self._lock = asyncio.Lock()
@@ -121,7 +135,8 @@ class MeterRegistry:
                 )
             if meter.active and stripe_meter.get("status") == "inactive":
                 log.warning("reactivating Stripe meter %s (%s is active here)", stripe_meter.get("id"), meter.id)
-                stripe_meter = await self._gateway.reactivate_meter(str(stripe_meter["id"]))
+                stripe_id = str(stripe_meter["id"])
+                stripe_meter = await self._call(lambda: self._gateway.reactivate_meter(stripe_id), "reactivating")
             stripe_id = str(stripe_meter["id"])
             await self._remember(meter.id, stripe_id)
             self._ensured[meter_id] = meter
@@ -168,23 +183,29 @@ class MeterRegistry:
         stripe_id = await self._remembered(meter.id)
         if stripe_id is not None:
             try:
-                found = await self._gateway.retrieve_meter(stripe_id)
+                found = await self._call(lambda: self._gateway.retrieve_meter(stripe_id), "retrieving a meter")
             except StripeRejectedError as exc:
                 log.info("remembered Stripe meter %s for %s is gone (%s); looking again", stripe_id, meter.id, exc)
             else:
                 if found.get("event_name") == meter.event_name:
                     return found
-        found_by_name = self._pick(await self._gateway.list_meters(), meter.event_name)
+        found_by_name = self._pick(await self._call(self._gateway.list_meters, "listing meters"), meter.event_name)
         if found_by_name is not None:
             return found_by_name
+        params = create_params(meter)
         try:
-            return await self._gateway.create_meter(create_params(meter))
+            return await self._call(lambda: self._gateway.create_meter(params), "creating a meter")
         except StripeRejectedError:
             # Another sink process may have created it a moment ago (event_name taken): look once more.
-            found_by_name = self._pick(await self._gateway.list_meters(), meter.event_name)
+            found_by_name = self._pick(await self._call(self._gateway.list_meters, "listing meters"), meter.event_name)
             if found_by_name is not None:
                 return found_by_name
             raise
+
+    async def _call(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """One Stripe call, transient failures retried on their own (a multi-step ensure keeps its
+        progress instead of starting over)."""
+        return await retry_transient(call, what=what, rng=self._rng, on_retry=self._on_retry)
 
     @staticmethod
     def _pick(meters: list[dict[str, Any]], event_name: str) -> dict[str, Any] | None:

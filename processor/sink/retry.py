@@ -1,4 +1,8 @@
-"""When to retry a Stripe request, and how long to wait. Pure functions (randomness is injected).
+"""When to retry a Stripe request, how long to wait, and the one retry loop.
+
+The decisions are pure functions (randomness is injected); :func:`retry_transient` is the loop every
+Stripe call of the sink goes through (record deliveries in the engine, meter calls in the registry), so
+backoff, jitter and the "resend at once after a session renewal" rule live in one place.
 
 The policy is stripe-python's own (``_http_client.py`` ``_should_retry``), made explicit because the sink
 runs the SDK with ``max_network_retries=0`` and retries itself: the SDK would retry one HTTP call, but the
@@ -14,12 +18,28 @@ Order of the decision (:func:`should_retry`):
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 import stripe
 
-__all__ = ["BACKOFF_BASE_S", "BACKOFF_CAP_S", "backoff_ceiling", "backoff_delay", "full_jitter", "should_retry"]
+from processor.errors import RetryableSinkError
+
+__all__ = [
+    "BACKOFF_BASE_S",
+    "BACKOFF_CAP_S",
+    "backoff_ceiling",
+    "backoff_delay",
+    "full_jitter",
+    "retry_transient",
+    "should_retry",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: The first retry waits up to half a second (stripe-python's initial delay) ...
 BACKOFF_BASE_S = 0.5
@@ -69,3 +89,40 @@ def full_jitter(ceiling: float, rng: random.Random) -> float:
 def backoff_delay(attempt: int, rng: random.Random) -> float:
     """Seconds to wait before retry number ``attempt``."""
     return full_jitter(backoff_ceiling(attempt), rng)
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def retry_transient(
+    call: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    rng: random.Random,
+    before_retry: Callable[[], Awaitable[None]] = _nothing,
+    on_retry: Callable[[], None] = lambda: None,
+) -> T:
+    """Await ``call()`` until it does not raise :class:`RetryableSinkError`, sleeping
+    :func:`backoff_delay` between attempts (no limit: a transient failure is waited out, and the caller
+    is cancelled at shutdown). An error with ``retry_after == 0`` (a renewed session) is resent at once,
+    the first time only, so a server that keeps refusing sessions still meets the backoff.
+    ``before_retry`` runs before each resend (the engine takes a rate token there). Anything else the
+    call raises propagates."""
+    attempt = 0
+    immediate_used = False
+    while True:
+        try:
+            return await call()
+        except RetryableSinkError as exc:
+            on_retry()
+            if exc.retry_after == 0.0 and not immediate_used:
+                immediate_used, delay = True, 0.0
+            else:
+                attempt += 1
+                delay = backoff_delay(attempt, rng)
+            (log.warning if attempt >= 4 else log.debug)(
+                "%s failed (%s); retry %d in %.2f s", what, exc, attempt, delay
+            )
+            await asyncio.sleep(delay)
+            await before_retry()

@@ -69,6 +69,7 @@ class Produced:
 
     by_customer: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     end_offsets: dict[int, int] = field(default_factory=dict)
+    at: dict[tuple[int, int], Any] = field(default_factory=dict)  # (partition, offset) -> parsed value
     count: int = 0
 
 
@@ -86,6 +87,10 @@ def produce_accepted(
             errors.append(str(err))
         else:
             produced.end_offsets[msg.partition()] = max(produced.end_offsets.get(msg.partition(), -1), msg.offset())
+            try:
+                produced.at[(msg.partition(), msg.offset())] = json.loads(msg.value())
+            except ValueError:
+                produced.at[(msg.partition(), msg.offset())] = None
 
     for customer, value in records:
         producer.produce(topic, key=customer.encode(), value=value, on_delivery=on_delivery)

@@ -96,7 +96,7 @@ async def _harness(settings: Settings, redis_client: aioredis.Redis, **kwargs: A
     engine = SinkEngine(
         mode=settings.stripe_mode,
         gateway=gateway,
-        registry=MeterRegistry(settings, gateway, redis_client),
+        registry=MeterRegistry(settings, gateway, redis_client, rng=random.Random(4)),
         limiter=limiter,
         metrics=metrics,
         dead_letter=dead_letter,

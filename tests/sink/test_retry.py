@@ -61,3 +61,44 @@ def test_full_jitter_spreads_over_the_whole_window() -> None:
     draws = [full_jitter(8.0, rng) for _ in range(2000)]
     assert min(draws) < 0.5 and max(draws) > 7.5  # not clustered at the top (that would be no jitter)
     assert full_jitter(8.0, random.Random(1)) == full_jitter(8.0, random.Random(1))  # seeded: reproducible
+
+
+class _NoWait(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return 0.0
+
+
+def test_retry_transient_waits_out_transient_errors_and_renews_once_at_once() -> None:
+    import asyncio
+
+    from processor.errors import RetryableSinkError, StripeRejectedError
+    from processor.sink.retry import retry_transient
+
+    answers: list[BaseException | str] = [
+        RetryableSinkError("429"),
+        RetryableSinkError("session", retry_after=0.0),
+        RetryableSinkError("session again", retry_after=0.0),  # the second one goes through backoff
+        "ok",
+    ]
+    retries: list[int] = []
+    resends: list[int] = []
+
+    async def call() -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    async def before_retry() -> None:
+        resends.append(1)
+
+    result = asyncio.run(
+        retry_transient(call, what="t", rng=_NoWait(), before_retry=before_retry, on_retry=lambda: retries.append(1))
+    )
+    assert result == "ok" and len(retries) == 3 and len(resends) == 3
+
+    async def rejected() -> str:
+        raise StripeRejectedError("no")
+
+    with pytest.raises(StripeRejectedError):
+        asyncio.run(retry_transient(rejected, what="t", rng=_NoWait()))

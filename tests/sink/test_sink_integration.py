@@ -16,7 +16,7 @@ import pytest
 import redis
 import stripe
 
-from processor.config import Settings
+from processor.config import Secret, Settings
 from processor.meters.model import Meter
 from processor.state.keys import Keys
 from tests.sink.conftest import (
@@ -129,11 +129,11 @@ def test_everything_arrives_once_in_order_despite_429s_and_500s(
     sink_factory: Callable[[Settings], SinkProcess],
 ) -> None:
     settings = _settings(settings_factory, emulator, mode, rate=500)
-    emulator.faults(fail_429=0.2, fail_500=0.05)
     # One meter exists in Stripe already (found by event_name), the other is created by the sink.
     existing = stripe.StripeClient(API_KEY, base_addresses={"api": emulator.url}).v1.billing.meters.create(
         {"display_name": "API calls", "event_name": "api_calls", "default_aggregation": {"formula": "sum"}}
     )
+    emulator.faults(fail_429=0.2, fail_500=0.05)
     for meter in (RAW_SUM, WINDOWED):
         put_meter(settings, redis_client, meter)
     per_customer = 12 if mode == "v1" else 30
@@ -164,16 +164,20 @@ def test_everything_arrives_once_in_order_despite_429s_and_500s(
     assert created.event_name == "seats" and created.event_time_window == "hour"
 
 
+@pytest.mark.parametrize("mode", ["v2_stream", "v1"])
 def test_killed_mid_stream_and_restarted_loses_nothing_and_bills_nothing_twice(
+    mode: str,
     settings_factory: Callable[..., Settings],
     emulator: EmulatorControl,
     redis_client: redis.Redis,
     sink_factory: Callable[[Settings], SinkProcess],
 ) -> None:
-    settings = _settings(settings_factory, emulator, "v2_stream", rate=40)  # slow enough to kill mid-stream
+    # Slow enough to be killed mid-stream, with requests in flight (latency) when it happens.
+    settings = _settings(settings_factory, emulator, mode, rate=40 if mode == "v2_stream" else 150)
+    emulator.faults(latency_ms=20)
     for meter in (RAW_SUM, WINDOWED):
         put_meter(settings, redis_client, meter)
-    records, n_events, n_cancels = _workload(customers=20, per_customer=40)
+    records, n_events, n_cancels = _workload(customers=20, per_customer=40 if mode == "v2_stream" else 10)
     produced = produce_accepted(settings, records)
 
     first = sink_factory(settings)
@@ -190,6 +194,62 @@ def test_killed_mid_stream_and_restarted_loses_nothing_and_bills_nothing_twice(
     assert committed_offsets(settings, sorted(produced.end_offsets)) == {
         p: last + 1 for p, last in produced.end_offsets.items()
     }
+
+
+def test_sigterm_drains_commits_only_what_stripe_accepted_and_exits_0(
+    settings_factory: Callable[..., Settings],
+    emulator: EmulatorControl,
+    redis_client: redis.Redis,
+    sink_factory: Callable[[Settings], SinkProcess],
+) -> None:
+    settings = _settings(settings_factory, emulator, "v2_stream", rate=20)
+    emulator.faults(latency_ms=150)  # requests are in flight when the signal comes
+    for meter in (RAW_SUM, WINDOWED):
+        put_meter(settings, redis_client, meter)
+    records, n_events, n_cancels = _workload(customers=20, per_customer=40)
+    produced = produce_accepted(settings, records)
+
+    first = sink_factory(settings)
+    wait_until(lambda: _delivered(emulator)[0] >= 100, 120, "some events arrived", first)
+    assert first.terminate() == 0, first.output()[-3000:]
+    assert "sink drained (complete)" in first.output()
+    events_now = _delivered(emulator)[0]
+    assert events_now < n_events  # it really stopped mid-stream
+
+    # Everything below each committed offset is in Stripe; something was committed.
+    committed = committed_offsets(settings, sorted(produced.end_offsets))
+    assert any(offset > 0 for offset in committed.values())
+    in_stripe = {ev["identifier"] for ledger in _ledgers(emulator) for ev in ledger["events"]}
+    cancelled = {c["identifier"] for ledger in _ledgers(emulator) for c in ledger["cancellations"]}
+    for (partition, offset), value in produced.at.items():
+        if offset < committed[partition]:
+            assert value["identifier"] in (in_stripe if value["kind"] == "event" else cancelled)
+
+    second = sink_factory(settings.replace(stripe_rate=400.0))
+    emulator.faults(latency_ms=0)
+    # (a cancellation done but not yet committed at the drain is sent again: "already_cancelled", harmless)
+    wait_until(lambda: _delivered(emulator)[0] == n_events, 240, "the remaining events reached Stripe", second)
+    wait_until(lambda: _delivered(emulator)[1] >= n_cancels, 60, "the remaining cancellations reached Stripe", second)
+    assert second.terminate() == 0
+    _check_delivery(emulator, produced)
+
+
+def test_a_refused_api_key_stops_the_sink_with_exit_code_2_and_commits_nothing(
+    settings_factory: Callable[..., Settings],
+    emulator: EmulatorControl,
+    redis_client: redis.Redis,
+    sink_factory: Callable[[Settings], SinkProcess],
+) -> None:
+    settings = _settings(settings_factory, emulator, "v2_stream", rate=50).replace(
+        stripe_api_key=Secret("sk_test_not_the_right_one")
+    )
+    put_meter(settings, redis_client, RAW_SUM)
+    produced = produce_accepted(settings, [("cus_a", event(RAW_SUM, "cus_a", "a-0", 1))])
+    sink = sink_factory(settings)
+    assert sink.wait(120) == 2
+    output = sink.output()
+    assert "METERSTREAM_STRIPE_API_KEY" in output and "not_the_right_one" not in output
+    assert committed_offsets(settings, sorted(produced.end_offsets)) == {p: -1001 for p in produced.end_offsets}
 
 
 def test_permanent_rejections_go_to_the_dlq_with_stripes_error(
