@@ -16,7 +16,7 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from processor.aggregator.meterbook import MeterBook
 from processor.aggregator.validate import Cancel, Event, Rejected, Source, validate_adjustment, validate_event
@@ -33,8 +33,7 @@ EVENTS = "meter-events"
 ADJUSTMENTS = "meter-event-adjustments"
 
 
-@dataclass(frozen=True)
-class RawRecord:
+class RawRecord(NamedTuple):
     """A consumed record, reduced to what the engine needs (topic is the catalog base name)."""
 
     topic: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from processor.aggregator.meterbook import MeterBook
 from processor.aggregator.values import MAX_SIGNIFICANT_DIGITS, parse_whole, significant_digits
@@ -21,11 +21,15 @@ __all__ = ["Cancel", "Event", "Rejected", "Source", "default_identifier", "valid
 PAST_LIMIT_S = 35 * 86_400
 FUTURE_LIMIT_S = 300
 MAX_IDENTIFIER = 100
+# One decoder for every record (json.loads with options builds a new one per call); floats become
+# Decimals so "25.0" style numbers are judged exactly.
+_DECODER = json.JSONDecoder(parse_float=Decimal)
 
 
-@dataclass(frozen=True)
-class Source:
-    """Where a record came from. ``topic`` is the catalog (base) name, without the prefix."""
+class Source(NamedTuple):
+    """Where a record came from. ``topic`` is the catalog (base) name, without the prefix.
+
+    NamedTuple rather than a frozen dataclass: one is built per record, and this is 3x cheaper."""
 
     topic: str
     partition: int
@@ -37,7 +41,7 @@ class Source:
         return f"{self.topic}/{self.partition}/{self.offset}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Event:
     source: Source
     meter: Meter
@@ -48,14 +52,14 @@ class Event:
     payload: dict[str, str]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Cancel:
     source: Source
     meter: Meter
     identifier: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Rejected:
     source: Source
     code: str
@@ -73,7 +77,7 @@ def _decode(value: bytes | None) -> tuple[Any, str | None]:
     if value is None:
         return None, "record has no value"
     try:
-        return json.loads(value, parse_float=Decimal), None
+        return _DECODER.decode(value.decode("utf-8")), None
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         return None, f"record value is not UTF-8 JSON: {exc.__class__.__name__}"
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 import redis
@@ -51,8 +50,7 @@ def map_redis_errors(what: str) -> Iterator[None]:
         raise StateError(f"Redis failed during {what}: {exc}") from exc
 
 
-@dataclass(frozen=True)
-class ClaimOp:
+class ClaimOp(NamedTuple):
     """One record's identifier step: ``kind`` 'E' (event) or 'C' (cancellation)."""
 
     kind: str
@@ -64,8 +62,7 @@ class ClaimOp:
     value: str = ""
 
 
-@dataclass(frozen=True)
-class ApplyOp:
+class ApplyOp(NamedTuple):
     """One aggregate change. ``kind``: '+'/'-' additive, 'c+'/'c-' candidate, 'l+'/'l-' raw last (apply.lua)."""
 
     kind: str

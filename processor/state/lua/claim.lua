@@ -48,15 +48,7 @@ local function dec(raw)
   return entries
 end
 
-local function load(ki)
-  local e = cache[ki]
-  if e == nil then
-    local raw = redis.call('GET', KEYS[ki])
-    if raw then e = dec(raw) else e = {} end
-    cache[ki] = e
-  end
-  return e
-end
+
 
 local function event_op(e, R, ref, cust, ts, value)
   for _, x in ipairs(e) do
@@ -104,16 +96,33 @@ end
 
 for _, op in ipairs(ops) do
   local kind, ki, R, ref = op[1], op[2], op[3], op[4]
-  local e = load(ki)
   local res
-  if kind == 'E' then
-    res = event_op(e, R, ref, op[5], op[6], op[7])
-  else
-    res = cancel_op(e, R, ref)
+  if cache[ki] == nil then
+    -- Fast path for the common case, an identifier nobody holds: one SET NX GET creates the claim and
+    -- tells us in the same call whether it existed (Redis >= 7.0). Only if it did, decode and decide.
+    local entry
+    if kind == 'E' then entry = {'E', R, ref, op[5], op[6], op[7], '', ''}
+    else entry = {'C', R, ref, '', '', '', '', ''} end
+    local old = redis.call('SET', KEYS[ki], enc({entry}), 'NX', 'GET', 'PX', op[8])
+    if old then
+      cache[ki] = dec(old)
+    else
+      cache[ki] = {entry}
+      ttl[ki] = op[8]
+      if kind == 'E' then res = {'new', ''} else res = {'pending'} end
+    end
   end
-  if res[1] == 'new' or res[1] == 'cancel' or res[1] == 'pending' then dirty[ki] = true end
-  local t = op[8]
-  if ttl[ki] == nil or t > ttl[ki] then ttl[ki] = t end
+  if res == nil then
+    local e = cache[ki]
+    if kind == 'E' then
+      res = event_op(e, R, ref, op[5], op[6], op[7])
+    else
+      res = cancel_op(e, R, ref)
+    end
+    if res[1] == 'new' or res[1] == 'cancel' or res[1] == 'pending' then dirty[ki] = true end
+    local t = op[8]
+    if ttl[ki] == nil or t > ttl[ki] then ttl[ki] = t end
+  end
   out[#out + 1] = res
 end
 
