@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from processor.errors import EventValidationError
 from processor.events.schema import parse_cancel_object, validate_event
 from processor.gateway.ingest import EventIn, fill_event
 from processor.gateway.state import GATEWAY, Gateway
@@ -103,6 +104,13 @@ async def checked_event(gw: Gateway, params: Mapping[str, Any], timestamp: int |
         params.get("event_name"), as_mapping(params.get("payload")), params.get("identifier"), timestamp
     )
     customer_key = await gw.customer_key(value["event_name"])
+    if value["payload"].get(customer_key) in (None, ""):
+        # Checked here, not only by the producer, so a v2 stream batch fails before any of it is produced.
+        raise EventValidationError(
+            f"Customer mapping key {customer_key} not found in payload.",
+            param=f"payload[{customer_key}]",
+            code="parameter_missing",
+        )
     return fill_event(
         value["event_name"], value["payload"], value.get("identifier"), value.get("timestamp"), customer_key
     )

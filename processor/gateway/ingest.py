@@ -139,11 +139,17 @@ class AckingProducer:
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
             producers = list(self._producers.values())
+            timeout = _POLL_S / len(producers)
             for producer in producers:
+                started = time.monotonic()
                 try:
-                    producer.poll(_POLL_S / len(producers))
+                    served = producer.poll(timeout)
                 except KafkaDeliveryError as exc:  # a fatal client error: the producer resets itself
                     log.error("Kafka producer: %s", exc)
+                    served = 0
+                if not served and time.monotonic() - started < timeout / 2:
+                    # No client yet (created on the first send): poll returned at once; do not spin.
+                    self._stop.wait(timeout)
 
     def _producer(self, customer_key: str) -> MeterEventProducer:
         producer = self._producers.get(customer_key)

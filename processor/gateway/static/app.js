@@ -9,7 +9,7 @@
   const refreshSeconds = Math.max(1, Number(params.get("refresh")) || 5);
   const HOUR = 3600;
   const DAY = 86400;
-  const state = { meters: [], meter: params.get("meter"), customer: params.get("customer"), previous: null, busy: false };
+  const state = { meters: [], meter: params.get("meter"), customer: params.get("customer"), previous: null, busy: false, usageGeneration: 0 };
 
   // Integers beyond 2**53 stay exact: the reviver keeps the number's source text when it is not safe.
   function parseExact(text) {
@@ -123,6 +123,11 @@
       setRows(tbody, []);
       return;
     }
+    // Only the latest call draws: a slower, older one (say from the refresh timer, for the customer
+    // picked before) must not overwrite what the user just chose.
+    const generation = ++state.usageGeneration;
+    const customer = state.customer;
+    const meter = state.meter;
     const grouping = $("#grouping").value;
     const width = grouping === "hour" ? HOUR : DAY;
     const count = grouping === "hour" ? 48 : 30;
@@ -133,14 +138,15 @@
     let after = null;
     for (let page = 0; page < 10; page++) {
       const q = new URLSearchParams({
-        customer: state.customer, start_time: String(start), end_time: String(end), value_grouping_window: grouping, limit: "100",
+        customer, start_time: String(start), end_time: String(end), value_grouping_window: grouping, limit: "100",
       });
       if (after) q.set("starting_after", after);
-      const list = await api(`/v1/billing/meters/${encodeURIComponent(state.meter)}/event_summaries?${q}`);
+      const list = await api(`/v1/billing/meters/${encodeURIComponent(meter)}/event_summaries?${q}`);
       for (const s of list.data) values.set(s.start_time, s.aggregated_value);
       if (!list.has_more || !list.data.length) break;
       after = list.data[list.data.length - 1].id;
     }
+    if (generation !== state.usageGeneration) return;
     const points = [];
     let total = 0n;
     for (let t = start; t < end; t += width) {
@@ -150,13 +156,13 @@
       points.push({ start: t, value: Number(v), text: exact.toString() });
     }
     window.MeterCharts.drawBars(chart, points, {
-      label: `usage of ${state.customer}`,
+      label: `usage of ${customer}`,
       format: (t) => utc(t, grouping === "hour"),
     });
     chart.dataset.state = "drawn";
-    chart.dataset.customer = state.customer;
+    chart.dataset.customer = customer;
     chart.dataset.grouping = grouping;
-    $("#usage-total").textContent = `${state.customer}: total ${fmt(total)} over ${count} ${grouping === "hour" ? "hours" : "days"}`;
+    $("#usage-total").textContent = `${customer}: total ${fmt(total)} over ${count} ${grouping === "hour" ? "hours" : "days"}`;
     setRows(tbody, points.filter((p) => p.text !== "0").reverse().map((p) => row([utc(p.start, true), p.text], [null, "num"])));
   }
 
@@ -211,7 +217,15 @@
     $("#sink-retried").textContent = fmt(sumFields(sink, (k) => k.startsWith("retried:")));
     $("#sink-dead").textContent = fmt(sumFields(sink, (k) => k.startsWith("dead_lettered:")));
     $("#lag").textContent = p.lag.length ? fmt(p.lag.reduce((a, r) => a + r.lag, 0)) : "unknown";
-    setRows($("#lag-table tbody"), p.lag.map((r) => row([r.group, r.topic, String(r.partition), fmt(r.lag)], [null, null, "num", "num"])));
+    const byTopic = new Map();
+    for (const r of p.lag) {
+      const key = `${r.group}\u0000${r.topic}`;
+      const acc = byTopic.get(key) || { group: r.group, topic: r.topic, partitions: 0, lag: 0 };
+      acc.partitions += 1;
+      acc.lag += r.lag;
+      byTopic.set(key, acc);
+    }
+    setRows($("#lag-table tbody"), [...byTopic.values()].map((r) => row([r.group, r.topic, String(r.partitions), fmt(r.lag)], [null, null, "num", "num"])));
   }
 
   // ---- refresh loop ----------------------------------------------------------------------------

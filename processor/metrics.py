@@ -1,0 +1,96 @@
+"""Prometheus metrics of the processor process, served by :func:`start_metrics_server`.
+
+The processor loop reports each batch with :func:`observe_batch` (its ``Output.stats`` counter, the time
+the batch took and how many records it held) and, when it knows it, the lag of a partition with
+:func:`set_lag`. Metric names:
+
+- ``meterstream_processor_records_total{kind,result}``: events and cancellations by claim result
+  (``event``/``new``, ``event``/``dup``, ``cancel``/``cancel``, ...);
+- ``meterstream_processor_rejected_total{code}``: records sent to ``meter-event-errors``, by Stripe code;
+- ``meterstream_processor_batch_seconds``: histogram of the time from consume to stored progress;
+- ``meterstream_processor_batch_records``: histogram of records per batch;
+- ``meterstream_processor_lag_records{topic,partition}``: records behind the high watermark.
+
+The same counters (summed over every processor of the group) are also in Redis (``Keys.stats``) and
+re-exported by the gateway's ``/metrics`` as ``meterstream_pipeline_*``; these per-process metrics add
+latency and a per-instance view. The objects live in their own registry, not the global one, so importing
+this module never changes what another component exports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = [
+    "BATCH_RECORDS",
+    "BATCH_SECONDS",
+    "LAG",
+    "RECORDS",
+    "REGISTRY",
+    "REJECTED",
+    "observe_batch",
+    "set_lag",
+    "start_metrics_server",
+]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RECORDS = Counter(
+    "meterstream_processor_records",
+    "Events and cancellations the processor judged, by kind and claim result.",
+    ["kind", "result"],
+    registry=REGISTRY,
+)
+REJECTED = Counter(
+    "meterstream_processor_rejected",
+    "Records rejected to meter-event-errors, by Stripe error code.",
+    ["code"],
+    registry=REGISTRY,
+)
+BATCH_SECONDS = Histogram(
+    "meterstream_processor_batch_seconds",
+    "Time to process one batch, from consume to stored progress.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=REGISTRY,
+)
+BATCH_RECORDS = Histogram(
+    "meterstream_processor_batch_records",
+    "Records per processed batch.",
+    buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10_000, 50_000),
+    registry=REGISTRY,
+)
+LAG = Gauge(
+    "meterstream_processor_lag_records",
+    "Records of a partition not processed yet (high watermark minus next offset).",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+
+
+def observe_batch(stats: Mapping[str, int], seconds: float, records: int) -> None:
+    """Record one batch: ``stats`` is the engine's counter (``"event:new"``, ``"rejected:no_meter"``, ...)."""
+    for name, n in stats.items():
+        if not n:
+            continue
+        head, _, tail = name.partition(":")
+        if head == "rejected":
+            REJECTED.labels(tail).inc(n)
+        elif tail:
+            RECORDS.labels(head, tail).inc(n)
+    BATCH_SECONDS.observe(seconds)
+    BATCH_RECORDS.observe(records)
+
+
+def set_lag(topic: str, partition: int, lag: int) -> None:
+    """The lag of one partition (``topic`` without the prefix)."""
+    LAG.labels(topic, str(partition)).set(max(0, lag))
+
+
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:
+    """Serve ``/metrics`` on ``port`` from a daemon thread (returns at once). Port 0 is refused: the
+    scrape target must be known."""
+    if not 0 < port < 65536:
+        raise ValueError(f"metrics port must be 1..65535, got {port}")
+    start_http_server(port, addr, registry=REGISTRY)
