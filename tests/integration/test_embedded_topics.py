@@ -52,3 +52,15 @@ def test_embedded_failure_is_a_clear_error(tmp_path) -> None:  # type: ignore[no
     with pytest.raises(EmbeddedError) as err:
         EmbeddedRedis(workdir=tmp_path, extra_args=["--no-such-option", "1"]).start(timeout=5)
     assert "Valkey" in str(err.value)
+
+
+def test_topics_ensure_cli(settings: Settings) -> None:
+    from click.testing import CliRunner
+
+    from processor.cli import main
+
+    result = CliRunner().invoke(main, ["topics", "ensure", "--check"], env=settings.to_env())
+    assert result.exit_code == 0, result.output
+    assert "meter-events" in result.output and "ok" in result.output
+    bad = CliRunner().invoke(main, ["topics", "ensure"], env={**settings.to_env(), "METERSTREAM_STRIPE_MODE": "v9"})
+    assert bad.exit_code == 2 and "METERSTREAM_STRIPE_MODE" in bad.output
