@@ -1,0 +1,1 @@
+"""Operations tools: rebuild, replay, reconcile, import, errors, correct (docs/operations.md)."""
