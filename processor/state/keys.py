@@ -24,9 +24,11 @@ __all__ = [
     "CLAIM_TTL_S",
     "DAY_S",
     "DEDUP_WINDOW_MS",
+    "DELIVERY_TTL_S",
     "GATEWAY_SESSION_TTL_S",
     "HOUR_S",
     "MINUTES_TTL_S",
+    "OPS_RECORD_TTL_S",
     "WATERMARK_TTL_S",
     "Keys",
     "identifier_digest",
@@ -54,6 +56,12 @@ MINUTES_TTL_S = 40 * DAY_S
 WATERMARK_TTL_S = 40 * DAY_S
 #: A v2 meter-event session token the gateway issued is valid for 15 minutes, as Stripe's are.
 GATEWAY_SESSION_TTL_S = 15 * 60
+#: The sink's delivery record of one (meter, UTC day of received time): as long as the accepted topic keeps
+#: the records it describes (40 days), so `meterstream replay` can tell "never sent" from "sent".
+DELIVERY_TTL_S = 40 * DAY_S
+#: Records of operations (errors replayed, corrections, imports): longer than any event they describe can
+#: still count (35 days of timestamp window plus slack), after which repeating the operation is harmless.
+OPS_RECORD_TTL_S = 40 * DAY_S
 
 
 def identifier_digest(identifier: str) -> str:
@@ -138,6 +146,36 @@ class Keys:
         """HASH local meter id → JSON ``{"stripe_id", "api_base"}``: the Stripe meter the sink found or
         created for it. A hint only (verified once per sink process), so it needs no TTL: one field per meter."""
         return f"{self.prefix}:sink:stripe-meters"
+
+    def delivery(self, meter_id: str, day: int) -> str:
+        """HASH ("e"|"c") + identifier digest → "a<ms>" (first send attempt) or "d<ms>" (Stripe accepted it):
+        the sink's delivery record of a meter's accepted records received on UTC day ``day``. TTL
+        DELIVERY_TTL_S after the last write (processor/ops/delivery.py)."""
+        return f"{self.prefix}:dlv:{{{meter_id}:{day}}}"
+
+    @property
+    def delivery_since(self) -> str:
+        """STRING unix ms: when the delivery record started (an absent entry proves "never sent" only for
+        records received after it). No TTL: one key."""
+        return f"{self.prefix}:dlv-since"
+
+    def ops_record(self, kind: str, day: int) -> str:
+        """HASH item → "p<ms>" (started) or "d<ms>" (done): what an ops command already did (``kind`` =
+        errors-replayed / corrections), per UTC day of the item. TTL OPS_RECORD_TTL_S."""
+        return f"{self.prefix}:ops:{kind}:{day}"
+
+    def import_state(self, file_digest: str) -> str:
+        """STRING JSON: progress of ``meterstream import`` of one file (by content digest). TTL OPS_RECORD_TTL_S."""
+        return f"{self.prefix}:import:{file_digest}"
+
+    def rebuild_prefix(self, run_id: str) -> str:
+        """The shadow prefix of one ``meterstream rebuild`` run: its keys keep the live keys' hash tags
+        (``{meter:customer}``), so a swap is one atomic script per pair. Deleted when the run ends."""
+        return f"{self.prefix}-rebuild-{run_id}"
+
+    def claim_pattern(self) -> str:
+        """SCAN MATCH pattern over identifier claims (ops tools only; never KEYS)."""
+        return f"{self.prefix}:id:*"
 
     def usage_pattern(self, meter_id: str) -> str:
         """SCAN MATCH pattern over a meter's usage keys (ops tools only; never KEYS)."""
