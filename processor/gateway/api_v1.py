@@ -103,7 +103,7 @@ async def checked_event(gw: Gateway, params: Mapping[str, Any], timestamp: int |
     value = validate_event(
         params.get("event_name"), as_mapping(params.get("payload")), params.get("identifier"), timestamp
     )
-    customer_key = await gw.customer_key(value["event_name"])
+    customer_key = gw.known_customer_key(value["event_name"]) or await gw.customer_key(value["event_name"])
     if value["payload"].get(customer_key) in (None, ""):
         # Checked here, not only by the producer, so a v2 stream batch fails before any of it is produced.
         raise EventValidationError(

@@ -7,9 +7,9 @@ records and would serialise the gateway). How a request learns that its own reco
 - a request registers a :class:`Ticket` under ``(topic, identifier)`` of each record *before* producing
   it (the gateway picks missing identifiers itself, so the key is known in advance);
 - the producer's delivery callback (``on_delivery`` of :class:`MeterEventProducer`) looks the record's
-  identifier up and counts it against its ticket; the last record resolves the ticket's future on the
-  event loop (one ``call_soon_threadsafe`` per request, not per record);
-- a background thread polls the producer, so callbacks run while the event loop serves requests.
+  identifier up and counts it against its ticket; the last record completes the ticket;
+- a background thread polls the producer, so callbacks run while the event loop serves requests, and
+  hands the tickets each poll completed to the event loop in one batch.
 
 Records with the same ``(topic, identifier)`` (a client resending) queue up FIFO: they share a key and
 so a partition, and librdkafka reports a partition's records in order.
@@ -67,26 +67,24 @@ class EventIn:
 class Ticket:
     """The delivery reports one request waits for: resolved when ``remaining`` reaches zero."""
 
-    __slots__ = ("error", "future", "keys", "loop", "remaining")
+    __slots__ = ("deadline", "error", "future", "keys", "remaining")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, keys: list[tuple[str, str]]) -> None:
-        self.loop = loop
-        self.future: asyncio.Future[None] = loop.create_future()
+    def __init__(self, future: asyncio.Future[None], keys: list[tuple[str, str]], deadline: float) -> None:
+        self.future = future
         self.keys = keys
         self.remaining = len(keys)
+        self.deadline = deadline  # event-loop time after which the watchdog gives up on it
         self.error: str | None = None
 
-    def report(self, error: str | None) -> None:
-        """One record's report (any thread, under the producer's lock)."""
-        if error is not None and self.error is None:
-            self.error = error
-        self.remaining -= 1
-        if self.remaining == 0:
-            self.loop.call_soon_threadsafe(self._resolve)
-
-    def _resolve(self) -> None:
+    def resolve(self) -> None:
+        """On the event loop: wake the request (unless it was cancelled or timed out meanwhile)."""
         if not self.future.done():
             self.future.set_result(None)
+
+
+def _resolve_all(tickets: list[Ticket]) -> None:
+    for ticket in tickets:
+        ticket.resolve()
 
 
 def _identifier_of(topic_is_events: bool, raw: bytes | None) -> str | None:
@@ -103,18 +101,28 @@ def _identifier_of(topic_is_events: bool, raw: bytes | None) -> str | None:
 class AckingProducer:
     """Publishes through :class:`MeterEventProducer` and lets coroutines await the broker's acks.
 
-    Call :meth:`start` on the event loop that will await, :meth:`close` at shutdown.
+    Costs per request are kept low because this is the gateway's hot path: a request waits on a plain
+    future (a once-a-second watchdog enforces the timeout, instead of a timer per request), and tickets
+    completed by the poll thread are handed to the event loop in one batch per poll (one wake-up of the
+    loop for many requests, instead of one each).
+
+    Call :meth:`start` on the event loop that will await, :meth:`aclose` at shutdown.
     """
 
     def __init__(self, settings: Settings, *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
         self._settings = settings
         self.max_in_flight = max_in_flight
         self._producers: dict[str, MeterEventProducer] = {}
-        self._pending: dict[tuple[str, str], deque[Ticket]] = {}
+        # (topic, identifier) -> the ticket waiting for it; a deque when several wait for the same key.
+        self._pending: dict[tuple[str, str], Ticket | deque[Ticket]] = {}
+        self._completed: list[Ticket] = []  # resolved on the poll thread, to be woken on the loop
+        self._open: deque[Ticket] = deque()  # every ticket, oldest first, for the watchdog
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._events_topic = ""
         self._adjustments_topic = ""
         self._cancel_producer = self._producer(DEFAULT_CUSTOMER_KEY)
@@ -122,11 +130,18 @@ class AckingProducer:
     # ---- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._watchdog = self._loop.create_task(self._watch())
         self._thread = threading.Thread(target=self._poll_loop, name="gateway-kafka-poll", daemon=True)
         self._thread.start()
 
-    def close(self, timeout: float = 10.0) -> None:
+    async def aclose(self, timeout: float = 10.0) -> None:
         """Stop polling and give queued records ``timeout`` seconds to be acknowledged."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        await asyncio.to_thread(self.close, timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
@@ -147,9 +162,32 @@ class AckingProducer:
                 except KafkaDeliveryError as exc:  # a fatal client error: the producer resets itself
                     log.error("Kafka producer: %s", exc)
                     served = 0
+                self._hand_over()
                 if not served and time.monotonic() - started < timeout / 2:
                     # No client yet (created on the first send): poll returned at once; do not spin.
                     self._stop.wait(timeout)
+
+    def _hand_over(self) -> None:
+        """Wake the event loop once for every ticket the last poll completed."""
+        with self._lock:
+            batch, self._completed = self._completed, []
+        if batch and self._loop is not None:
+            self._loop.call_soon_threadsafe(_resolve_all, batch)
+
+    async def _watch(self) -> None:
+        """Fail tickets whose records were not all reported in time (librdkafka reports a failure
+        after MESSAGE_TIMEOUT_MS, so this only fires if the client itself died)."""
+        assert self._loop is not None
+        while True:
+            await asyncio.sleep(1.0)
+            now = self._loop.time()
+            while self._open and (self._open[0].future.done() or self._open[0].deadline <= now):
+                ticket = self._open.popleft()
+                if not ticket.future.done():
+                    self._forget(ticket, ticket.keys)
+                    ticket.future.set_exception(
+                        KafkaDeliveryError(f"Kafka did not acknowledge the records within {ACK_TIMEOUT_S:.0f} s")
+                    )
 
     def _producer(self, customer_key: str) -> MeterEventProducer:
         producer = self._producers.get(customer_key)
@@ -178,7 +216,8 @@ class AckingProducer:
         failed or was not acknowledged in time.
         """
         self._admit(len(events))
-        ticket = self._register([(self._events_topic, ev.identifier) for ev in events])
+        topic = self._events_topic
+        ticket = self._register([(topic, ev.identifier) for ev in events])
         sent = 0
         try:
             for ev in events:
@@ -209,59 +248,71 @@ class AckingProducer:
             )
 
     def _register(self, keys: list[tuple[str, str]]) -> Ticket:
-        assert self._loop is not None, "AckingProducer.start() was not called"
-        ticket = Ticket(self._loop, keys)
+        loop = self._loop
+        assert loop is not None, "AckingProducer.start() was not called"
+        ticket = Ticket(loop.create_future(), keys, loop.time() + ACK_TIMEOUT_S)
+        pending = self._pending
         with self._lock:
             for key in keys:
-                queue = self._pending.get(key)
-                if queue is None:
-                    self._pending[key] = queue = deque()
-                queue.append(ticket)
+                held = pending.get(key)
+                if held is None:
+                    pending[key] = ticket
+                elif isinstance(held, Ticket):
+                    pending[key] = deque((held, ticket))
+                else:
+                    held.append(ticket)
+        self._open.append(ticket)
         return ticket
 
     def _forget(self, ticket: Ticket, keys: Sequence[tuple[str, str]]) -> None:
         with self._lock:
             for key in keys:
-                queue = self._pending.get(key)
-                if queue is not None and ticket in queue:
-                    queue.remove(ticket)
-                    if not queue:
+                held = self._pending.get(key)
+                if held is ticket:
+                    del self._pending[key]
+                elif isinstance(held, deque) and ticket in held:
+                    held.remove(ticket)
+                    if not held:
                         del self._pending[key]
 
     def _abandon(self, ticket: Ticket, first_unsent: int) -> None:
-        """A send failed part-way: records not produced will never report, so stop waiting for them."""
+        """A send failed part-way: the request answers an error now; records already produced still
+        report, into a cancelled ticket."""
         self._forget(ticket, ticket.keys[first_unsent:])
-        with self._lock:
-            ticket.remaining -= len(ticket.keys) - first_unsent
+        ticket.future.cancel()
 
     async def _wait(self, ticket: Ticket) -> None:
-        try:
-            await asyncio.wait_for(asyncio.shield(ticket.future), ACK_TIMEOUT_S)
-        except TimeoutError:
-            self._forget(ticket, ticket.keys)
-            raise KafkaDeliveryError(
-                f"Kafka did not acknowledge the request's records within {ACK_TIMEOUT_S:.0f} s"
-            ) from None
-        except asyncio.CancelledError:  # the client went away: its records still report, into nothing
-            raise
+        await ticket.future  # the watchdog sets an exception when it takes too long
         if ticket.error is not None:
             raise KafkaDeliveryError(f"Kafka did not accept a record: {ticket.error}")
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        topic = msg.topic()
+        topic = msg.topic() or ""
         ident = _identifier_of(topic == self._events_topic, msg.value())
         if ident is None:
             return
-        key = (topic or "", ident)
+        key = (topic, ident)
         # Under the lock: reports can be served by the poll thread and by a send's own poll at once.
         with self._lock:
-            queue = self._pending.get(key)
-            if not queue:
+            held = self._pending.get(key)
+            if held is None:
                 return  # the request stopped waiting (timeout)
-            ticket = queue.popleft()
-            if not queue:
+            if isinstance(held, Ticket):
+                ticket = held
                 del self._pending[key]
-            ticket.report(None if err is None else err.str())
+            else:
+                ticket = held.popleft()
+                if not held:
+                    del self._pending[key]
+            if err is not None and ticket.error is None:
+                ticket.error = err.str()
+            ticket.remaining -= 1
+            if ticket.remaining:
+                return
+            if threading.get_ident() != self._loop_thread:
+                self._completed.append(ticket)  # handed over after this poll (_hand_over)
+                return
+        ticket.resolve()  # served by a send() on the event loop itself
 
 
 def fill_event(

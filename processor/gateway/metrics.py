@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 __all__ = ["GatewayMetrics", "PipelineSnapshot"]
@@ -85,9 +86,16 @@ class _PipelineCollector(Collector):
 
 
 class GatewayMetrics:
-    """The metric objects of one gateway, in their own registry."""
+    """The metric objects of one gateway, in their own registry.
 
-    def __init__(self) -> None:
+    With ``multiprocess_dir`` (``meterstream gateway --workers N``: prometheus_client's multiprocess mode,
+    switched on by ``PROMETHEUS_MULTIPROC_DIR`` in the workers' environment), every worker writes its
+    values to files there and each ``/metrics`` answer adds up all workers, so a scrape through the shared
+    port sees the whole gateway whichever worker answers.
+    """
+
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "meterstream_gateway_requests",
@@ -128,7 +136,12 @@ class GatewayMetrics:
     def render(self, snapshot: PipelineSnapshot) -> bytes:
         """The Prometheus text exposition, with ``snapshot`` as the pipeline's numbers."""
         self._pipeline.snapshot = snapshot
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        registry.register(self._pipeline)
+        return generate_latest(registry)
 
 
 def int_fields(raw: Mapping[str, str]) -> dict[str, int]:

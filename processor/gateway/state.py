@@ -32,26 +32,35 @@ from processor.meters.model import DEFAULT_CUSTOMER_KEY
 from processor.state.keys import GATEWAY_SESSION_TTL_S, Keys
 from processor.wire import KeyChecker
 
-__all__ = ["GATEWAY", "Gateway"]
+__all__ = ["GATEWAY", "Gateway", "check_settings"]
 
 #: An event_name with no meter is looked up again at most this often (a meter may be created any time).
 _MISS_TTL_S = 1.0
 _MAX_MISSES = 10_000
 
 
+def check_settings(settings: Settings) -> None:
+    """Fail at start, naming the variable, when the gateway cannot run with these settings."""
+    if not settings.api_keys:
+        raise ConfigError(
+            "METERSTREAM_API_KEYS is not set: the gateway needs at least one API key (`meterstream up` generates one)"
+        )
+    settings.require_redis_url()
+    settings.kafka_config()
+
+
 class Gateway:
     """The state of one gateway process (lives in the aiohttp app)."""
 
     def __init__(
-        self, settings: Settings, *, max_in_flight: int | None = None, session_ttl_s: int = GATEWAY_SESSION_TTL_S
+        self,
+        settings: Settings,
+        *,
+        max_in_flight: int | None = None,
+        session_ttl_s: int = GATEWAY_SESSION_TTL_S,
+        metrics_dir: str | None = None,
     ) -> None:
-        if not settings.api_keys:
-            raise ConfigError(
-                "METERSTREAM_API_KEYS is not set: the gateway needs at least one API key "
-                "(`meterstream up` generates one)"
-            )
-        settings.require_redis_url()
-        settings.kafka_config()  # fails early, naming the variable, when the broker is not configured
+        check_settings(settings)
         self.settings = settings
         self.keys = Keys(settings.redis_prefix)
         self.checker = KeyChecker([k.reveal() for k in settings.api_keys])
@@ -62,7 +71,7 @@ class Gateway:
         self.redis: aioredis.Redis = aioredis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
         self.sync_redis: redis.Redis = redis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
         self.sessions = SessionStore(self.redis, self.keys, ttl_s=session_ttl_s)
-        self.metrics = GatewayMetrics()
+        self.metrics = GatewayMetrics(metrics_dir)
         self.pipeline = PipelineProbe(settings, self.redis, self.keys)
         self._meters_by_name: dict[str, Meter] = {}
         self._misses: dict[str, float] = {}
@@ -71,7 +80,7 @@ class Gateway:
         self.producer.start()
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.producer.close)
+        await self.producer.aclose()
         await asyncio.to_thread(self.registry.close)
         await asyncio.to_thread(self.pipeline.close)
         await self.redis.aclose()
@@ -98,6 +107,11 @@ class Gateway:
     async def meter(self, meter_id: str) -> Meter:
         """The meter with this id (:class:`~processor.errors.MeterNotFoundError` when there is none)."""
         return await asyncio.to_thread(self.registry.get, meter_id)
+
+    def known_customer_key(self, event_name: str) -> str | None:
+        """The customer key of a meter already seen (no I/O), else ``None``: the hot path of events."""
+        meter = self._meters_by_name.get(event_name)
+        return None if meter is None else meter.customer_key
 
     async def customer_key(self, event_name: str) -> str:
         """The payload key holding the customer for events of ``event_name``: the meter's
