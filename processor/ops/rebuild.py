@@ -1,0 +1,287 @@
+"""``meterstream rebuild``: recompute aggregates from the topics into a shadow prefix, diff, swap atomically.
+
+The exact guarantee (docs/operations.md, "rebuild"): after ``--swap``, for every selected (meter,
+customer) pair, every hour / day / minute bucket whose start lies in the range, and the window state
+behind it, equals what the processor computes from the records on the topics — as if it had run over
+them without incident — and the live processor, running all along, continues from that state.
+
+How:
+
+1. **Range.** ``[from, to)`` is widened to whole UTC days. Records whose event time can fall in it were
+   received at ``from - 5 min`` or later; the identifier and cancellation rules look 24 h around each
+   record, and a duplicate's holder may itself have been judged against an older record, so the read
+   starts at ``from - 49 h`` (context) and goes to the cut-off. Buckets outside the range are computed
+   from partial context and are never compared or swapped.
+2. **Cut-off.** Per partition, the processor's stored progress (``Keys.progress``: every record before
+   it is applied to the live state), or the partition's end where no progress is stored (Redis lost).
+3. **Shadow.** The processor's own :class:`~processor.aggregator.engine.Engine` runs over those records
+   into the shadow prefix ``<prefix>-rebuild-<run>``; its keys keep the live hash tags.
+4. **Diff / swap** per pair with :mod:`.swap`'s script. The live processor keeps writing meanwhile:
+   the script refuses a pair the live processor has moved past the cut-off (its watermarks say so);
+   the shadow then reads on to the new progress and the pair is tried again.
+5. **After the swap**, the customers index gets the shadow's members (``ZADD GT``), identifier claims
+   missing from the live state are copied (``SET NX``: the live processor's own claims win), and the
+   shadow is deleted (also when anything fails).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from processor.aggregator.engine import ADJUSTMENTS, EVENTS, Engine
+from processor.aggregator.meterbook import MeterBook
+from processor.config import Settings
+from processor.errors import MeterNotFoundError, StateError
+from processor.meters.model import Meter
+from processor.ops.reader import RangeRead, load_meters
+from processor.ops.swap import PairResult, SwapScript
+from processor.state.keys import CLAIM_TTL_S, DAY_S, HOUR_S, Keys
+from processor.state.store import StateStore, connect_redis, map_redis_errors
+
+__all__ = ["CONTEXT_S", "Rebuild", "RebuildReport", "cleanup_shadows", "day_range"]
+
+log = logging.getLogger(__name__)
+
+#: How far before ``from`` records are read as context (identifier and cancellation rules, see above).
+CONTEXT_S = 49 * HOUR_S
+#: How often the shadow may catch up with a live processor that keeps moving before the rebuild gives up.
+MAX_ROUNDS = 8
+_PIPELINE = 200
+
+
+def day_range(start: int, end: int) -> tuple[int, int]:
+    """``[start, end)`` widened to whole UTC days."""
+    if end <= start:
+        raise ValueError("--to must be after --from")
+    return start - start % DAY_S, -(-end // DAY_S) * DAY_S
+
+
+@dataclass
+class RebuildReport:
+    start: int
+    end: int
+    records: int = 0
+    rounds: int = 0
+    pairs: list[PairResult] = field(default_factory=list)
+    swapped: bool = False
+    claims_restored: int = 0
+
+    @property
+    def differing(self) -> list[PairResult]:
+        return [p for p in self.pairs if p.differs]
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+class Rebuild:
+    """One rebuild run. Use as a context manager: the shadow is deleted on exit, whatever happened."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        start: int,
+        end: int,
+        *,
+        meter: str | None = None,
+        customer: str | None = None,
+        client: redis.Redis | None = None,
+        on_consumed: Callable[[int], None] | None = None,
+        on_total: Callable[[int | None], None] | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.start, self.end = day_range(start, end)
+        self.meter_ref = meter
+        self.customer = customer
+        self.client: Any = client or connect_redis(settings.require_redis_url())
+        self.live = Keys(settings.redis_prefix)
+        self.shadow = Keys(self.live.rebuild_prefix(run_id or uuid.uuid4().hex[:10]))
+        self.on_consumed = on_consumed
+        self.on_total = on_total
+        self.book = MeterBook()
+        self.meters: list[Meter] = []
+        self.cutoff: dict[str, int] = {}
+        self.report = RebuildReport(self.start, self.end)
+        self._engine: Engine | None = None
+
+    def __enter__(self) -> Rebuild:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+    # ---- steps ------------------------------------------------------------------------------------
+    def build(self) -> RebuildReport:
+        """Read the range (plus context) up to the cut-off into the shadow."""
+        self.book, latest = load_meters(self.settings)
+        self.meters = self._select_meters(latest)
+        self._engine = Engine(StateStore(self.client, self.shadow.prefix), self.book)
+        stored = StateStore(self.client, self.live.prefix).load_progress(self.settings.processor_group)
+        self._read(starts={}, stops=stored)
+        return self.report
+
+    def compare(self) -> RebuildReport:
+        """Diff every selected pair (catching up with the live processor where needed)."""
+        self.report.pairs = self._run_pairs("diff")
+        return self.report
+
+    def swap(self) -> RebuildReport:
+        """Replace the live range with the shadow's, pair by pair, atomically; then indexes and claims."""
+        self.report.pairs = self._run_pairs("swap")
+        self._merge_customers()
+        self.report.claims_restored = self._restore_claims()
+        self.report.swapped = True
+        return self.report
+
+    def cleanup(self) -> None:
+        """Delete every key of this run's shadow prefix."""
+        cleanup_shadows(self.client, self.shadow.prefix)
+
+    # ---- internals --------------------------------------------------------------------------------
+    def _select_meters(self, latest: dict[str, Meter]) -> list[Meter]:
+        meters = sorted(latest.values(), key=lambda m: m.id)
+        if self.meter_ref is None:
+            return meters
+        chosen = [m for m in meters if self.meter_ref in (m.id, m.event_name)]
+        if not chosen:
+            raise MeterNotFoundError(self.meter_ref)
+        return chosen
+
+    def _read(self, starts: dict[str, int], stops: dict[str, int]) -> None:
+        assert self._engine is not None
+        read = RangeRead(
+            self.settings,
+            [EVENTS, ADJUSTMENTS],
+            since_ms=(self.start - CONTEXT_S) * 1000,
+            starts=starts,
+            stops=stops,
+            on_consumed=self.on_consumed,
+            on_total=self.on_total,
+        )
+        now_ms = int(time.time() * 1000)
+        for batch in read.records():
+            self._engine.process(batch, now_ms)
+            self.report.records += len(batch)
+        self.cutoff = dict(read.ends)
+
+    def _catch_up(self) -> None:
+        """Read on from the cut-off to where the live processor is now."""
+        stored = StateStore(self.client, self.live.prefix).load_progress(self.settings.processor_group)
+        stops = {k: max(v, self.cutoff.get(k, 0)) for k, v in stored.items()}
+        self.report.rounds += 1
+        log.info("live processor moved past the cut-off; reading on (round %d)", self.report.rounds)
+        self._read(starts=dict(self.cutoff), stops=stops)
+
+    def _pairs(self) -> list[tuple[Meter, str]]:
+        pairs: list[tuple[Meter, str]] = []
+        with map_redis_errors("reading the customers indexes"):
+            for meter in self.meters:
+                names: set[str] = set()
+                for keys in (self.live, self.shadow):
+                    names.update(_text(c) for c in self.client.zrange(keys.customers(meter.id), 0, -1))
+                if self.customer is not None:
+                    names &= {self.customer}
+                pairs.extend((meter, c) for c in sorted(names))
+        return pairs
+
+    def _run_pairs(self, mode: str) -> list[PairResult]:
+        script = SwapScript(self.client, self.live, self.shadow)
+        pending = self._pairs()
+        done: list[PairResult] = []
+        for _ in range(MAX_ROUNDS):
+            now = int(time.time())
+            behind: list[tuple[Meter, str]] = []
+            for i in range(0, len(pending), _PIPELINE):
+                chunk = pending[i : i + _PIPELINE]
+                pipe = self.client.pipeline(transaction=False)
+                for meter, customer in chunk:
+                    script.queue(pipe, mode, meter, customer, self.start, self.end, self.cutoff, now)
+                with map_redis_errors(f"the rebuild {mode} step"):
+                    raws = pipe.execute()
+                for (meter, customer), raw in zip(chunk, raws, strict=True):
+                    result = SwapScript.parse(meter.id, customer, raw)
+                    (behind.append((meter, customer)) if result.behind else done.append(result))
+            if not behind:
+                return done
+            self._catch_up()
+            pending = behind
+        raise StateError(
+            f"{len(pending)} pair(s) kept moving past the rebuild's reading after {MAX_ROUNDS} rounds "
+            "(is the stored progress behind the live state, e.g. topics recreated under an old Redis?)"
+        )
+
+    def _merge_customers(self) -> None:
+        with map_redis_errors("merging the customers index"):
+            for meter in self.meters:
+                members = self.client.zrange(self.shadow.customers(meter.id), 0, -1, withscores=True)
+                chosen = {_text(m): int(s) for m, s in members if self.customer is None or _text(m) == self.customer}
+                if chosen:
+                    self.client.zadd(self.live.customers(meter.id), chosen, gt=True)
+
+    def _restore_claims(self) -> int:
+        """Copy identifier claims the live state lacks (after a loss), so the next 24 h dedup exactly."""
+        meter_tags = {f"{{{m.id}|" for m in self.meters}
+        restored = 0
+        cap_ms = (CLAIM_TTL_S + HOUR_S) * 1000
+        with map_redis_errors("restoring identifier claims"):
+            batch: list[str] = []
+            for key in self.client.scan_iter(match=self.shadow.claim_pattern(), count=1000):
+                name = _text(key)
+                if any(tag in name for tag in meter_tags):
+                    batch.append(name)
+                if len(batch) >= 500:
+                    restored += self._copy_claims(batch, cap_ms)
+                    batch = []
+            if batch:
+                restored += self._copy_claims(batch, cap_ms)
+        return restored
+
+    def _copy_claims(self, names: list[str], cap_ms: int) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.get(name)
+            pipe.pttl(name)
+        raw = pipe.execute()
+        pipe = self.client.pipeline(transaction=False)
+        queued = 0
+        for i, name in enumerate(names):
+            value, ttl = raw[2 * i], raw[2 * i + 1]
+            if value is None or ttl == -2:
+                continue
+            live_name = self.live.prefix + name[len(self.shadow.prefix) :]
+            ttl = cap_ms if ttl < 0 else min(int(ttl), cap_ms)
+            pipe.set(live_name, value, nx=True, px=max(1, ttl))
+            queued += 1
+        return sum(1 for ok in pipe.execute() if ok) if queued else 0
+
+
+def cleanup_shadows(client: Any, prefix_or_live: str, *, all_runs: bool = False) -> int:
+    """Delete a shadow prefix's keys (or, with ``all_runs``, the shadows of every run of a live prefix,
+    e.g. left by an interrupted rebuild). SCAN + UNLINK in batches, never KEYS."""
+    pattern = f"{Keys(prefix_or_live).rebuild_prefix('*')}:*" if all_runs else f"{prefix_or_live}:*"
+    deleted = 0
+    with map_redis_errors("deleting the rebuild shadow"):
+        batch: list[Any] = []
+        for key in client.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += int(client.unlink(*batch))
+                batch = []
+        if batch:
+            deleted += int(client.unlink(*batch))
+    return deleted
+
+
+def summarize_pairs(pairs: Iterable[PairResult]) -> tuple[int, int, int]:
+    """(pairs compared, pairs differing, hour/day buckets differing)."""
+    items = list(pairs)
+    return len(items), sum(1 for p in items if p.differs), sum(len(p.changes) for p in items)

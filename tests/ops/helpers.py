@@ -1,0 +1,64 @@
+"""Helpers shared by the ops tests: run the real processor, delete keys of one prefix, call the CLI."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from click.testing import CliRunner, Result
+
+from processor.aggregator.runner import Processor
+from processor.cli import main
+from processor.config import Settings
+
+
+def run_processor(settings: Settings, idle: float = 1.0) -> Processor:
+    """One real processor, until its input has been quiet for ``idle`` seconds; then it leaves the group."""
+    proc = Processor(settings)
+    try:
+        proc.drain(idle=idle, timeout=120)
+    finally:
+        proc.close()
+    return proc
+
+
+@contextmanager
+def live_processor(settings: Settings) -> Iterator[Processor]:
+    """A real processor running in a thread for the duration of the block (the "live pipeline")."""
+    proc = Processor(settings)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            proc.run(stop)
+        except BaseException as exc:  # surfaced by the caller below
+            failure.append(exc)
+
+    thread = threading.Thread(target=loop, name="live-processor", daemon=True)
+    thread.start()
+    try:
+        yield proc
+    finally:
+        stop.set()
+        thread.join(60)
+        proc.close()
+    assert not failure, failure
+
+
+def delete_keys(client: redis.Redis, pattern: str) -> int:
+    """SCAN + DEL of the keys matching ``pattern`` (only ever a test's own prefix)."""
+    n = 0
+    for key in list(client.scan_iter(match=pattern, count=1000)):
+        n += int(client.delete(key))
+    return n
+
+
+def cli(settings: Settings, *args: str, input: str | None = None) -> Result:
+    """Run ``meterstream ARGS`` in-process with the environment of ``settings``."""
+    env: dict[str, Any] = settings.to_env()
+    result = CliRunner().invoke(main, list(args), env=env, input=input, catch_exceptions=False)
+    return result
