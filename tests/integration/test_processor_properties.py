@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -26,7 +27,7 @@ from processor.aggregator.runner import Processor
 from processor.config import Settings
 from processor.kafka.clients import producer_config
 from tests.model.builders import Log, meter_version
-from tests.model.reference import ADJUSTMENTS, DAY_MS, EVENTS, ModelResult, compare, run_model
+from tests.model.reference import ADJUSTMENTS, DAY_MS, EVENTS, ModelResult, Rec, compare, run_model
 from tests.model.strategies import Scenario, scenarios
 
 pytestmark = pytest.mark.integration
@@ -159,9 +160,18 @@ def _topic_diffs(s: Settings, model: ModelResult) -> list[str]:
     return diffs
 
 
-def _check(settings_factory: Callable[..., Settings], redis_client: redis.Redis, scenario: Scenario) -> None:
+def _check(
+    settings_factory: Callable[..., Settings],
+    redis_client: redis.Redis,
+    scenario: Scenario,
+    *,
+    phases: list[list[Rec]] | None = None,
+) -> None:
     """Run one scenario through a fresh processor (own topics, Redis prefix and group) and assert that Redis,
-    the accepted topic and the error topic agree with the model; the message lists every difference."""
+    the accepted topic and the error topic agree with the model; the message lists every difference.
+
+    ``phases`` (a split of ``scenario.records``) forces a processing order the model must not care about:
+    each phase is produced and drained (by a new processor instance of the same group) before the next."""
     u = uuid.uuid4().hex[:10]
     s = settings_factory(
         partitions=scenario.partitions,
@@ -171,12 +181,14 @@ def _check(settings_factory: Callable[..., Settings], redis_client: redis.Redis,
         METERSTREAM_SINK_GROUP=f"sink-{u}",
     )
     model = run_model(scenario.meters, scenario.records)
-    _produce(s, scenario)
-    proc = Processor(s)
-    try:
-        processed = proc.drain(idle=2.0, timeout=120)
-    finally:
-        proc.close()
+    processed = 0
+    for i, phase in enumerate(phases or [scenario.records]):
+        _produce(s, replace(scenario, meters=scenario.meters if i == 0 else [], records=phase))
+        proc = Processor(s)
+        try:
+            processed += proc.drain(idle=2.0, timeout=120)
+        finally:
+            proc.close()
     diffs = compare(model, redis_client, s.redis_prefix) + _topic_diffs(s, model)
     outcomes = Counter(model.outcome.values())
     assert not diffs, (
@@ -186,7 +198,7 @@ def _check(settings_factory: Callable[..., Settings], redis_client: redis.Redis,
 
 
 @settings(
-    max_examples=20,
+    max_examples=18,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -232,4 +244,44 @@ def test_huge_records_neither_crash_nor_block(
         "rejected:meter_event_invalid_value",
         "accepted",
     ]
+    _check(settings_factory, redis_client, Scenario(meters, log.records, PARTITIONS, BASE_MS))
+
+
+@pytest.mark.parametrize("window", ["hour", "day", None])
+def test_late_cancel_of_an_event_whose_identifier_was_reused(
+    settings_factory: Callable[..., Settings], redis_client: redis.Redis, window: str | None
+) -> None:
+    """Found by the property test. Identifier "a" is used again 24 h + 1 ms later (free again) with a
+    timestamp in the same window; a cancellation received 1 h after the first "a" targets that first one
+    (docs/semantics.md: the latest event received at or before the cancellation). Processed after both
+    events (forced by draining in two phases), it must leave the second "a" as the window's survivor."""
+    r0, h = BASE_MS + DAY_MS, 3_600_000
+    ts = r0 // 1000
+    log = Log()
+    first = log.event(r0, identifier="a", value=5, timestamp=ts + 10, partition=1)
+    log.event(r0 + 1, identifier="b", value=7, timestamp=ts + 20, partition=1)
+    log.event(r0 + DAY_MS + 1, identifier="a", value=11, timestamp=ts + 30, partition=1)
+    log.cancel(r0 + h, "a", partition=0)
+    meters = [meter_version(BASE_MS, meter_id="mtr_w", event_name="api", window=window)]
+    model = run_model(meters, log.records)
+    assert model.cancelled == {first}
+    assert model.day == {("mtr_w", "cus_1"): {ts: 18 if window is None else 11}}
+    events = [r for r in log.records if r.topic == EVENTS]
+    cancels = [r for r in log.records if r.topic == ADJUSTMENTS]
+    _check(settings_factory, redis_client, Scenario(meters, log.records, PARTITIONS, BASE_MS), phases=[events, cancels])
+
+
+def test_null_identifier_and_timestamp_are_invalid_events(
+    settings_factory: Callable[..., Settings], redis_client: redis.Redis
+) -> None:
+    """docs/semantics.md: ``identifier`` / ``timestamp`` present but not a string / an integer is
+    ``invalid_event``; JSON null is present (a missing key is the only "missing")."""
+    r0 = BASE_MS + DAY_MS
+    log = Log()
+    log.event(r0, identifier=None)
+    log.event(r0, timestamp=None)
+    log.event(r0, identifier="ok")
+    meters = [meter_version(BASE_MS)]
+    model = run_model(meters, log.records)
+    assert list(model.outcome.values()) == ["rejected:invalid_event", "rejected:invalid_event", "accepted"]
     _check(settings_factory, redis_client, Scenario(meters, log.records, PARTITIONS, BASE_MS))
