@@ -138,7 +138,8 @@ class Keys:
 
     def gateway_session(self, token_digest: str) -> str:
         """STRING expiry (unix s): a v2 meter-event session the gateway issued, keyed by a digest of its
-        token (the token itself is never stored). TTL GATEWAY_SESSION_TTL_S."""
+        token (the token itself is never stored). Valid GATEWAY_SESSION_TTL_S; the key lives twice that,
+        so a late token is answered "expired" rather than "invalid"."""
         return f"{self.prefix}:gw-session:{token_digest}"
 
     @property
