@@ -21,7 +21,16 @@ from hypothesis import strategies as st
 from tests.model.builders import MISSING, meter_version
 from tests.model.reference import ADJUSTMENTS, DAY_MS, EVENTS, MeterVersion, Rec
 
-__all__ = ["BIG_BYTES", "DEFAULT_BASE_MS", "SPAN_MS", "Scenario", "interleavings", "partition_of", "scenarios"]
+__all__ = [
+    "BIG_BYTES",
+    "DEFAULT_BASE_MS",
+    "SPAN_MS",
+    "Scenario",
+    "interleavings",
+    "partition_of",
+    "phase_splits",
+    "scenarios",
+]
 
 HOUR_MS = 3_600_000
 SPAN_MS = 3 * DAY_MS  # received times span about three days, so every 24 h rule can trigger
@@ -249,3 +258,25 @@ def interleavings(draw: st.DrawFn, records: Sequence[Rec]) -> list[Rec]:
         if not queues[key]:
             keys.remove(key)
     return order
+
+
+@st.composite
+def phase_splits(draw: st.DrawFn, records: Sequence[Rec]) -> list[list[Rec]]:
+    """Split records into one or two phases, each partition's first phase a prefix of it: a processor that
+    drains phase 1 before it sees phase 2 is forced into one particular interleaving (all events before all
+    cancellations, the reverse, or an arbitrary cut per partition)."""
+    plan = draw(st.sampled_from(["one", "events_first", "adjustments_first", "cut"]))
+    if plan == "one" or not records:
+        return [list(records)]
+    if plan == "events_first":
+        first = [r for r in records if r.topic == EVENTS]
+    elif plan == "adjustments_first":
+        first = [r for r in records if r.topic == ADJUSTMENTS]
+    else:
+        sizes: dict[tuple[str, int], int] = {}
+        for r in records:
+            sizes[(r.topic, r.partition)] = max(sizes.get((r.topic, r.partition), 0), r.offset + 1)
+        cuts = {key: draw(st.integers(0, size)) for key, size in sorted(sizes.items())}
+        first = [r for r in records if r.offset < cuts[(r.topic, r.partition)]]
+    chosen = {r.key for r in first}
+    return [first, [r for r in records if r.key not in chosen]]

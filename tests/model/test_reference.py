@@ -20,7 +20,7 @@ from tests.model.reference import (
     significant_digits,
     whole_number,
 )
-from tests.model.strategies import Scenario, interleavings, scenarios
+from tests.model.strategies import Scenario, interleavings, phase_splits, scenarios
 
 T = 1_700_006_400_000  # 2023-11-15 00:00:00 UTC, a day boundary
 TS = T // 1000
@@ -488,3 +488,12 @@ def test_interleavings_keep_partition_order(data: st.DataObject) -> None:
     for topic in (EVENTS, ADJUSTMENTS):
         for p in range(3):
             assert [r.offset for r in order if (r.topic, r.partition) == (topic, p)] == list(range(4))
+
+
+@settings(max_examples=100, deadline=None)
+@given(scenario=scenarios(), data=st.data())
+def test_phased_delivery_does_not_change_the_result(scenario: Scenario, data: st.DataObject) -> None:
+    phases = data.draw(phase_splits(scenario.records))
+    assert sorted(r.key for p in phases for r in p) == sorted(r.key for r in scenario.records)
+    order = [r for phase in phases for r in data.draw(interleavings(phase))]
+    assert run_model(scenario.meters, scenario.records, order=order) == run_model(scenario.meters, scenario.records)
