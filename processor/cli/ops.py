@@ -8,6 +8,7 @@ check something exit 1 when they found a difference (so scripts and cron jobs ca
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -37,7 +38,7 @@ class Progress:
             return
         if length is None:
             self._bar = click.progressbar(
-                iterable=(x for x in ()), label=self.label, file=sys.stderr, show_pos=True, show_eta=False
+                iterable=_unsized(), label=self.label, file=sys.stderr, show_pos=True, show_eta=False
             )
         else:
             self._bar = click.progressbar(length=length, label=self.label, file=sys.stderr, show_pos=True)
@@ -58,6 +59,11 @@ class Progress:
         if self._bar is not None:
             self._bar.__exit__(exc_type, exc, tb)
             self._bar = None
+
+
+def _unsized() -> Iterator[int]:
+    """An iterable of unknown length (a progress bar that counts without a total)."""
+    yield from ()
 
 
 def _time(value: str | None, name: str) -> int | None:
@@ -153,4 +159,57 @@ def rebuild(
         sys.exit(1)
 
 
-COMMANDS: list[click.Command] = [rebuild]
+# ---- replay ------------------------------------------------------------------------------------------
+@click.command("replay")
+@click.option("--from", "start", required=True, help="Received time from (unix seconds or ISO 8601).")
+@click.option("--to", "end", required=True, help="Received time to, exclusive.")
+@click.option("--meter", help="Only this meter (id or event_name).")
+@click.option("--dry-run", is_flag=True, help="Only say what would and would not be sent.")
+@click.option("--list", "list_items", is_flag=True, help="One line per record with its decision.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def replay(
+    settings: Settings, start: str, end: str, meter: str | None, dry_run: bool, list_items: bool, quiet: bool
+) -> None:
+    """Send accepted records of a time range to Stripe again (after a Stripe outage, a sink bug, a lost
+    consumer group), never double-billing: records Stripe may already count and can no longer
+    deduplicate (older than 24 h) are only sent when the delivery record proves Stripe never got them.
+
+    \b
+    meterstream replay --from 2026-11-20T08:00Z --to 2026-11-20T14:00Z --dry-run
+    """
+    from processor.ops.replay import plan_replay, run_replay
+    from processor.state.store import connect_redis
+
+    lo, hi = _required_time(start, "--from"), _required_time(end, "--to")
+    client = connect_redis(settings.require_redis_url())
+    with Progress("reading meter-events-accepted", quiet=quiet) as progress:
+        plan = plan_replay(settings, client, lo * 1000, hi * 1000, meter=meter, on_consumed=progress)
+    click.echo(f"replay of {iso(lo)} .. {iso(hi)}: {len(plan.items)} accepted record(s) in range")
+    if plan.unreadable:
+        click.echo(f"  {plan.unreadable} unreadable record(s) on the topic (the sink dead-letters those)")
+    counts = plan.counts()
+    for send, title in ((True, "will send"), (False, "will not send")):
+        rows = sorted(((n, reason) for (s, reason), n in counts.items() if s is send), reverse=True)
+        click.echo(f"{title} {sum(n for n, _ in rows)}:")
+        for n, reason in rows:
+            click.echo(f"  {n:>8}  {reason}")
+    if list_items:
+        for item in plan.items:
+            r = item.record
+            click.echo(
+                f"  {'send' if item.decision.send else 'skip'}  {r.kind:<6} {r.meter_id} {r.customer}"
+                f" {r.identifier}  received {iso(int(r.raw.get('received_at', 0)) // 1000)}  {item.decision.reason}"
+            )
+    if dry_run or not plan.to_send:
+        return
+    with Progress("sending to Stripe", quiet=quiet) as progress:
+        progress.total(len(plan.to_send))
+        totals = run_replay(settings, plan, on_done=progress)
+    click.echo(
+        f"sent {totals.get('delivered', 0)} record(s) to Stripe ({totals.get('duplicates_ok', 0)} it already had);"
+        f" {totals.get('dead_lettered', 0)} refused (see meter-events-stripe-dlq)"
+    )
+
+
+COMMANDS: list[click.Command] = [rebuild, replay]

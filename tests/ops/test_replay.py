@@ -1,0 +1,142 @@
+"""``meterstream replay`` against the Stripe emulator through the official SDK: it resends what Stripe can
+still deduplicate, sends what the delivery record proves Stripe never got, and nothing else."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from processor.config import Settings
+from processor.meters.model import Meter
+from processor.ops.delivery import DeliveryStatus
+from processor.ops.replay import decide
+from processor.sink.records import parse_accepted
+from processor.state.keys import DAY_S, HOUR_S, Keys, identifier_digest
+from tests.ops.conftest import Emulator
+from tests.ops.helpers import cli
+from tests.pipeline import producer
+
+pytestmark = pytest.mark.integration
+
+NOW = int(time.time())
+METER = Meter("mtr_replay", "Replay", "replay_api", "sum", created=1)
+
+
+def accepted(
+    ident: str, received_s: int, *, kind: str = "event", ts: int | None = None, customer: str = "cus_r"
+) -> bytes:
+    body: dict[str, Any] = {
+        "kind": kind,
+        "meter_id": METER.id,
+        "event_name": METER.event_name,
+        "identifier": ident,
+        "customer": customer,
+        "received_at": received_s * 1000,
+        "source": f"meter-events/0/{ident}",
+    }
+    if kind == "event":
+        body["timestamp"] = received_s - 60 if ts is None else ts
+        body["payload"] = {"stripe_customer_id": customer, "value": "10"}
+    return json.dumps(body).encode()
+
+
+def mark(client: redis.Redis, settings: Settings, ident: str, received_s: int, status: str) -> None:
+    day = received_s - received_s % DAY_S
+    client.hset(Keys(settings.redis_prefix).delivery(METER.id, day), "e" + identifier_digest(ident), status)
+
+
+def test_decide_rules() -> None:
+    now_ms = NOW * 1000
+    rec = parse_accepted(accepted("x", NOW - 30 * HOUR_S))
+    assert decide(rec, DeliveryStatus("unknown"), now_ms) == decide(
+        rec, DeliveryStatus("attempted", rec.raw["received_at"]), now_ms
+    )
+    assert not decide(rec, DeliveryStatus("unknown"), now_ms).send
+    assert decide(rec, DeliveryStatus("never"), now_ms).send
+    assert decide(rec, DeliveryStatus("refused", 1), now_ms).send
+    assert not decide(rec, DeliveryStatus("never"), now_ms, cancelled_in_range=True).send
+    assert not decide(rec, DeliveryStatus("delivered", 1), now_ms).send
+    # a late first attempt keeps Stripe's dedup window open longer than the received time alone
+    assert decide(rec, DeliveryStatus("attempted", now_ms - HOUR_S * 1000), now_ms).send
+    fresh = parse_accepted(accepted("y", NOW - HOUR_S))
+    assert decide(fresh, DeliveryStatus("unknown"), now_ms).send
+    assert not decide(fresh, DeliveryStatus("delivered", 1), now_ms).send
+    stale = parse_accepted(accepted("z", NOW - HOUR_S, ts=NOW - 36 * DAY_S))
+    assert not decide(stale, DeliveryStatus("never"), now_ms).send
+
+
+def test_replay_sends_exactly_what_cannot_double_bill(
+    stripe_settings: Settings, redis_client: redis.Redis, emulator: Emulator
+) -> None:
+    settings = stripe_settings
+    redis_client.hset(Keys(settings.redis_prefix).meters, METER.id, METER.to_json())
+    emulator.client.v1.billing.meters.create(
+        {"display_name": "Replay", "event_name": METER.event_name, "default_aggregation": {"formula": "sum"}}
+    )
+    old, older = NOW - 30 * HOUR_S, NOW - 45 * HOUR_S
+    # What Stripe already has: one recent event, and one it got 30 h ago (beyond its dedup window now).
+    emulator.client.v1.billing.meter_events.create(
+        {
+            "event_name": METER.event_name,
+            "identifier": "recent-sent",
+            "payload": {"stripe_customer_id": "cus_r", "value": "10"},
+            "timestamp": NOW - 120,
+        }
+    )
+    emulator.set_clock(old)
+    emulator.client.v1.billing.meter_events.create(
+        {
+            "event_name": METER.event_name,
+            "identifier": "old-attempted",
+            "payload": {"stripe_customer_id": "cus_r", "value": "10"},
+            "timestamp": old - 60,
+        }
+    )
+    emulator.set_clock(None)
+
+    keys = Keys(settings.redis_prefix)
+    redis_client.set(keys.delivery_since, str((NOW - 40 * HOUR_S) * 1000))
+    mark(redis_client, settings, "old-attempted", old, f"a{old * 1000}")
+    mark(redis_client, settings, "old-delivered", old, f"d{old * 1000}")
+    mark(redis_client, settings, "old-refused", old, f"r{old * 1000}")
+    records = [
+        accepted("recent-sent", NOW - 60),  # Stripe has it, can still dedup: resent, dropped by Stripe
+        accepted("recent-new", NOW - 60),  # never sent: sent
+        accepted("old-attempted", old),  # Stripe may have it and cannot dedup any more: not sent
+        accepted("old-delivered", old),  # delivered: not sent
+        accepted("old-refused", old),  # Stripe refused it: sent
+        accepted("old-never", old),  # recorded since before it, no attempt: sent
+        accepted("older-unknown", older),  # before the record began: not sent
+        accepted("old-cancelled", old),  # never sent, but cancelled: neither is sent
+        accepted("old-cancelled", old + 60, kind="cancel"),
+        accepted("ancient-ts", old, ts=NOW - 36 * DAY_S),  # Stripe refuses timestamps older than 35 days
+    ]
+    p = producer(settings)
+    for value in records:
+        p.produce(settings.topic_prefix + "meter-events-accepted", key=b"cus_r", value=value)
+    assert p.flush(30) == 0
+
+    span = ("--from", str(NOW - 3 * DAY_S), "--to", str(NOW + 60))
+    dry = cli(settings, "replay", *span, "--dry-run", "--list", "-q")
+    assert dry.exit_code == 0, dry.output
+    assert "will send 4:" in dry.output and "will not send 6:" in dry.output
+    assert "older than 24 h and not proven undelivered" in dry.output
+    assert emulator.counted(METER.event_name) == ["old-attempted", "recent-sent"]  # a dry run sends nothing
+
+    run = cli(settings, "replay", *span, "-q")
+    assert run.exit_code == 0, run.output
+    assert "sent 4 record(s) to Stripe (1 it already had)" in run.output
+    assert emulator.counted(METER.event_name) == sorted(
+        ["old-attempted", "recent-sent", "recent-new", "old-refused", "old-never"]
+    )
+
+    again = cli(settings, "replay", *span, "-q")  # everything it sent is recorded as delivered now
+    assert again.exit_code == 0, again.output
+    assert "will send 0:" in again.output
+    assert emulator.counted(METER.event_name) == sorted(
+        ["old-attempted", "recent-sent", "recent-new", "old-refused", "old-never"]
+    )
