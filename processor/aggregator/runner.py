@@ -23,6 +23,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
+from processor import metrics
 from processor.aggregator.engine import ADJUSTMENTS, EVENTS, Engine, Output, RawRecord
 from processor.aggregator.meterbook import MeterBook
 from processor.config import Settings
@@ -125,10 +126,12 @@ class Processor:
         if not records:
             self._load_meters()
             return 0
+        started = time.perf_counter()
         self._load_meters()
         out = engine.process(records)
         self._emit(out)
         self._commit(out)
+        metrics.observe_batch(out.stats, time.perf_counter() - started, len(records))
         self.stats.update(out.stats)
         self.stats["records"] += len(records)
         self.batches += 1

@@ -12,10 +12,21 @@ from processor.config import Settings
 
 
 @click.command("processor")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics of this process on this port (off by default).",
+)
 @click.pass_obj
-def processor(settings: Settings) -> None:
+def processor(settings: Settings, metrics_port: int | None) -> None:
     """Run the stream processor (Kafka → Redis aggregates → accepted topic)."""
     from processor.aggregator.runner import Processor
+
+    if metrics_port is not None:
+        from processor.metrics import start_metrics_server
+
+        start_metrics_server(metrics_port)
 
     stop = threading.Event()
 

@@ -117,6 +117,12 @@ def test_every_formula_and_mode(
         assert kinds.index(("cancel", ident)) > kinds.index(("event", ident))
     assert len(accepted) == 15
     assert ("cancel", "never-sent") not in kinds
+    from processor.metrics import REGISTRY
+
+    assert (
+        REGISTRY.get_sample_value("meterstream_processor_records_total", {"kind": "event", "result": "dup"}) or 0
+    ) >= 1
+    assert (REGISTRY.get_sample_value("meterstream_processor_rejected_total", {"code": "invalid_event"}) or 0) >= 1
     errors = [json.loads(m.value()) for m in read_topic(settings, "meter-event-errors", expect=2)]
     assert sorted(e["code"] for e in errors) == ["invalid_event", "meter_event_invalid_value"]
     assert all({"code", "message", "event", "topic", "partition", "offset"} <= e.keys() for e in errors)
