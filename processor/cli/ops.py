@@ -212,4 +212,65 @@ def replay(
     )
 
 
-COMMANDS: list[click.Command] = [rebuild, replay]
+# ---- reconcile ---------------------------------------------------------------------------------------
+@click.command("reconcile")
+@click.option("--meter", required=True, help="Meter id or event_name.")
+@click.option("--customer", help="One customer (default: every customer of the meter, with a summary).")
+@click.option("--from", "start", required=True, help="Start (unix seconds or ISO 8601), aligned to --group.")
+@click.option("--to", "end", required=True, help="End, exclusive, aligned to --group.")
+@click.option("--group", type=click.Choice(["hour", "day"]), default="day", show_default=True, help="Bucket size.")
+@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True, help="Drift lines per customer.")
+@click.pass_obj
+def reconcile(
+    settings: Settings, meter: str, customer: str | None, start: str, end: str, group: str, limit: int
+) -> None:
+    """Compare the Redis aggregates with Stripe's event summaries bucket by bucket; exit 1 on drift.
+
+    \b
+    meterstream reconcile --meter api_requests --customer cus_123 --from 2026-11-01 --to 2026-11-08
+    meterstream reconcile --meter api_requests --from 2026-11-01 --to 2026-12-01   # every customer
+    """
+    import redis
+
+    from processor.cli.usage import find_meter
+    from processor.errors import InvalidRequestError
+    from processor.ops.reconcile import Reconciler
+    from processor.state.keys import Keys
+
+    lo, hi = _required_time(start, "--from"), _required_time(end, "--to")
+    client = redis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
+    try:
+        m = find_meter(client, Keys(settings.redis_prefix), meter)
+        job = Reconciler(settings, client, m)
+        customers = [customer] if customer is not None else job.customers()
+        click.echo(
+            f"reconcile {m.id} ({m.event_name}, {m.formula}) {iso(lo)} .. {iso(hi)} by {group}"
+            f" against Stripe meter {job.stripe_meter_id()}: {len(customers)} customer(s)"
+        )
+        drifting = buckets = 0
+        for name in customers:
+            try:
+                result = job.compare(name, lo, hi, group)
+            except InvalidRequestError as exc:
+                raise click.UsageError(f"{exc.message} ({exc.param})") from None
+            if not result.drift:
+                if customer is not None:
+                    click.echo(f"{name}: no drift in {result.windows} {group}(s)")
+                continue
+            drifting += 1
+            buckets += len(result.drift)
+            click.echo(f"{name}: {len(result.drift)} {group}(s) drift")
+            for d in result.drift[:limit]:
+                ours = "-" if d.ours is None else str(d.ours)
+                theirs = "-" if d.stripe is None else str(d.stripe)
+                click.echo(f"  {iso(d.start)}  redis={ours}  stripe={theirs}")
+            if len(result.drift) > limit:
+                click.echo(f"  ... {len(result.drift) - limit} more")
+    finally:
+        client.close()
+    click.echo(f"{drifting} of {len(customers)} customer(s) drift ({buckets} bucket(s))")
+    if drifting:
+        sys.exit(1)
+
+
+COMMANDS: list[click.Command] = [rebuild, replay, reconcile]
