@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -273,4 +274,66 @@ def reconcile(
         sys.exit(1)
 
 
-COMMANDS: list[click.Command] = [rebuild, replay, reconcile]
+# ---- import ------------------------------------------------------------------------------------------
+@click.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), help="Default: from the extension.")
+@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), help="Resume state file.")
+@click.option("--customer-key", help="Payload key of the customer (default: the meter's, else stripe_customer_id).")
+@click.option("--skip-invalid", is_flag=True, help="Send the valid rows even if some rows are invalid.")
+@click.option("--force", is_flag=True, help="Import a file again although it was imported before.")
+@click.option("--dry-run", is_flag=True, help="Only check the file.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def import_file(
+    settings: Settings,
+    file: Path,
+    fmt: str | None,
+    state_path: Path | None,
+    customer_key: str | None,
+    skip_invalid: bool,
+    force: bool,
+    dry_run: bool,
+    quiet: bool,
+) -> None:
+    """Import meter events from Stripe's bulk formats (Dashboard CSV, JSON array, JSON Lines) into
+    meter-events. Rows without an identifier get a deterministic one, so importing a file twice never
+    counts twice; an interrupted import resumes where Kafka's acknowledgements stopped.
+
+    \b
+    meterstream import usage-november.csv
+    meterstream import s3-export.jsonl --skip-invalid
+    """
+    import redis
+
+    from processor.ops.importer import Importer
+
+    client = redis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
+    try:
+        job = Importer(settings, file, fmt=fmt, state_path=state_path, customer_key=customer_key, redis_client=client)
+        checked = job.check()
+        click.echo(f"{file}: {checked.fmt}, {checked.rows} valid row(s), {len(checked.errors)} invalid")
+        for error in checked.errors[:20]:
+            click.echo(f"  line {error.line}: {error.message}")
+        if len(checked.errors) > 20:
+            click.echo(f"  ... {len(checked.errors) - 20} more")
+        done = checked.already_imported
+        if done is not None and not force:
+            when = iso(done.finished_at or 0)
+            click.echo(f"already imported at {when} ({done.rows} row(s)); --force imports it again")
+            return
+        if checked.errors and not skip_invalid:
+            click.echo("nothing sent: fix the rows above or pass --skip-invalid")
+            sys.exit(1)
+        if dry_run:
+            return
+        with Progress("importing", quiet=quiet) as progress:
+            progress.total(checked.rows)
+            report = job.send(force=force, on_acked=progress)
+    finally:
+        client.close()
+    resumed = f" ({report.skipped_done} acknowledged by an earlier run)" if report.skipped_done else ""
+    click.echo(f"imported {report.sent} row(s) into {settings.topic_prefix}meter-events{resumed}")
+
+
+COMMANDS: list[click.Command] = [rebuild, replay, reconcile, import_file]

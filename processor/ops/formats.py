@@ -1,0 +1,234 @@
+"""Stripe's bulk meter-event file formats, parsed into ``meter-events`` values. Pure: no I/O beyond the file.
+
+- **CSV** (Stripe Dashboard template): a header row; ``timestamp``, ``event_name``, optional
+  ``identifier``, and one ``payload_<key>`` column per payload key (``payload_stripe_customer_id``,
+  ``payload_value``...). An empty payload cell leaves the key out.
+- **JSON**: an array of objects ``{event_name, payload, identifier?, timestamp?}``.
+- **JSON Lines** (the S3 format): one such object per line; blank lines are skipped.
+
+Timestamps (CSV cells, or JSON strings): unix seconds (``1732012345``; a fraction is floored), ISO 8601
+with or without ``Z`` / an offset (``2024-11-19T10:32:25Z``, ``2024-11-19T12:32:25+02:00``,
+``2024-11-19T10:32:25``), ``YYYY-MM-DD``, ``YYYY-MM-DD HH:MM[:SS]``, ``MM/DD/YYYY`` and
+``MM/DD/YYYY HH:MM[:SS]``. A time without an offset is UTC.
+
+Every row is reported with its line number (the line where the row starts), so an operator can fix the
+file. :func:`row_identifier` gives rows without an identifier a deterministic one.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["FORMATS", "Row", "detect_format", "iter_rows", "parse_timestamp", "row_digest", "row_identifier"]
+
+FORMATS = ("csv", "json", "jsonl")
+_UNIX = re.compile(r"^[+-]?\d+(\.\d+)?$")
+_DATETIME_FORMATS = (
+    "%Y-%m-%d",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d %H:%M:%S",
+    "%m/%d/%Y",
+    "%m/%d/%Y %H:%M",
+    "%m/%d/%Y %H:%M:%S",
+)
+_EVENT_FIELDS = {"event_name", "payload", "identifier", "timestamp"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the file: its line, and either the event (``meter-events`` shape) or an error."""
+
+    line: int
+    event: dict[str, Any] | None
+    error: str | None = None
+
+
+def parse_timestamp(text: str) -> int:
+    """Unix seconds from any of the supported spellings; ``ValueError`` names the text otherwise."""
+    value = text.strip()
+    if _UNIX.match(value):
+        try:
+            return int(Decimal(value).to_integral_value(rounding="ROUND_FLOOR"))
+        except InvalidOperation:
+            pass
+    iso = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    when: datetime | None = None
+    try:
+        when = datetime.fromisoformat(iso)
+    except ValueError:
+        for fmt in _DATETIME_FORMATS:
+            try:
+                when = datetime.strptime(value, fmt)
+                break
+            except ValueError:
+                continue
+    if when is None:
+        raise ValueError(
+            f"timestamp {text!r} is not unix seconds, ISO 8601, YYYY-MM-DD[ HH:MM[:SS]] or MM/DD/YYYY[ HH:MM[:SS]]"
+        )
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp())
+
+
+def detect_format(path: Path) -> str:
+    """By extension (.csv, .json, .jsonl/.ndjson), else by the first non-blank character."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix == ".json":
+        return "json"
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    with path.open("rb") as fh:
+        head = fh.read(4096).lstrip()
+    if head.startswith(b"["):
+        return "json"
+    if head.startswith(b"{"):
+        return "jsonl"
+    return "csv"
+
+
+def _normalise(obj: Any) -> dict[str, Any]:
+    """A JSON object of the file as a ``meter-events`` value (timestamps parsed); ``ValueError`` if it is not one."""
+    if not isinstance(obj, dict):
+        raise ValueError("expected an object with event_name and payload")
+    unknown = sorted(set(obj) - _EVENT_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r} (allowed: event_name, payload, identifier, timestamp)")
+    event: dict[str, Any] = {"event_name": obj.get("event_name"), "payload": obj.get("payload")}
+    if obj.get("identifier") not in (None, ""):
+        event["identifier"] = obj["identifier"]
+    ts = obj.get("timestamp")
+    if isinstance(ts, str) and ts.strip():
+        event["timestamp"] = parse_timestamp(ts)
+    elif isinstance(ts, int) and not isinstance(ts, bool):
+        event["timestamp"] = ts
+    elif ts not in (None, ""):
+        raise ValueError(f"timestamp must be unix seconds or a date/time string, got {ts!r}")
+    return event
+
+
+def _csv_rows(fh: IO[str]) -> Iterator[Row]:
+    reader = csv.reader(fh)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    columns = [h.strip() for h in header]
+    for name in columns:
+        if name not in ("timestamp", "event_name", "identifier") and not (
+            name.startswith("payload_") and len(name) > len("payload_")
+        ):
+            yield Row(1, None, f"unknown column {name!r} (expected timestamp, event_name, identifier, payload_<key>)")
+            return
+    if "event_name" not in columns:
+        yield Row(1, None, "the header has no event_name column")
+        return
+    start = reader.line_num + 1
+    for cells in reader:
+        line, start = start, reader.line_num + 1
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) != len(columns):
+            yield Row(line, None, f"{len(cells)} cells, the header has {len(columns)}")
+            continue
+        obj: dict[str, Any] = {"payload": {}}
+        for name, cell in zip(columns, cells, strict=True):
+            if name.startswith("payload_"):
+                if cell != "":
+                    obj["payload"][name[len("payload_") :]] = cell
+            elif cell.strip():
+                obj[name] = cell.strip()
+        try:
+            yield Row(line, _normalise(obj))
+        except ValueError as exc:
+            yield Row(line, None, str(exc))
+
+
+def _json_rows(fh: IO[str]) -> Iterator[Row]:
+    text = fh.read()  # an array is read whole (use JSON Lines for very large files)
+    decoder = json.JSONDecoder()
+    pos = len(text) - len(text.lstrip())
+    if not text[pos : pos + 1] == "[":
+        yield Row(1, None, "a JSON file must hold an array of events")
+        return
+    pos += 1
+    line, counted = 1, 0
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text):
+            yield Row(text.count("\n") + 1, None, "the array is not closed with ]")
+            return
+        line += text.count("\n", counted, pos)
+        counted = pos
+        if text[pos] == "]":
+            return
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            yield Row(line, None, f"not valid JSON ({exc.msg})")
+            return
+        try:
+            yield Row(line, _normalise(obj))
+        except ValueError as exc:
+            yield Row(line, None, str(exc))
+        pos = end
+
+
+def _jsonl_rows(fh: IO[str]) -> Iterator[Row]:
+    for number, raw in enumerate(fh, start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            yield Row(number, None, f"not valid JSON ({exc.msg})")
+            continue
+        try:
+            yield Row(number, _normalise(obj))
+        except ValueError as exc:
+            yield Row(number, None, str(exc))
+
+
+def iter_rows(path: Path, fmt: str) -> Iterator[Row]:
+    """Every row of the file, in order (UTF-8, a BOM allowed). CSV and JSON Lines are streamed."""
+    parser = {"csv": _csv_rows, "json": _json_rows, "jsonl": _jsonl_rows}[fmt]
+    last = 0
+    with path.open("r", encoding="utf-8-sig", newline="") as fh:
+        try:
+            for row in parser(fh):
+                last = row.line
+                yield row
+        except UnicodeDecodeError as exc:
+            yield Row(last + 1, None, f"the file is not UTF-8 text ({exc.reason})")
+
+
+def row_digest(event: dict[str, Any]) -> str:
+    """What a row says (event_name, payload, timestamp), as a digest: two rows are identical when equal."""
+    canonical = json.dumps(
+        {"event_name": event.get("event_name"), "payload": event.get("payload"), "timestamp": event.get("timestamp")},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+    return hashlib.blake2b(canonical.encode(), digest_size=15).hexdigest()
+
+
+def row_identifier(event: dict[str, Any], occurrence: int) -> str:
+    """A deterministic identifier for a row without one: the digest of what the row says (not of its
+    position, so inserting or removing other rows changes nothing) plus how many identical rows came
+    before it in the file (so identical rows stay distinct events). ``imp_`` + 30 hex characters."""
+    digest = hashlib.blake2b(f"{row_digest(event)}#{occurrence}".encode(), digest_size=15).hexdigest()
+    return f"imp_{digest}"

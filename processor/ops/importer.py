@@ -1,0 +1,290 @@
+"""``meterstream import FILE``: Stripe's bulk formats into ``meter-events``, exactly once, resumable.
+
+Two passes over the file:
+
+1. **Check.** Every row is parsed (:mod:`.formats`) and validated as the producer SDK validates events
+   (Stripe-shaped messages), plus what would certainly be rejected later: no customer in the payload (the
+   meter's customer key, looked up in the Redis meter mirror), a timestamp outside Stripe's window (35
+   days back, 5 minutes ahead). Errors carry line numbers; nothing is sent while any row is invalid
+   unless ``skip_invalid``.
+2. **Send.** Valid rows are produced in file order (key = customer) with an idempotent producer; rows
+   without an identifier get :func:`~.formats.row_identifier` (content digest + occurrence), rows without
+   a timestamp the time the import first started — so a resumed or repeated import sends the very same
+   events.
+
+Exactly once, in layers: within a run the producer is idempotent; across an interruption the *state*
+(``FILE.meterstream-import`` next to the input, or ``--state``, and a copy in Redis under
+``Keys.import_state(digest)``) remembers how many leading rows Kafka acknowledged, and the rerun
+starts there (rows acknowledged out of order beyond that point are resent with the same identifiers,
+which the processor drops as duplicates within 24 h); a finished import is refused unless forced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from processor.config import Settings
+from processor.errors import EventValidationError, KafkaDeliveryError
+from processor.events.schema import validate_event
+from processor.kafka.clients import producer_config
+from processor.meters.model import DEFAULT_CUSTOMER_KEY, Meter
+from processor.ops.formats import detect_format, iter_rows, row_digest, row_identifier
+from processor.state.keys import OPS_RECORD_TTL_S, Keys
+
+__all__ = ["ImportReport", "ImportState", "Importer", "RowError"]
+
+PAST_S = 35 * 86_400
+FUTURE_S = 300
+#: How often the state is written while sending (and always at the end or on interruption).
+SAVE_EVERY_S = 1.0
+
+
+@dataclass(frozen=True)
+class RowError:
+    line: int
+    message: str
+
+
+@dataclass
+class ImportState:
+    """What survives an interruption. ``acked``: leading valid rows the broker acknowledged."""
+
+    digest: str
+    started_at: int
+    acked: int = 0
+    rows: int = 0
+    finished_at: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ImportState:
+        data = json.loads(text)
+        return cls(
+            str(data["digest"]),
+            int(data["started_at"]),
+            int(data.get("acked", 0)),
+            int(data.get("rows", 0)),
+            data.get("finished_at"),
+        )
+
+
+@dataclass
+class ImportReport:
+    fmt: str
+    rows: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    skipped_done: int = 0  # rows a previous run already delivered
+    sent: int = 0
+    already_imported: ImportState | None = None
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Importer:
+    """One import of one file. ``redis_client`` (optional) holds the meter mirror and a copy of the state."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        path: Path,
+        *,
+        fmt: str | None = None,
+        state_path: Path | None = None,
+        customer_key: str | None = None,
+        redis_client: Any = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.path = path
+        self.fmt = fmt or detect_format(path)
+        self.state_path = state_path or path.with_name(path.name + ".meterstream-import")
+        self.customer_key = customer_key
+        self.redis = redis_client
+        self.keys = Keys(settings.redis_prefix)
+        self._now = now
+        self._meters: dict[str, Meter | None] = {}
+        self.digest = file_digest(path)
+
+    # ---- state ------------------------------------------------------------------------------------
+    def load_state(self) -> ImportState | None:
+        """The furthest state of this file's imports (state file or Redis), or None."""
+        found: list[ImportState] = []
+        if self.state_path.exists():
+            state = ImportState.from_json(self.state_path.read_text("utf-8"))
+            if state.digest == self.digest:
+                found.append(state)
+        if self.redis is not None:
+            raw = self.redis.get(self.keys.import_state(self.digest))
+            if raw is not None:
+                found.append(ImportState.from_json(raw))
+        if not found:
+            return None
+        return max(found, key=lambda s: (s.finished_at is not None, s.acked))
+
+    def save_state(self, state: ImportState) -> None:
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        tmp.write_text(state.to_json(), "utf-8")
+        os.replace(tmp, self.state_path)
+        if self.redis is not None:
+            self.redis.set(self.keys.import_state(self.digest), state.to_json(), ex=OPS_RECORD_TTL_S)
+
+    # ---- pass 1 -----------------------------------------------------------------------------------
+    def _customer_key(self, event_name: str) -> str:
+        if self.customer_key:
+            return self.customer_key
+        if event_name not in self._meters:
+            meter: Meter | None = None
+            if self.redis is not None:
+                meter_id = self.redis.hget(self.keys.meter_names, event_name)
+                raw = self.redis.hget(self.keys.meters, meter_id) if meter_id is not None else None
+                meter = Meter.from_json(raw) if raw is not None else None
+            self._meters[event_name] = meter
+        found = self._meters[event_name]
+        return found.customer_key if found is not None else DEFAULT_CUSTOMER_KEY
+
+    def events(self, started_at: int) -> Iterator[tuple[int, str | None, dict[str, Any] | None, RowError | None]]:
+        """(line, customer, the value to produce, or the error) per row, identifiers and timestamps filled."""
+        occurrences: dict[str, int] = {}
+        now = int(self._now())
+        for row in iter_rows(self.path, self.fmt):
+            if row.event is None:
+                yield row.line, None, None, RowError(row.line, row.error or "invalid row")
+                continue
+            event = dict(row.event)
+            try:
+                value = validate_event(
+                    event.get("event_name"), event.get("payload"), event.get("identifier"), event.get("timestamp")
+                )
+            except EventValidationError as exc:
+                yield row.line, None, None, RowError(row.line, exc.message)
+                continue
+            if "identifier" not in value:
+                digest = row_digest(value)
+                n = occurrences.get(digest, 0)
+                occurrences[digest] = n + 1
+                value["identifier"] = row_identifier(value, n)
+            value.setdefault("timestamp", started_at)
+            key = self._customer_key(value["event_name"])
+            customer = value["payload"].get(key)
+            if customer in (None, ""):
+                yield row.line, None, None, RowError(row.line, f"Customer mapping key {key} not found in payload.")
+                continue
+            ts = value["timestamp"]
+            if ts < now - PAST_S:
+                yield row.line, None, None, RowError(row.line, "Timestamp must be within the past 35 days.")
+                continue
+            if ts > now + FUTURE_S:
+                yield (
+                    row.line,
+                    None,
+                    None,
+                    RowError(row.line, "Timestamp must not be more than 5 minutes in the future."),
+                )
+                continue
+            yield row.line, str(customer), value, None
+
+    def check(self) -> ImportReport:
+        report = ImportReport(self.fmt)
+        state = self.load_state()
+        started_at = state.started_at if state is not None else int(self._now())
+        for _, _, _value, error in self.events(started_at):
+            if error is not None:
+                report.errors.append(error)
+            else:
+                report.rows += 1
+        if state is not None and state.finished_at is not None:
+            report.already_imported = state
+        return report
+
+    # ---- pass 2 -----------------------------------------------------------------------------------
+    def send(self, *, force: bool = False, on_acked: Callable[[int], None] | None = None) -> ImportReport:
+        """Produce every valid row not yet acknowledged; invalid rows are skipped (call :meth:`check` first)."""
+        report = ImportReport(self.fmt)
+        state = self.load_state()
+        if state is not None and state.finished_at is not None and not force:
+            report.already_imported = state
+            return report
+        if state is None or state.finished_at is not None:
+            state = ImportState(self.digest, state.started_at if state else int(self._now()))
+        producer = Producer(producer_config(self.settings, **{"allow.auto.create.topics": False}))
+        topic = self.settings.topic_prefix + "meter-events"
+        acked: set[int] = set()
+        failures: list[str] = []
+        last_save = time.monotonic()
+        index = 0
+
+        def advance() -> None:
+            moved = 0
+            while state.acked in acked:
+                acked.discard(state.acked)
+                state.acked += 1
+                moved += 1
+            if moved and on_acked is not None:
+                on_acked(moved)
+
+        def callback(i: int) -> Callable[[KafkaError | None, Any], None]:
+            def done(err: KafkaError | None, _msg: Any) -> None:
+                if err is not None:
+                    failures.append(err.str())
+                else:
+                    acked.add(i)
+
+            return done
+
+        try:
+            for _, customer, value, error in self.events(state.started_at):
+                if error is not None or value is None or customer is None:
+                    continue
+                i, index = index, index + 1
+                if i < state.acked:
+                    report.skipped_done += 1
+                    continue
+                data = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+                while True:
+                    try:
+                        producer.produce(topic, data, customer.encode(), on_delivery=callback(i))
+                        break
+                    except BufferError:
+                        producer.poll(0.1)
+                report.sent += 1
+                producer.poll(0)
+                if failures:
+                    raise KafkaDeliveryError(f"the broker refused a record: {failures[0]}")
+                advance()
+                if time.monotonic() - last_save > SAVE_EVERY_S:
+                    self.save_state(state)
+                    last_save = time.monotonic()
+            remaining = producer.flush(60)
+            advance()
+            if failures or remaining:
+                raise KafkaDeliveryError(
+                    f"{len(failures) or remaining} record(s) were not acknowledged"
+                    f"{': ' + failures[0] if failures else ''}; run the import again to resume"
+                )
+            state.rows = index
+            state.finished_at = int(self._now())
+        except KafkaException as exc:
+            raise KafkaDeliveryError(f"cannot produce to {topic}: {exc}") from exc
+        finally:
+            producer.flush(10)
+            advance()
+            self.save_state(state)
+        report.rows = index
+        return report
