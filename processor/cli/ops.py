@@ -7,8 +7,10 @@ check something exit 1 when they found a difference (so scripts and cron jobs ca
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -336,4 +338,135 @@ def import_file(
     click.echo(f"imported {report.sent} row(s) into {settings.topic_prefix}meter-events{resumed}")
 
 
-COMMANDS: list[click.Command] = [rebuild, replay, reconcile, import_file]
+# ---- errors ------------------------------------------------------------------------------------------
+@click.group("errors")
+def errors() -> None:
+    """Read the error topic (meter-event-errors) and replay rejected events once their cause is fixed."""
+
+
+_error_filters = [
+    click.option("--code", "codes", multiple=True, help="Stripe error code (repeatable), e.g. no_meter."),
+    click.option("--meter", help="Meter id or event_name of the rejected events."),
+    click.option("--from", "start", help="Received time from (unix seconds or ISO 8601)."),
+    click.option("--to", "end", help="Received time to, exclusive."),
+]
+
+
+def _with_filters(f: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_error_filters):
+        f = option(f)
+    return f
+
+
+def _read_errors(
+    settings: Settings, codes: tuple[str, ...], meter: str | None, start: str | None, end: str | None
+) -> Any:
+    from processor.ops.reader import load_meters
+    from processor.ops.rejected import read_errors
+
+    names: list[str] = []
+    if meter is not None:
+        _, latest = load_meters(settings)
+        names = [latest[meter].event_name] if meter in latest else [meter]
+    lo, hi = _time(start, "--from"), _time(end, "--to")
+    return read_errors(
+        settings,
+        codes=codes,
+        event_names=names,
+        start_ms=None if lo is None else lo * 1000,
+        end_ms=None if hi is None else hi * 1000,
+    )
+
+
+def _error_line(e: Any) -> str:
+    when = iso((e.received_at or 0) // 1000)
+    return f"{when}  {e.code:<34} {e.ref:<32} {e.event_name or '-':<24} {e.message}"
+
+
+@errors.command("list")
+@_with_filters
+@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True, help="Lines shown.")
+@click.option("--json", "as_json", is_flag=True, help="Print the error records as JSON lines.")
+@click.pass_obj
+def errors_list(
+    settings: Settings,
+    codes: tuple[str, ...],
+    meter: str | None,
+    start: str | None,
+    end: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List rejected records (oldest first) and count them by code."""
+    found = _read_errors(settings, codes, meter, start, end)
+    for e in found[:limit]:
+        click.echo(json.dumps(e.raw, ensure_ascii=False) if as_json else _error_line(e))
+    if as_json:
+        return
+    if len(found) > limit:
+        click.echo(f"... {len(found) - limit} more (raise --limit)")
+    by_code = Counter(e.code for e in found)
+    click.echo(f"{len(found)} error(s): " + ", ".join(f"{c} {n}" for c, n in by_code.most_common()))
+
+
+@errors.command("show")
+@click.argument("ref")
+@click.pass_obj
+def errors_show(settings: Settings, ref: str) -> None:
+    """Print the full error record(s) of one original record, REF = <topic>/<partition>/<offset> as
+    `errors list` shows it."""
+    from processor.errors import InvalidRequestError
+    from processor.ops.rejected import read_errors
+
+    found = [e for e in read_errors(settings) if e.ref == ref]
+    if not found:
+        raise InvalidRequestError(f"no error record for {ref} on the error topic", code="resource_missing")
+    for e in found:
+        click.echo(json.dumps(e.raw, indent=2, ensure_ascii=False))
+
+
+@errors.command("replay")
+@_with_filters
+@click.option("--dry-run", is_flag=True, help="Only say what would and would not be replayed.")
+@click.option("--list", "list_items", is_flag=True, help="One line per error with its decision.")
+@click.pass_obj
+def errors_replay(
+    settings: Settings,
+    codes: tuple[str, ...],
+    meter: str | None,
+    start: str | None,
+    end: str | None,
+    dry_run: bool,
+    list_items: bool,
+) -> None:
+    """Re-publish rejected events whose cause is fixed (e.g. no_meter after the meter was created),
+    each at most once, with its original identifier and time.
+
+    \b
+    meterstream errors replay --code no_meter --meter api_requests --dry-run
+    """
+    from processor.ops.reader import load_meters
+    from processor.ops.rejected import plan_errors_replay, run_errors_replay
+    from processor.state.keys import Keys
+    from processor.state.store import connect_redis
+
+    found = _read_errors(settings, codes, meter, start, end)
+    book, _ = load_meters(settings)
+    client = connect_redis(settings.require_redis_url())
+    plan = plan_errors_replay(client, Keys(settings.redis_prefix), book, found)
+    counts = Counter((i.send, i.reason) for i in plan)
+    for send, title in ((True, "will replay"), (False, "will not replay")):
+        rows = sorted(((n, reason) for (s, reason), n in counts.items() if s is send), reverse=True)
+        click.echo(f"{title} {sum(n for n, _ in rows)}:")
+        for n, reason in rows:
+            click.echo(f"  {n:>8}  {reason}")
+    if list_items:
+        for item in plan:
+            click.echo(f"  {'send' if item.send else 'skip'}  {_error_line(item.error)}  -> {item.reason}")
+    if dry_run:
+        return
+    result = run_errors_replay(settings, client, plan)
+    click.echo(f"replayed {result.published} record(s) into their input topics")
+
+
+COMMANDS: list[click.Command] = [rebuild, replay, reconcile, import_file, errors]

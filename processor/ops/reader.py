@@ -143,7 +143,7 @@ class RangeRead:
         while open_parts:
             kept: list[Message] = []
             consumed = 0
-            for msg in consumer.consume(_BATCH, 0.5):
+            for msg in consumer.consume(_BATCH, 0.1):
                 topic, part = msg.topic(), msg.partition()
                 assert topic is not None and part is not None
                 key = _key(topic[len(prefix) :], part)

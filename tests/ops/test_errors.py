@@ -1,0 +1,80 @@
+"""``meterstream errors``: list and inspect the real error topic; replay `no_meter` rejections after the
+meter is created, through the real processor, at most once."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import redis
+
+from processor.config import Settings
+from processor.meters.model import Meter
+from tests.ops.helpers import cli, run_processor
+from tests.pipeline import event_value, producer, put_meters, usage_snapshot
+
+pytestmark = pytest.mark.integration
+
+NOW = int(time.time())
+NOW_MS = NOW * 1000
+HOUR = NOW - NOW % 3600
+KNOWN = Meter("mtr_known", "Known", "known_api", "sum", created=1)
+LATER = Meter("mtr_later", "Later", "later_api", "sum", created=1)
+
+
+def test_list_show_and_replay_after_the_meter_exists(settings: Settings, redis_client: redis.Redis) -> None:
+    put_meters(settings, [KNOWN], NOW_MS - 3_600_000)
+    p = producer(settings)
+    topic = settings.topic_prefix + "meter-events"
+    sent = [
+        ("c1", event_value("known_api", "c1", 5, "k1", HOUR + 1)),
+        ("c1", event_value("later_api", "c1", 7, "l1", HOUR + 2)),  # no meter yet
+        ("c2", json.dumps({"event_name": "later_api", "payload": {"stripe_customer_id": "c2", "value": 11}}).encode()),
+        ("c1", event_value("known_api", "c1", "1.5", "k2", HOUR + 3)),  # not a whole number
+        ("c1", b"\x00garbage"),
+    ]
+    for key, value in sent:
+        p.produce(topic, key=key, value=value, timestamp=NOW_MS - 60_000)
+    assert p.flush(30) == 0
+    run_processor(settings)
+
+    listed = cli(settings, "errors", "list")
+    assert listed.exit_code == 0, listed.output
+    assert "4 error(s): no_meter 2," in listed.output
+    assert "invalid_event 1" in listed.output and "meter_event_invalid_value 1" in listed.output
+    only = cli(settings, "errors", "list", "--code", "no_meter", "--json")
+    records = [json.loads(line) for line in only.output.splitlines()]
+    assert sorted(r["event"]["event_name"] for r in records) == ["later_api", "later_api"]
+    by_meter = cli(settings, "errors", "list", "--meter", "known_api")
+    assert "1 error(s): meter_event_invalid_value 1" in by_meter.output
+    future = cli(settings, "errors", "list", "--from", str(NOW + 3600))
+    assert "0 error(s)" in future.output
+
+    ref = f"meter-events/{records[0]['partition']}/{records[0]['offset']}"
+    shown = cli(settings, "errors", "show", ref)
+    assert shown.exit_code == 0 and json.loads(shown.output)["code"] == "no_meter"
+    missing = cli(settings, "errors", "show", "meter-events/0/999999")
+    assert missing.exit_code == 1 and "no error record" in missing.output
+
+    early = cli(settings, "errors", "replay", "--code", "no_meter", "--dry-run")
+    assert "will replay 0:" in early.output and "would be rejected again: no_meter" in early.output
+
+    put_meters(settings, [LATER], int(time.time() * 1000))  # the cause is fixed
+    plan = cli(settings, "errors", "replay", "--dry-run")
+    assert "will replay 2:" in plan.output
+    assert "would be rejected again: meter_event_invalid_value" in plan.output
+    assert "not a readable meter event" in plan.output
+    done = cli(settings, "errors", "replay", "--code", "no_meter")
+    assert done.exit_code == 0 and "replayed 2 record(s)" in done.output, done.output
+    run_processor(settings)
+    snap = usage_snapshot(redis_client, settings.redis_prefix)
+    assert snap[":usage:{mtr_later:c1}:hour"] == {str(HOUR): "7"}
+    # the one without identifier or timestamp counts at its original received time
+    received = (NOW_MS - 60_000) // 1000
+    assert snap[":usage:{mtr_later:c2}:hour"] == {str(received - received % 3600): "11"}
+
+    again = cli(settings, "errors", "replay", "--code", "no_meter")
+    assert "will replay 0:" in again.output and "already replayed" in again.output
+    run_processor(settings)
+    assert usage_snapshot(redis_client, settings.redis_prefix) == snap
