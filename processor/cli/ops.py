@@ -10,63 +10,17 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import click
 
 from processor.cli.usage import parse_time
 from processor.config import Settings
+from processor.ops.console import Progress, echo_decisions, iso
 
-__all__ = ["COMMANDS", "Progress", "iso"]
-
-
-def iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class Progress:
-    """A click progress bar on stderr, opened once the total is known (``None``: a running count)."""
-
-    def __init__(self, label: str, *, quiet: bool = False) -> None:
-        self.label = label
-        self.quiet = quiet
-        self._bar: Any = None
-
-    def total(self, length: int | None) -> None:
-        if self.quiet or self._bar is not None:
-            return
-        if length is None:
-            self._bar = click.progressbar(
-                iterable=_unsized(), label=self.label, file=sys.stderr, show_pos=True, show_eta=False
-            )
-        else:
-            self._bar = click.progressbar(length=length, label=self.label, file=sys.stderr, show_pos=True)
-        self._bar.__enter__()
-
-    def __call__(self, n: int) -> None:
-        if self._bar is None:
-            self.total(None)
-        if self._bar is not None:
-            self._bar.update(n)
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(exc_type, exc, tb)
-            self._bar = None
-
-
-def _unsized() -> Iterator[int]:
-    """An iterable of unknown length (a progress bar that counts without a total)."""
-    yield from ()
+__all__ = ["COMMANDS"]
 
 
 def _time(value: str | None, name: str) -> int | None:
@@ -191,12 +145,7 @@ def replay(
     click.echo(f"replay of {iso(lo)} .. {iso(hi)}: {len(plan.items)} accepted record(s) in range")
     if plan.unreadable:
         click.echo(f"  {plan.unreadable} unreadable record(s) on the topic (the sink dead-letters those)")
-    counts = plan.counts()
-    for send, title in ((True, "will send"), (False, "will not send")):
-        rows = sorted(((n, reason) for (s, reason), n in counts.items() if s is send), reverse=True)
-        click.echo(f"{title} {sum(n for n, _ in rows)}:")
-        for n, reason in rows:
-            click.echo(f"  {n:>8}  {reason}")
+    echo_decisions(plan.counts(), "will send", "will not send")
     if list_items:
         for item in plan.items:
             r = item.record
@@ -454,12 +403,7 @@ def errors_replay(
     book, _ = load_meters(settings)
     client = connect_redis(settings.require_redis_url())
     plan = plan_errors_replay(client, Keys(settings.redis_prefix), book, found)
-    counts = Counter((i.send, i.reason) for i in plan)
-    for send, title in ((True, "will replay"), (False, "will not replay")):
-        rows = sorted(((n, reason) for (s, reason), n in counts.items() if s is send), reverse=True)
-        click.echo(f"{title} {sum(n for n, _ in rows)}:")
-        for n, reason in rows:
-            click.echo(f"  {n:>8}  {reason}")
+    echo_decisions(Counter((i.send, i.reason) for i in plan), "will replay", "will not replay")
     if list_items:
         for item in plan:
             click.echo(f"  {'send' if item.send else 'skip'}  {_error_line(item.error)}  -> {item.reason}")
@@ -469,4 +413,51 @@ def errors_replay(
     click.echo(f"replayed {result.published} record(s) into their input topics")
 
 
-COMMANDS: list[click.Command] = [rebuild, replay, reconcile, import_file, errors]
+# ---- correct -----------------------------------------------------------------------------------------
+@click.command("correct")
+@click.option("--meter", required=True, help="Meter id or event_name (a sum meter, not pre-aggregated).")
+@click.option("--customer", required=True, help="Customer id.")
+@click.option("--value", type=int, required=True, help="The compensating value, e.g. -25 (whole number).")
+@click.option("--reference", required=True, help="Ticket or reason; makes the correction unique and idempotent.")
+@click.option("--timestamp", help="Event time of the correction (default: now; within the last 35 days).")
+@click.option("--dry-run", is_flag=True, help="Only show the event that would be sent.")
+@click.pass_obj
+def correct(
+    settings: Settings,
+    meter: str,
+    customer: str,
+    value: int,
+    reference: str,
+    timestamp: str | None,
+    dry_run: bool,
+) -> None:
+    """Correct usage beyond Stripe's 24 h cancellation window with a compensating event that flows
+    through the normal pipeline (sum meters only; see docs/operations.md). Running it twice with the
+    same arguments sends it once.
+
+    \b
+    meterstream correct --meter api_requests --customer cus_123 --value -250 --reference INC-4711
+    """
+    import redis
+
+    from processor.cli.usage import find_meter
+    from processor.ops.correct import apply_correction, plan_correction
+    from processor.state.keys import Keys
+
+    client = redis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
+    try:
+        m = find_meter(client, Keys(settings.redis_prefix), meter)
+        fix = plan_correction(m, customer, value, _time(timestamp, "--timestamp"), reference)
+        click.echo(
+            f"correction {fix.identifier}: {fix.value:+d} to {m.id} ({m.event_name}) for {customer}"
+            f" at {iso(fix.timestamp)}, reference {fix.reference!r}"
+        )
+        if dry_run:
+            return
+        sent = apply_correction(settings, client, fix)
+    finally:
+        client.close()
+    click.echo(f"sent to {settings.topic_prefix}meter-events" if sent else "already sent before: nothing to do")
+
+
+COMMANDS: list[click.Command] = [rebuild, replay, reconcile, import_file, errors, correct]
