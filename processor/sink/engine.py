@@ -1,4 +1,4 @@
-"""The sink's delivery engine: intake → planner → workers → Stripe → done watermark → ack.
+"""The sink's delivery engine: intake → planner → dispatcher → Stripe → done watermark → ack.
 
 It knows nothing of faust: the app (:mod:`.app`) feeds it records with :meth:`SinkEngine.submit` and
 gives it two callbacks, ``ack`` (a record may now be committed) and ``dead_letter`` (produce to the
@@ -11,9 +11,10 @@ Flow of one record:
    its meter exists in Stripe (:class:`~.meters.MeterRegistry`), tracks its offset
    (:class:`~.watermark.OffsetTracker`) and queues it by customer (:class:`~.planner.Planner`). A record
    that cannot be parsed goes to the DLQ at once.
-2. A worker takes a rate token, asks the planner for the next request (a v2 stream batch of up to 100
-   events, one v1 event, or one cancellation) and sends it, retrying transient failures with backoff
-   and jitter (:mod:`.retry`) while the customers of that request stay blocked.
+2. The dispatcher waits for a free request slot and a rate token, asks the planner for the next request
+   (a v2 stream batch of up to 100 events, one v1 event, or one cancellation) and sends it as a task,
+   which retries transient failures with backoff and jitter (:mod:`.retry`) while the customers of
+   that request stay blocked.
 3. Every record of the finished request is *done*: delivered, "already exists" (delivered), or rejected
    and written to the DLQ (and only then done). A v2 batch Stripe rejects as a whole is resent event
    by event, so only the event at fault is dead-lettered.
@@ -26,6 +27,7 @@ Errors that are no record's fault (Stripe refusing our API key, the DLQ unwritab
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -60,6 +62,8 @@ Partition = tuple[str, int]
 #: Requests in flight at once. v2 batches carry up to 100 events each, so a few suffice; v1 sends one
 #: event per request and needs more to keep many customers moving. The rate limit caps both.
 DEFAULT_CONCURRENCY = {"v2_stream": 8, "v1": 32}
+#: How long the dispatcher lets a v2 stream batch of fewer than 100 events fill up before sending it.
+LINGER_S = 0.02
 #: Records held (queued + in flight) before intake waits: bounds memory and the redelivery after a crash.
 DEFAULT_MAX_PENDING = 20_000
 _STREAM_BATCH = 100
@@ -94,7 +98,7 @@ def dlq_value(record: object, error: dict[str, object], http_status: int | None,
 
 
 class SinkEngine:
-    """See the module docstring. ``start()`` the workers, ``submit()`` records, ``drain()`` at the end."""
+    """See the module docstring. ``start()`` the dispatcher, ``submit()`` records, ``drain()`` at the end."""
 
     def __init__(
         self,
@@ -127,19 +131,20 @@ class SinkEngine:
         self.planner: Planner[_Pending] = Planner(_STREAM_BATCH if mode == "v2_stream" else 1)
         self.tracker: OffsetTracker[Any] = OffsetTracker()
         self._changed = asyncio.Event()
-        self._workers: list[asyncio.Task[None]] = []
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._requests: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(self.concurrency)
         self._draining = False
         self._intake_writes = 0
         self.failure: BaseException | None = None
 
     # ---- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
-        for n in range(self.concurrency):
-            self._workers.append(asyncio.create_task(self._worker(), name=f"sink-worker-{n}"))
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="sink-dispatcher")
 
     async def drain(self, timeout: float) -> bool:
         """Stop taking records and planning requests, finish the requests in flight (up to ``timeout``
-        seconds), stop the workers. Queued records are left: they are not acknowledged, so the next owner
+        seconds), stop the dispatcher. Queued records are left: they are not acknowledged, so the next owner
         of the partition reads them again. Returns whether every request in flight finished."""
         self._draining = True
         self._notify()
@@ -157,10 +162,13 @@ class SinkEngine:
         return finished
 
     async def stop(self) -> None:
-        for task in self._workers:
+        """Cancel the dispatcher and any request still in flight (their records stay unacknowledged)."""
+        tasks = [*self._requests, *([self._dispatcher] if self._dispatcher else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._requests.clear()
+        self._dispatcher = None
 
     def _drained(self) -> bool:
         return self.failure is not None or (self.planner.in_flight_items == 0 and self._intake_writes == 0)
@@ -224,7 +232,7 @@ class SinkEngine:
             await self._reject_at_intake(partition, offset, key, value, ref, str(exc), current)
             return
         try:
-            meter = await self._ensure_meter(record.meter_id)
+            meter = self.registry.get(record.meter_id) or await self._ensure_meter(record.meter_id)
         except StripeRejectedError as exc:
             if not current():
                 return
@@ -286,21 +294,41 @@ class SinkEngine:
         await self._write_dlq(raw, customer, StripeRejectedError(reason, stripe_error=error), intake=True)
         self._release(token)
 
-    # ---- workers ----------------------------------------------------------------------------------
-    async def _worker(self) -> None:
+    # ---- requests ---------------------------------------------------------------------------------
+    async def _dispatch(self) -> None:
+        """The one planner of requests: waits for a free request slot, for something to send and for a
+        rate token, lets a small v2 batch fill up, then starts the request as its own task. One
+        dispatcher (rather than many workers polling the planner) means one wake-up per change, and
+        one lingering batch at a time collects everything that arrives meanwhile."""
         try:
             while True:
+                await self._slots.acquire()
                 await self._wait_for(self._may_plan)
                 await self.limiter.acquire()
+                if self.planner.max_batch > 1 and self.planner.queued < self.planner.max_batch:
+                    await self._linger()
                 unit = self.planner.next_unit() if self._may_plan() else None
                 if unit is None:
-                    continue  # another worker planned it first (this token goes unused: never too fast)
-                outcomes = await self._deliver(unit)
-                await self._settle(unit, outcomes)
+                    self._slots.release()  # the token goes unused: never faster than the limit
+                    continue
+                task = asyncio.create_task(self._request(unit))
+                self._requests.add(task)
+                task.add_done_callback(self._requests.discard)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             self._fail(exc)
+
+    async def _request(self, unit: Unit[_Pending]) -> None:
+        try:
+            outcomes = await self._deliver(unit)
+            await self._settle(unit, outcomes)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            self._slots.release()
 
     async def _deliver(self, unit: Unit[_Pending]) -> list[Outcome]:
         records = [item.value.record for item in unit.items]
@@ -368,6 +396,14 @@ class SinkEngine:
             return  # stopping on an error: acknowledge nothing more
         for ref in released:
             self._ack(ref)
+
+    async def _linger(self) -> None:
+        """Give a small v2 batch up to :data:`LINGER_S` to fill up (like Kafka's ``linger.ms``): a request
+        costs the same for 1 event as for 100, so under a trickle of records this trades a few
+        milliseconds of latency for far fewer requests (and rate tokens)."""
+        full = self.planner.max_batch
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wait_for(lambda: self.planner.queued >= full or self._draining), LINGER_S)
 
     def _may_plan(self) -> bool:
         return not self._draining and self.failure is None and self.planner.has_ready()
