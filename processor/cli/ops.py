@@ -48,6 +48,11 @@ def _required_time(value: str | None, name: str) -> int:
 @click.option("--diff", "show_diff", is_flag=True, help="List every differing bucket; exit 1 when any differs.")
 @click.option("--swap", is_flag=True, help="Replace the live buckets of the range with the rebuilt ones.")
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True, help="Diff lines shown.")
+@click.option(
+    "--set-progress",
+    is_flag=True,
+    help="After a full --swap (Redis lost): store the processor's progress from its Kafka commits where missing.",
+)
 @click.option("--cleanup", is_flag=True, help="Only delete shadows left by interrupted rebuilds, then exit.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
@@ -60,6 +65,7 @@ def rebuild(
     show_diff: bool,
     swap: bool,
     limit: int,
+    set_progress: bool,
     cleanup: bool,
     quiet: bool,
 ) -> None:
@@ -80,12 +86,15 @@ def rebuild(
     lo, hi = _required_time(start, "--from"), _required_time(end, "--to")
     if hi <= lo:
         raise click.UsageError("--to must be after --from")
+    if set_progress and (not swap or meter is not None or customer is not None):
+        raise click.UsageError("--set-progress needs --swap of every meter and customer")
     with (
         Progress("reading the topics", quiet=quiet) as progress,
         Rebuild(settings, lo, hi, meter=meter, customer=customer, on_consumed=progress, on_total=progress.total) as job,
     ):
         job.build()
         report = job.swap() if swap else job.compare()
+        progress_set = job.set_progress() if set_progress else {}
     click.echo(
         f"rebuilt {iso(report.start)} .. {iso(report.end)} from {report.records} record(s)"
         f" ({report.rounds} catch-up round(s) with the live processor)"
@@ -112,6 +121,8 @@ def rebuild(
             click.echo("  ... (raise --limit to see more)")
     if report.swapped:
         click.echo(f"swapped {n_pairs} pair(s); restored {report.claims_restored} identifier claim(s)")
+    if set_progress:
+        click.echo(f"stored the processor's progress for {len(progress_set)} partition(s) from its Kafka commits")
     elif show_diff and n_diff:
         sys.exit(1)
 

@@ -32,7 +32,7 @@ from processor.errors import TopicError
 from processor.kafka.clients import consumer_config
 from processor.meters.model import Meter
 
-__all__ = ["RangeRead", "load_meters", "meter_history", "to_raw"]
+__all__ = ["RangeRead", "committed_offsets", "load_meters", "meter_history", "to_raw"]
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +199,28 @@ class RangeRead:
         tp = open_parts.pop(key, None)
         if tp is not None:
             consumer.pause([tp])
+
+
+def committed_offsets(settings: Settings, group: str, bases: Sequence[str]) -> dict[str, int]:
+    """The offsets ``group`` committed to Kafka, ``"<base>/<partition>" → offset`` (partitions without a
+    commit are left out). Only fetches them: the consumer never subscribes, so the group is not joined."""
+    consumer = Consumer(consumer_config(settings, group))
+    try:
+        tps: list[TopicPartition] = []
+        for base in bases:
+            name = settings.topic_prefix + base
+            meta = consumer.list_topics(name, timeout=15).topics.get(name)
+            if meta is not None and meta.error is None:
+                tps.extend(TopicPartition(name, p) for p in sorted(meta.partitions))
+        out: dict[str, int] = {}
+        for tp in consumer.committed(tps, timeout=15) if tps else []:
+            if tp.error is None and tp.offset >= 0:
+                out[_key(tp.topic[len(settings.topic_prefix) :], tp.partition)] = tp.offset
+        return out
+    except KafkaException as exc:
+        raise TopicError(f"cannot read the committed offsets of {group}: {exc}") from exc
+    finally:
+        consumer.close()
 
 
 def to_raw(msg: Message, prefix: str) -> RawRecord:

@@ -13,7 +13,11 @@ How:
    starts at ``from - 49 h`` (context) and goes to the cut-off. Buckets outside the range are computed
    from partial context and are never compared or swapped.
 2. **Cut-off.** Per partition, the processor's stored progress (``Keys.progress``: every record before
-   it is applied to the live state), or the partition's end where no progress is stored (Redis lost).
+   it is applied to the live state); where Redis holds none (Redis lost), the offsets the processor
+   group committed to Kafka (it commits after each batch is applied and emitted); else the partition's
+   end. ``set_progress`` writes the Kafka-derived ones back as stored progress (only where still
+   missing), so a processor started afterwards resumes there instead of re-reading — and re-emitting
+   to the sink — everything from the beginning.
 3. **Shadow.** The processor's own :class:`~processor.aggregator.engine.Engine` runs over those records
    into the shadow prefix ``<prefix>-rebuild-<run>``; its keys keep the live hash tags.
 4. **Diff / swap** per pair with :mod:`.swap`'s script. The live processor keeps writing meanwhile:
@@ -40,7 +44,7 @@ from processor.aggregator.meterbook import MeterBook
 from processor.config import Settings
 from processor.errors import MeterNotFoundError, StateError
 from processor.meters.model import Meter
-from processor.ops.reader import RangeRead, load_meters
+from processor.ops.reader import RangeRead, committed_offsets, load_meters
 from processor.ops.swap import PairResult, SwapScript
 from processor.state.keys import CLAIM_TTL_S, DAY_S, HOUR_S, Keys
 from processor.state.store import StateStore, connect_redis, map_redis_errors
@@ -110,6 +114,7 @@ class Rebuild:
         self.book = MeterBook()
         self.meters: list[Meter] = []
         self.cutoff: dict[str, int] = {}
+        self.from_kafka: dict[str, int] = {}  # cut-offs taken from the group's Kafka commits
         self.report = RebuildReport(self.start, self.end)
         self._engine: Engine | None = None
 
@@ -125,8 +130,11 @@ class Rebuild:
         self.book, latest = load_meters(self.settings)
         self.meters = self._select_meters(latest)
         self._engine = Engine(StateStore(self.client, self.shadow.prefix), self.book)
-        stored = StateStore(self.client, self.live.prefix).load_progress(self.settings.processor_group)
-        self._read(starts={}, stops=stored)
+        group = self.settings.processor_group
+        stored = StateStore(self.client, self.live.prefix).load_progress(group)
+        committed = committed_offsets(self.settings, group, [EVENTS, ADJUSTMENTS])
+        self.from_kafka = {k: v for k, v in committed.items() if k not in stored}
+        self._read(starts={}, stops={**self.from_kafka, **stored})
         return self.report
 
     def compare(self) -> RebuildReport:
@@ -141,6 +149,20 @@ class Rebuild:
         self.report.claims_restored = self._restore_claims()
         self.report.swapped = True
         return self.report
+
+    def set_progress(self) -> dict[str, int]:
+        """Store the Kafka-derived cut-offs as the processor's progress where Redis still has none
+        (``HSETNX``: a processor that stored progress meanwhile keeps its own). Call after :meth:`swap`
+        of an unrestricted rebuild: the records before these offsets are in the swapped state."""
+        if not self.report.swapped or self.meter_ref is not None or self.customer is not None:
+            raise StateError("set_progress needs a completed swap of every meter and customer")
+        key = self.live.progress(self.settings.processor_group)
+        written: dict[str, int] = {}
+        with map_redis_errors("storing progress"):
+            for field_name, offset in sorted(self.from_kafka.items()):
+                if self.client.hsetnx(key, field_name, offset):
+                    written[field_name] = offset
+        return written
 
     def cleanup(self) -> None:
         """Delete every key of this run's shadow prefix."""
