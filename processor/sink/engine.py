@@ -89,11 +89,11 @@ _DUPLICATE = Outcome("duplicate")
 
 def dlq_value(record: object, error: dict[str, object], http_status: int | None, request_id: str | None) -> bytes:
     """A ``meter-events-stripe-dlq`` value: the accepted record as read, Stripe's error object, the HTTP
-    status and request id of the rejection, and ``failed_at`` (unix ms, like ``received_at``)."""
+    status and request id of the rejection, and ``failed_at`` (Unix seconds; docs/topics.md)."""
     body: dict[str, object] = {"record": record, "error": error, "request_id": request_id}
     if http_status is not None:
         body["http_status"] = http_status
-    body["failed_at"] = time.time_ns() // 1_000_000
+    body["failed_at"] = int(time.time())
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, cast
 import aiohttp
 import stripe
 
-from processor.config import Settings
+from processor.config import STRIPE_DEFAULT_API_BASE, Settings
 from processor.errors import ConfigError, RetryableSinkError, StripeRejectedError
 from processor.sink.records import AcceptedRecord, cancel_params, v1_event_params, v2_event_params
 from processor.sink.retry import should_retry
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from stripe.params.v2.billing import MeterEventAdjustmentCreateParams as V2AdjustmentParams
     from stripe.params.v2.billing import MeterEventStreamCreateParams
 
-__all__ = ["SESSION_REFRESH_MARGIN_S", "StripeGateway", "is_already_exists", "map_stripe_errors"]
+__all__ = ["SESSION_REFRESH_MARGIN_S", "StripeGateway", "base_addresses", "is_already_exists", "map_stripe_errors"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,15 @@ def map_stripe_errors(what: str) -> Iterator[None]:
         raise RetryableSinkError(f"{what}: connection error: {type(exc).__name__}") from exc
 
 
+def base_addresses(api_base: str) -> BaseAddresses:
+    """The SDK's hosts for ``METERSTREAM_STRIPE_API_BASE``. Real Stripe serves the v2 meter event
+    stream on its own host (``meter-events.stripe.com``, the SDK's default), so the default API base
+    keeps it; any other base (the emulator, the gateway, a proxy) serves both from one address."""
+    if api_base.rstrip("/") == STRIPE_DEFAULT_API_BASE:
+        return {"api": STRIPE_DEFAULT_API_BASE}
+    return {"api": api_base, "meter_events": api_base}
+
+
 def _parse_iso(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
@@ -116,7 +125,7 @@ class StripeGateway:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._key = settings.stripe_api_key
-        self._bases: BaseAddresses = {"api": settings.stripe_api_base, "meter_events": settings.stripe_api_base}
+        self._bases = base_addresses(settings.stripe_api_base)
         self.api_base = settings.stripe_api_base
         self._acquire = acquire
         self._on_request = on_request

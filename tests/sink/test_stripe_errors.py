@@ -87,3 +87,15 @@ def test_a_refused_api_key_is_a_configuration_error_not_a_dead_letter(cls: type[
 def test_our_own_errors_pass_through() -> None:
     with pytest.raises(asyncio.CancelledError):
         _raise(asyncio.CancelledError())
+
+
+def test_real_stripe_keeps_the_sdks_meter_events_host_other_bases_serve_both() -> None:
+    from processor.sink.stripe_api import base_addresses
+
+    assert base_addresses("https://api.stripe.com") == {"api": "https://api.stripe.com"}
+    client = stripe.StripeClient("sk_test_x", base_addresses=base_addresses("https://api.stripe.com"))
+    assert client._requestor._options.base_addresses["meter_events"] == "https://meter-events.stripe.com"
+    assert base_addresses("http://127.0.0.1:12111") == {
+        "api": "http://127.0.0.1:12111",
+        "meter_events": "http://127.0.0.1:12111",
+    }
