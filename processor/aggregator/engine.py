@@ -128,7 +128,6 @@ class Engine:
                     ev.meter,
                     ev.customer,
                     ev.source,
-                    ev.identifier,
                     ev.timestamp,
                     "" if ev.value is None else str(ev.value),
                     ev.source,
@@ -168,15 +167,19 @@ class Engine:
         event_ref, customer, ts_s, value, r_event = res[1], res[2], int(res[3]), res[4], int(res[5])
         topic, part, off = event_ref.rsplit("/", 2)
         ev_src = Source(topic, int(part), int(off), r_event)
-        ops.append(self._change(c.meter, customer, c.source, c.identifier, ts_s, value, ev_src, add=False))
+        ops.append(self._change(c.meter, customer, c.source, ts_s, value, ev_src, add=False))
         out.accepted.append(
             (customer, self._cancel_value(c.meter, c.identifier, customer, c.source.ref, c.source.received_ms))
         )
 
     def _change(
-        self, meter: Meter, customer: str, by: Source, ident: str, ts: int, value: str, ev_src: Source, *, add: bool
+        self, meter: Meter, customer: str, by: Source, ts: int, value: str, ev_src: Source, *, add: bool
     ) -> ApplyOp:
-        """The ApplyOp for adding (or withdrawing) one event, guarded by the record ``by`` that causes it."""
+        """The ApplyOp for adding (or withdrawing) one event, guarded by the record ``by`` that causes it.
+
+        Candidates are keyed by the event's record position, not its identifier: an identifier may be used
+        again after 24 h, and a late cancellation of the first use must not take out the second.
+        """
         k = self.keys
         window = meter.event_time_window
         cand = best = rank = ""
@@ -201,7 +204,7 @@ class Engine:
             best,
             f"{by.topic}/{by.partition}",
             by.offset,
-            ident,
+            ev_src.ref,
             rank,
             value or "0",
             ts,

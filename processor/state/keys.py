@@ -120,7 +120,7 @@ class Keys:
         return f"{self.prefix}:min:{{{meter_id}:{customer}}}:{day}"
 
     def candidates(self, meter_id: str, customer: str, unit: int) -> str:
-        """HASH identifier → "rank|value|ts": the cancellable events of a pre-aggregated window or of a
+        """HASH event record position → "rank|value|ts": the cancellable events of a pre-aggregated window or of a
         raw `last` hour. TTL CANDIDATES_TTL_S after the last write."""
         return f"{self.prefix}:cand:{{{meter_id}:{customer}}}:{unit}"
 
