@@ -119,6 +119,8 @@ class SinkService:
     """Wires settings → faust app + engine; :meth:`run` blocks until the sink stopped."""
 
     def __init__(self, settings: Settings) -> None:
+        if not settings.stripe_api_key:
+            raise ConfigError("METERSTREAM_STRIPE_API_KEY is not set (the sink needs a Stripe secret key)")
         self.settings = settings
         self.keys = Keys(settings.redis_prefix)
         self._datadir = tempfile.mkdtemp(prefix="meterstream-sink-")
@@ -151,7 +153,11 @@ class SinkService:
         app, engine = self.app, self.engine
 
         async def intake(stream: Any) -> None:
-            await self._open()
+            try:
+                await self._open()
+            except Exception as exc:
+                engine.fail(exc)
+                return
             async for event in stream.noack().events():
                 message = event.message
                 await engine.submit(

@@ -211,7 +211,7 @@ class SinkEngine:
             except Exception as exc:
                 # Never skip a record silently: a record not tracked would let later offsets be
                 # committed past it. Stop instead; it is read again after the restart.
-                self._fail(exc)
+                self.fail(exc)
         await asyncio.Event().wait()  # stopped: take nothing more (the caller is cancelled at shutdown)
 
     async def _intake(
@@ -317,7 +317,7 @@ class SinkEngine:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            self._fail(exc)
+            self.fail(exc)
 
     async def _request(self, unit: Unit[_Pending]) -> None:
         try:
@@ -326,7 +326,7 @@ class SinkEngine:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            self._fail(exc)
+            self.fail(exc)
         finally:
             self._slots.release()
 
@@ -420,7 +420,8 @@ class SinkEngine:
             self._changed.clear()
             await self._changed.wait()
 
-    def _fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException) -> None:
+        """Stop on an error no record is at fault for: acknowledge nothing more, tell the app."""
         if self.failure is None:
             self.failure = exc
             if isinstance(exc, MeterstreamError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -9,7 +10,15 @@ import stripe
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processor.sink.retry import BACKOFF_CAP_S, backoff_ceiling, backoff_delay, full_jitter, should_retry
+from processor.errors import RetryableSinkError, StripeRejectedError
+from processor.sink.retry import (
+    BACKOFF_CAP_S,
+    backoff_ceiling,
+    backoff_delay,
+    full_jitter,
+    retry_transient,
+    should_retry,
+)
 
 
 def _error(status: int, headers: dict[str, str] | None = None) -> stripe.StripeError:
@@ -69,11 +78,6 @@ class _NoWait(random.Random):
 
 
 def test_retry_transient_waits_out_transient_errors_and_renews_once_at_once() -> None:
-    import asyncio
-
-    from processor.errors import RetryableSinkError, StripeRejectedError
-    from processor.sink.retry import retry_transient
-
     answers: list[BaseException | str] = [
         RetryableSinkError("429"),
         RetryableSinkError("session", retry_after=0.0),

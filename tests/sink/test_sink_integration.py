@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 import redis
 import stripe
+from click.testing import CliRunner
 
+from processor.cli import main
 from processor.config import Secret, Settings
 from processor.meters.model import Meter
 from processor.state.keys import Keys
@@ -292,3 +294,37 @@ def test_permanent_rejections_go_to_the_dlq_with_stripes_error(
     assert committed_offsets(settings, sorted(produced.end_offsets)) == {
         p: last + 1 for p, last in produced.end_offsets.items()
     }
+
+
+def test_a_second_sink_joining_the_group_takes_over_partitions_without_loss_or_reordering(
+    settings_factory: Callable[..., Settings],
+    emulator: EmulatorControl,
+    redis_client: redis.Redis,
+    sink_factory: Callable[[Settings], SinkProcess],
+) -> None:
+    settings = _settings(settings_factory, emulator, "v2_stream", rate=30)
+    emulator.faults(latency_ms=30)  # requests in flight while the group rebalances
+    for meter in (RAW_SUM, WINDOWED):
+        put_meter(settings, redis_client, meter)
+    records, n_events, n_cancels = _workload(customers=24, per_customer=40)
+    produced = produce_accepted(settings, records)
+
+    first = sink_factory(settings)
+    wait_until(lambda: _delivered(emulator)[0] >= n_events // 5, 120, "a fifth of the events arrived", first)
+    second = sink_factory(settings)  # same group: the partitions are shared out again
+    wait_until(lambda: _delivered(emulator)[0] == n_events, 240, "every event reached Stripe", second)
+    wait_until(lambda: _delivered(emulator)[1] >= n_cancels, 60, "every cancellation reached Stripe", second)
+    assert first.terminate() == 0 and second.terminate() == 0
+    assert "is Stripe meter" in second.output()  # the newcomer did take partitions and send records
+
+    _check_delivery(emulator, produced)
+    assert committed_offsets(settings, sorted(produced.end_offsets)) == {
+        p: last + 1 for p, last in produced.end_offsets.items()
+    }
+
+
+def test_sink_without_an_api_key_refuses_to_start(settings: Settings) -> None:
+    env = {k: v for k, v in settings.to_env().items() if k != "METERSTREAM_STRIPE_API_KEY"}
+    result = CliRunner().invoke(main, ["sink"], env=env)
+    assert result.exit_code == 2
+    assert "METERSTREAM_STRIPE_API_KEY is not set" in result.output

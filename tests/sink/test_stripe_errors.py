@@ -9,7 +9,7 @@ import pytest
 import stripe
 
 from processor.errors import ConfigError, RetryableSinkError, StripeRejectedError
-from processor.sink.stripe_api import is_already_exists, map_stripe_errors
+from processor.sink.stripe_api import base_addresses, is_already_exists, map_stripe_errors
 
 
 def _raise(exc: BaseException) -> None:
@@ -90,8 +90,6 @@ def test_our_own_errors_pass_through() -> None:
 
 
 def test_real_stripe_keeps_the_sdks_meter_events_host_other_bases_serve_both() -> None:
-    from processor.sink.stripe_api import base_addresses
-
     assert base_addresses("https://api.stripe.com") == {"api": "https://api.stripe.com"}
     client = stripe.StripeClient("sk_test_x", base_addresses=base_addresses("https://api.stripe.com"))
     assert client._requestor._options.base_addresses["meter_events"] == "https://meter-events.stripe.com"
