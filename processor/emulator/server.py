@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -20,6 +18,7 @@ from processor.emulator.faults import FaultConfig, Faults
 from processor.emulator.state import Emulator
 from processor.errors import IdempotencyKeyError, InvalidRequestError, RateLimitedError
 from processor.wire import KeyChecker, api_error_response, create_app, require_key
+from processor.wire.runner import AppThread
 
 __all__ = ["EmulatorConfig", "EmulatorServer", "build_app", "serve"]
 
@@ -129,8 +128,9 @@ def serve(config: EmulatorConfig, *, announce: bool = True) -> None:
     web.run_app(app, host=config.host, port=config.port, access_log=None, print=None, handle_signals=True)
 
 
-class EmulatorServer:
-    """The emulator on its own event loop in a daemon thread. ``port=0`` picks a free port.
+class EmulatorServer(AppThread):
+    """The emulator on its own event loop in a daemon thread (the wire layer's AppThread). ``port=0`` picks
+    a free port.
 
     Usage::
 
@@ -140,53 +140,13 @@ class EmulatorServer:
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig(port=0)
-        self.app = build_app(self.config)
-        self.emulator = self.app[EMULATOR]
-        self.url = ""
-        self._loop = asyncio.new_event_loop()
-        self._runner = web.AppRunner(self.app, access_log=None)
-        self._thread = threading.Thread(target=self._run, name="stripe-emulator", daemon=True)
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
+        app = build_app(self.config)
+        self.emulator = app[EMULATOR]
+        super().__init__(app, host=self.config.host, port=self.config.port, name="stripe-emulator")
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._start())
-        except BaseException as exc:  # reported to start()
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(self._runner.cleanup())
-        self._loop.close()
-
-    async def _start(self) -> None:
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-
-    def start(self) -> EmulatorServer:
-        self._thread.start()
-        self._ready.wait(30)
-        if self._error is not None:
-            raise self._error
-        if not self.url:
-            raise RuntimeError("the Stripe emulator did not start within 30 s")
+    def start(self, timeout: float = 30.0) -> EmulatorServer:
+        super().start(timeout)
         return self
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(30)
 
     def __enter__(self) -> EmulatorServer:
         return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
