@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from processor.config import Settings
-from processor.errors import StateError, StripeRejectedError
+from processor.errors import RetryableSinkError, StateError, StripeRejectedError
 from processor.sink.records import AcceptedRecord
 from processor.sink.stripe_api import StripeGateway, is_already_exists
 from processor.state.keys import DAY_S, DELIVERY_TTL_S, Keys, identifier_digest
@@ -82,14 +82,15 @@ class DeliveryLog:
             raise StateError(f"cannot start the delivery record: {exc}") from exc
 
     async def attempting(self, records: Sequence[AcceptedRecord]) -> None:
-        """Before a request: these records may reach Stripe from now on. Raises :class:`StateError` (the
-        request must then not be sent)."""
+        """Before a request: these records may reach Stripe from now on. Raises
+        :class:`RetryableSinkError` when Redis fails (the request must then not be sent yet)."""
         mark = f"a{time.time_ns() // 1_000_000}"
         try:
             for key, fields in _grouped(self._keys, records).items():
                 await self._attempt(keys=[key], args=[*fields, mark])
         except Exception as exc:
-            raise StateError(f"cannot write the delivery record: {exc}") from exc
+            # Retryable: the request is not sent until its attempt is on record (the sink backs off).
+            raise RetryableSinkError(f"cannot write the delivery record: {exc}") from exc
 
     async def finished(self, records: Sequence[AcceptedRecord], *, accepted: bool) -> None:
         """After Stripe's final answer: accepted (``d``) or refused for good (``r``)."""
@@ -101,7 +102,8 @@ class DeliveryLog:
                 pipe.pexpire(key, DELIVERY_TTL_S * 1000)
             await pipe.execute()
         except Exception as exc:
-            raise StateError(f"cannot write the delivery record: {exc}") from exc
+            # Retryable: the resend is answered "already exists" by Stripe, and then recorded.
+            raise RetryableSinkError(f"cannot write the delivery record: {exc}") from exc
 
 
 class RecordingGateway(StripeGateway):

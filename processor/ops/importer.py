@@ -223,6 +223,8 @@ class Importer:
             return report
         if state is None or state.finished_at is not None:
             state = ImportState(self.digest, state.started_at if state else int(self._now()))
+        if state.acked and on_acked is not None:
+            on_acked(state.acked)  # (the progress bar counts what an earlier run delivered)
         producer = Producer(producer_config(self.settings, **{"allow.auto.create.topics": False}))
         topic = self.settings.topic_prefix + "meter-events"
         acked: set[int] = set()

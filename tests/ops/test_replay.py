@@ -140,3 +140,49 @@ def test_replay_sends_exactly_what_cannot_double_bill(
     assert emulator.counted(METER.event_name) == sorted(
         ["old-attempted", "recent-sent", "recent-new", "old-refused", "old-never"]
     )
+
+
+def test_recording_gateway_keeps_the_delivery_record(
+    stripe_settings: Settings, redis_client: redis.Redis, emulator: Emulator
+) -> None:
+    """What the sink gets by using RecordingGateway: `a` before a request, `d` / `r` after Stripe answered."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from processor.errors import StripeRejectedError
+    from processor.ops.delivery import DeliveryLog, RecordingGateway, lookup_statuses
+
+    settings = stripe_settings
+    keys = Keys(settings.redis_prefix)
+    emulator.client.v1.billing.meters.create(
+        {"display_name": "Replay", "event_name": METER.event_name, "default_aggregation": {"formula": "sum"}}
+    )
+    good = parse_accepted(accepted("g1", NOW - 60))
+    bad = parse_accepted(accepted("b1", NOW - 60, ts=NOW - 40 * DAY_S))  # Stripe refuses: too old
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(settings.require_redis_url())
+        seen: list[str] = []
+
+        async def acquire() -> None:
+            seen.append("token")
+
+        gateway = RecordingGateway(settings, DeliveryLog(client, keys), acquire=acquire)
+        await gateway.open()
+        try:
+            await gateway.send_v1_event(good)
+            with pytest.raises(StripeRejectedError):
+                await gateway.send_v1_event(bad)
+            assert [s.state for s in lookup_statuses(redis_client, keys, [good, bad])] == ["delivered", "refused"]
+            await gateway.log.attempting([bad])  # a later attempt of a refused record may reach Stripe
+        finally:
+            await gateway.close()
+            await client.aclose()
+
+    asyncio.run(run())
+    before = parse_accepted(accepted("n0", NOW - 60))  # received before the record began: unknown
+    after = parse_accepted(accepted("n1", int(time.time()) + 60))  # after: provably never sent
+    statuses = lookup_statuses(redis_client, keys, [good, bad, before, after])
+    assert [s.state for s in statuses] == ["delivered", "attempted", "unknown", "never"]
+    assert emulator.counted(METER.event_name) == ["g1"]
