@@ -39,12 +39,29 @@ BIG_BYTES = 999_000  # just under librdkafka's default message.max.bytes: any pr
 
 CUSTOMERS: tuple[Any, ...] = ("cus_a", "cus_b", "cus_c", 42)
 BAD_CUSTOMERS: tuple[Any, ...] = (MISSING, "", True, None)
-VALUES: tuple[Any, ...] = (1, 5, 0, -3, 100, "25", "-3", "1.0", "+7", " 12 ", "1e3", 25.0, 10**20)
+VALUES: tuple[Any, ...] = (
+    1,
+    5,
+    0,
+    -3,
+    100,
+    "25",
+    "-3",
+    "1.0",
+    "+7",
+    " 12 ",
+    "1e3",
+    25.0,
+    10**20,
+    "\t5\n",
+    "0012",
+    "-0",
+)
 VALUES_EDGE: tuple[Any, ...] = (123456789012345, 1234567890123456, "1234567890123456", 123456789012345 * 10**9)
 BAD_VALUES: tuple[Any, ...] = ("1.5", "abc", "", True, None, [1], 1.5, MISSING)
 DUP_DELTAS = (0, 1, HOUR_MS, DAY_MS - 1, DAY_MS, DAY_MS + 1, 2 * DAY_MS)
 CANCEL_DELTAS = (-DAY_MS - 1, -DAY_MS, -HOUR_MS, -1, 0, 1, HOUR_MS, DAY_MS, DAY_MS + 1)
-TS_DELTAS = (0, -35 * 86_400, -35 * 86_400 - 1, 299, 300, 301, -3600, -86_400, -2 * 86_400)
+TS_DELTAS = (0, -35 * 86_400, -35 * 86_400 - 1, 299, 300, 301, -3600, -86_400, -2 * 86_400, 10**12, -(10**10))
 GARBAGE_EVENTS: tuple[bytes, ...] = (
     b"",
     b"not json",
@@ -133,7 +150,8 @@ def _meters(draw: st.DrawFn, base_ms: int) -> list[MeterVersion]:
 
 
 def _dump(obj: dict[str, Any]) -> bytes:
-    return json.dumps({k: v for k, v in obj.items() if v is not MISSING}).encode()
+    # Raw UTF-8 (not \u escapes), as most producers write it: identifier lengths count characters, not bytes.
+    return json.dumps({k: v for k, v in obj.items() if v is not MISSING}, ensure_ascii=False).encode()
 
 
 @st.composite
@@ -156,8 +174,11 @@ def scenarios(
     made: list[tuple[str, Any, Any, int, Any]] = []
 
     def received() -> int:
-        if len(made) > 0 and draw(st.booleans()):
+        how = draw(st.integers(0, 5))
+        if len(made) > 0 and how <= 2:  # near an earlier event: 24 h edges
             return made[draw(st.integers(0, len(made) - 1))][3] + draw(st.sampled_from(DUP_DELTAS))
+        if how == 3:  # exactly at (or 1 ms before) a meter's creation / deactivation / reactivation
+            return versions[draw(st.integers(0, len(versions) - 1))].effective_ms - draw(st.integers(0, 1))
         return draw(st.integers(base_ms, base_ms + SPAN_MS))
 
     for _ in range(draw(st.integers(0, max_events))):
@@ -176,8 +197,12 @@ def scenarios(
             kind = draw(st.integers(0, 9))
             if kind < 7:
                 identifier = f"{customer}-{draw(st.integers(0, 3))}"  # a small pool per customer: duplicates
-            else:
-                identifier = MISSING if kind < 9 else draw(st.sampled_from(["", "x" * 101, 7]))
+            elif kind < 9:
+                identifier = MISSING
+            else:  # length is counted in characters: 100 two-byte characters are fine, 101 are not
+                prefix = f"{customer}-"
+                sized = [prefix + c * (n - len(prefix)) for c in ("x", "é") for n in (100, 101)]
+                identifier = draw(st.sampled_from(["", 7, *sized]))
             r = received()
         shape = shapes.get(event_name, {})
         ckey = (shape.get("customer_mapping") or {}).get("event_payload_key", "stripe_customer_id")

@@ -78,6 +78,18 @@ def test_invalid_event(raw: bytes) -> None:
 def test_identifier_length_limit() -> None:
     assert one(identifier="x" * 100) == "accepted"
     assert one(identifier="x" * 101) == "rejected:invalid_event"
+    assert one(identifier="é" * 100) == "accepted"  # characters, not UTF-8 bytes
+    assert one(identifier="é" * 101) == "rejected:invalid_event"
+    log = Log()
+    log.raw(
+        EVENTS,
+        T,
+        (
+            '{"event_name": "api", "payload": {"stripe_customer_id": "c", "value": 1}, "identifier": "%s"}'
+            % ("é" * 100)
+        ).encode(),
+    )
+    assert outcome(log) == ["accepted"]
 
 
 def test_validation_order() -> None:
