@@ -121,6 +121,8 @@ class SinkService:
     def __init__(self, settings: Settings) -> None:
         if not settings.stripe_api_key:
             raise ConfigError("METERSTREAM_STRIPE_API_KEY is not set (the sink needs a Stripe secret key)")
+        settings.kafka_config()  # fail now (naming the variable) rather than inside faust
+        redis_url = settings.require_redis_url()
         self.settings = settings
         self.keys = Keys(settings.redis_prefix)
         self._datadir = tempfile.mkdtemp(prefix="meterstream-sink-")
@@ -129,7 +131,7 @@ class SinkService:
         self.dlq = self.app.topic(settings.topic_prefix + "meter-events-stripe-dlq")
         self.metrics = SinkMetrics(settings.stripe_mode)
         self.limiter = AsyncRateLimiter(settings.stripe_rate)
-        self.redis = aioredis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
+        self.redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
         self.gateway = StripeGateway(settings, acquire=self.limiter.acquire, on_request=self._count_request)
         self.registry = MeterRegistry(settings, self.gateway, self.redis, on_retry=lambda: self.metrics.incr("retried"))
         self.engine = SinkEngine(
