@@ -48,6 +48,10 @@ class Output:
     """What a batch produced: records for the accepted and error topics, counters, next offsets."""
 
     accepted: list[tuple[str, bytes]] = field(default_factory=list)
+    #: the input record each accepted / error output came from (same order), so the runner can hold back
+    #: outputs it already produced before (a re-derivation after Redis lost its state)
+    accepted_from: list[Source] = field(default_factory=list)
+    errors_from: list[Source] = field(default_factory=list)
     errors: list[tuple[str | None, bytes]] = field(default_factory=list)
     stats: Counter[str] = field(default_factory=Counter)
     next_offsets: dict[str, int] = field(default_factory=dict)
@@ -88,6 +92,7 @@ class Engine:
         for j in judged:
             if isinstance(j, Rejected):
                 out.errors.append((j.customer, self._error_value(j)))
+                out.errors_from.append(j.source)
                 out.stats[f"rejected:{j.code}"] += 1
 
         ordered: list[Event | Cancel] = [*events, *cancels]
@@ -154,11 +159,13 @@ class Engine:
                 ),
             )
         )
+        out.accepted_from.append(ev.source)
         if arrived_cancelled:
             # A cancellation that came first takes this event out on arrival; forward it after the event.
             out.accepted.append(
                 (ev.customer, self._cancel_value(ev.meter, ev.identifier, ev.customer, res[1], ev.source.received_ms))
             )
+            out.accepted_from.append(ev.source)
 
     def _on_cancel(self, c: Cancel, res: list[str], out: Output, ops: list[ApplyOp]) -> None:
         status = res[0]
@@ -171,6 +178,7 @@ class Engine:
         out.accepted.append(
             (customer, self._cancel_value(c.meter, c.identifier, customer, c.source.ref, c.source.received_ms))
         )
+        out.accepted_from.append(c.source)
 
     def _change(
         self, meter: Meter, customer: str, by: Source, ts: int, value: str, ev_src: Source, *, add: bool

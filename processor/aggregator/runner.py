@@ -52,6 +52,8 @@ class Processor:
         self._engine: Engine | None = None
         self._delivery_errors: list[str] = []
         self._assigned: set[tuple[str, int]] = set()
+        self._hold_back: dict[str, int] = {}
+        self._last_offsets: dict[tuple[str, int], int] = {}
         self.batches = 0
 
     # ---- setup -------------------------------------------------------------------------------------
@@ -93,11 +95,31 @@ class Processor:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._store is not None
         stored = self._store.load_progress(self.settings.processor_group)
+        missing = [tp for tp in partitions if f"{self.topics[tp.topic]}/{tp.partition}" not in stored]
+        committed: dict[str, int] = {}
+        if missing:
+            try:
+                for tp in consumer.committed([TopicPartition(t.topic, t.partition) for t in missing], timeout=10):
+                    if tp.offset is not None and tp.offset >= 0:
+                        committed[f"{self.topics[tp.topic]}/{tp.partition}"] = tp.offset
+            except Exception as exc:  # no committed offsets known: nothing to hold back
+                log.warning("cannot read committed offsets: %s", exc)
         for tp in partitions:
             key = f"{self.topics[tp.topic]}/{tp.partition}"
             # Redis progress is the truth: it moves with the state in the same batch. With no stored
             # progress (new deployment, or Redis lost) start from the beginning: replaying is exact.
             tp.offset = stored.get(key, OFFSET_BEGINNING)
+            if key in committed:
+                # Redis lost its state but Kafka remembers how far we got: re-derive everything, but do not
+                # produce again what the accepted topic already holds (the sink would re-send events older
+                # than Stripe's 24 h identifier window).
+                self._hold_back[key] = committed[key]
+                log.warning(
+                    "no stored progress for %s but %d records were committed before: re-deriving the "
+                    "state from the beginning without re-emitting them",
+                    key,
+                    committed[key],
+                )
             self._assigned.add((tp.topic, tp.partition))
         log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions))
         consumer.assign(partitions)
@@ -141,10 +163,13 @@ class Processor:
         assert self._producer is not None
         accepted = self.prefix + "meter-events-accepted"
         errors = self.prefix + "meter-event-errors"
-        for key, value in out.accepted:
-            self._produce(accepted, key, value)
-        for ekey, value in out.errors:
-            self._produce(errors, ekey, value)
+        hold = self._hold_back
+        for (key, value), src in zip(out.accepted, out.accepted_from, strict=True):
+            if not hold or src.offset >= hold.get(f"{src.topic}/{src.partition}", -1):
+                self._produce(accepted, key, value)
+        for (ekey, value), src in zip(out.errors, out.errors_from, strict=True):
+            if not hold or src.offset >= hold.get(f"{src.topic}/{src.partition}", -1):
+                self._produce(errors, ekey, value)
         remaining = self._producer.flush(60)
         if remaining:
             raise KafkaDeliveryError(f"{remaining} output records were not acknowledged within 60 s")
@@ -174,6 +199,7 @@ class Processor:
         for key, offset in out.next_offsets.items():
             base, part = key.rsplit("/", 1)
             tps.append(TopicPartition(self.prefix + base, int(part), offset))
+        self._last_offsets.update({(tp.topic, tp.partition): tp.offset for tp in tps})
         try:
             self._consumer.commit(offsets=tps, asynchronous=True)
         except Exception as exc:  # the Kafka commit is informational (lag tools); Redis holds the truth
@@ -216,6 +242,14 @@ class Processor:
 
     def close(self) -> None:
         if self._consumer is not None:
+            if self._last_offsets:
+                try:  # a last synchronous commit, so lag tools (and a later re-derivation) see where we stopped
+                    self._consumer.commit(
+                        offsets=[TopicPartition(t, p, o) for (t, p), o in self._last_offsets.items()],
+                        asynchronous=False,
+                    )
+                except Exception as exc:
+                    log.debug("final offset commit failed: %s", exc)
             self._consumer.close()
         if self._meters_consumer is not None:
             self._meters_consumer.close()

@@ -206,3 +206,24 @@ def test_replaying_a_batch_changes_nothing(settings: Settings, redis_client: red
     p2.close()
     assert p2.stats["records"] > 0  # it really re-read everything
     assert usage_snapshot(redis_client, settings.redis_prefix) == before
+
+
+def test_redis_lost_is_re_derived_without_re_emitting(settings: Settings, redis_client: redis.Redis) -> None:
+    """Redis loses everything; the processor re-derives the aggregates from the topics exactly, and does not
+    put already-forwarded records on the accepted topic again (the sink would re-send them to Stripe)."""
+    from tests.pipeline import read_all
+
+    put_workload(settings, make_workload(3000, seed=8), partitions=3)
+    p1 = Processor(settings)
+    p1.drain(idle=1.0)
+    p1.close()
+    before = usage_snapshot(redis_client, settings.redis_prefix)
+    accepted_before = len(read_all(settings, ["meter-events-accepted"], 3, idle=1.5))
+    for key in list(redis_client.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)):
+        redis_client.delete(key)
+    p2 = Processor(settings)
+    p2.drain(idle=1.0)
+    p2.close()
+    assert p2.stats["records"] > 0
+    assert usage_snapshot(redis_client, settings.redis_prefix) == before
+    assert len(read_all(settings, ["meter-events-accepted"], 3, idle=1.5)) == accepted_before
