@@ -39,8 +39,8 @@ from confluent_kafka import Producer
 from processor.config import Settings
 from processor.errors import KafkaDeliveryError
 from processor.kafka.clients import producer_config
-from processor.ops.delivery import DeliveryLog, DeliveryStatus, RecordingGateway, lookup_statuses, received_ms_of
 from processor.ops.reader import RangeRead
+from processor.sink.delivery import DeliveryLog, DeliveryStatus, RecordingGateway, lookup_statuses, received_ms_of
 from processor.sink.engine import SinkEngine
 from processor.sink.meters import MeterRegistry
 from processor.sink.metrics import SinkMetrics

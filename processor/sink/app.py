@@ -42,11 +42,11 @@ from faust.types import TP
 
 from processor.config import Settings
 from processor.errors import ConfigError, KafkaDeliveryError, MeterstreamError, SinkError
+from processor.sink.delivery import DeliveryLog, RecordingGateway
 from processor.sink.engine import SinkEngine
 from processor.sink.meters import MeterRegistry
 from processor.sink.metrics import SinkMetrics
 from processor.sink.ratelimit import AsyncRateLimiter
-from processor.sink.stripe_api import StripeGateway
 from processor.state.keys import Keys
 
 __all__ = ["DRAIN_TIMEOUT_S", "SinkService", "broker_credentials", "build_app", "run_sink"]
@@ -132,7 +132,14 @@ class SinkService:
         self.metrics = SinkMetrics(settings.stripe_mode)
         self.limiter = AsyncRateLimiter(settings.stripe_rate)
         self.redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
-        self.gateway = StripeGateway(settings, acquire=self.limiter.acquire, on_request=self._count_request)
+        # Every request that carries records goes through the delivery record, so `meterstream replay` can
+        # prove later which old records never reached Stripe.
+        self.gateway = RecordingGateway(
+            settings,
+            DeliveryLog(self.redis, self.keys),
+            acquire=self.limiter.acquire,
+            on_request=self._count_request,
+        )
         self.registry = MeterRegistry(settings, self.gateway, self.redis, on_retry=lambda: self.metrics.incr("retried"))
         self.engine = SinkEngine(
             mode=settings.stripe_mode,

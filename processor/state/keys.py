@@ -151,7 +151,7 @@ class Keys:
     def delivery(self, meter_id: str, day: int) -> str:
         """HASH ("e"|"c") + identifier digest → "a<ms>" (first send attempt) or "d<ms>" (Stripe accepted it):
         the sink's delivery record of a meter's accepted records received on UTC day ``day``. TTL
-        DELIVERY_TTL_S after the last write (processor/ops/delivery.py)."""
+        DELIVERY_TTL_S after the last write (processor/sink/delivery.py)."""
         return f"{self.prefix}:dlv:{{{meter_id}:{day}}}"
 
     @property

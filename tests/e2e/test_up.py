@@ -143,3 +143,10 @@ def test_up_create_meter_send_events_and_see_them_everywhere(running_up: dict[st
                 break
         time.sleep(1)
     assert total == 7
+    # the sink kept its delivery record (what `meterstream replay` relies on to never re-send old events)
+    import redis as redis_lib
+
+    r = redis_lib.Redis.from_url(running_up["redis"], decode_responses=True)
+    records = [v for key in r.scan_iter(match="ms:dlv:*") for v in r.hvals(key)]
+    r.close()
+    assert len(records) == 2 and all(v.startswith("d") for v in records), records

@@ -12,8 +12,8 @@ import redis
 
 from processor.config import Settings
 from processor.meters.model import Meter
-from processor.ops.delivery import DeliveryStatus
 from processor.ops.replay import decide
+from processor.sink.delivery import DeliveryStatus
 from processor.sink.records import parse_accepted
 from processor.state.keys import DAY_S, HOUR_S, Keys, identifier_digest
 from tests.ops.conftest import Emulator
@@ -151,7 +151,7 @@ def test_recording_gateway_keeps_the_delivery_record(
     import redis.asyncio as aioredis
 
     from processor.errors import StripeRejectedError
-    from processor.ops.delivery import DeliveryLog, RecordingGateway, lookup_statuses
+    from processor.sink.delivery import DeliveryLog, RecordingGateway, lookup_statuses
 
     settings = stripe_settings
     keys = Keys(settings.redis_prefix)
