@@ -279,19 +279,3 @@ def test_late_cancel_of_an_event_whose_identifier_was_reused(
     events = [r for r in log.records if r.topic == EVENTS]
     cancels = [r for r in log.records if r.topic == ADJUSTMENTS]
     _check(settings_factory, redis_client, Scenario(meters, log.records, PARTITIONS, BASE_MS), phases=[events, cancels])
-
-
-def test_null_identifier_and_timestamp_are_invalid_events(
-    settings_factory: Callable[..., Settings], redis_client: redis.Redis
-) -> None:
-    """docs/semantics.md: ``identifier`` / ``timestamp`` present but not a string / an integer is
-    ``invalid_event``; JSON null is present (a missing key is the only "missing")."""
-    r0 = BASE_MS + DAY_MS
-    log = Log()
-    log.event(r0, identifier=None)
-    log.event(r0, timestamp=None)
-    log.event(r0, identifier="ok")
-    meters = [meter_version(BASE_MS)]
-    model = run_model(meters, log.records)
-    assert list(model.outcome.values()) == ["rejected:invalid_event", "rejected:invalid_event", "accepted"]
-    _check(settings_factory, redis_client, Scenario(meters, log.records, PARTITIONS, BASE_MS))

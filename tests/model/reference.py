@@ -222,9 +222,10 @@ def _validate_event(rec: Rec, meters: _Meters) -> Accepted:
     event_name, payload = obj.get("event_name"), obj.get("payload")
     if not isinstance(event_name, str) or not event_name or not isinstance(payload, dict):
         raise _Reject("invalid_event")
-    if "identifier" in obj and not _is_identifier(obj["identifier"]):
+    # JSON null counts as absent for identifier and timestamp (docs/semantics.md).
+    if obj.get("identifier") is not None and not _is_identifier(obj["identifier"]):
         raise _Reject("invalid_event")
-    if "timestamp" in obj and not _is_int(obj["timestamp"]):
+    if obj.get("timestamp") is not None and not _is_int(obj["timestamp"]):
         raise _Reject("invalid_event")
     meter = meters.by_event_name(event_name, rec.received_ms)
     if meter is None:
@@ -246,7 +247,7 @@ def _validate_event(rec: Rec, meters: _Meters) -> Accepted:
         if significant_digits(value) > MAX_DIGITS:
             raise _Reject("meter_event_value_too_many_digits")
     received_s = rec.received_ms // 1000
-    timestamp = obj.get("timestamp", received_s)
+    timestamp = obj["timestamp"] if obj.get("timestamp") is not None else received_s
     if timestamp < received_s - PAST_LIMIT_S:
         raise _Reject("timestamp_too_far_in_past")
     if timestamp > received_s + FUTURE_LIMIT_S:

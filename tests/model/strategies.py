@@ -76,11 +76,9 @@ GARBAGE_EVENTS: tuple[bytes, ...] = (
     b'{"event_name": "ev0", "payload": "x"}',
     b'{"event_name": "ev0", "payload": [], "identifier": "g"}',
     b'{"event_name": "ev0", "payload": {"stripe_customer_id": "cus_a", "value": 1}, "identifier": 7}',
-    b'{"event_name": "ev0", "payload": {"stripe_customer_id": "cus_a", "value": 1}, "identifier": null}',
     b'{"event_name": "ev0", "payload": {"stripe_customer_id": "cus_a", "value": 1}, "timestamp": "1"}',
     b'{"event_name": "ev0", "payload": {"stripe_customer_id": "cus_a", "value": 1}, "timestamp": true}',
     b'{"event_name": "ev0", "payload": {"stripe_customer_id": "cus_a", "value": 1}, "timestamp": 1.5}',
-    b'{"event_name": "ev0", "payload": {"stripe_customer_id": "cus_a", "value": 1}, "timestamp": null}',
 )
 GARBAGE_ADJUSTMENTS: tuple[bytes, ...] = (
     b"nope",
@@ -198,7 +196,7 @@ def scenarios(
             if kind < 7:
                 identifier = f"{customer}-{draw(st.integers(0, 3))}"  # a small pool per customer: duplicates
             elif kind < 9:
-                identifier = MISSING
+                identifier = draw(st.sampled_from([MISSING, MISSING, None]))  # JSON null counts as absent
             else:  # length is counted in characters: 100 two-byte characters are fine, 101 are not
                 prefix = f"{customer}-"
                 sized = [prefix + c * (n - len(prefix)) for c in ("x", "é") for n in (100, 101)]
@@ -212,7 +210,9 @@ def scenarios(
         r_s = r // 1000
         timestamp: Any = MISSING
         near = draw(st.integers(0, 4))  # missing, an edge of the 35 d / 5 min window, an hour or day boundary
-        if near == 4 and sibling_ts is not None:  # the sibling's own time, or just after it
+        if near == 0:
+            timestamp = draw(st.sampled_from([MISSING, MISSING, None]))  # JSON null counts as absent
+        elif near == 4 and sibling_ts is not None:  # the sibling's own time, or just after it
             timestamp = (r_s if sibling_ts is MISSING else sibling_ts) + draw(st.sampled_from((0, 1, 60)))
         elif near == 1:
             timestamp = r_s + draw(st.sampled_from(TS_DELTAS))
@@ -227,7 +227,7 @@ def scenarios(
         partition = partition_of(str(customer), partitions) if valid_customer else draw(st.integers(0, partitions - 1))
         specs.append((EVENTS, partition, r, _dump(body)))
         if valid_customer and isinstance(identifier, str) and identifier:
-            made.append((event_name, customer, identifier, r, timestamp))
+            made.append((event_name, customer, identifier, r, MISSING if timestamp is None else timestamp))
 
     for _ in range(draw(st.integers(0, 3))):
         garbage = draw(st.sampled_from(GARBAGE_EVENTS))

@@ -62,16 +62,29 @@ def one(value: Any = 1, *meters: MeterVersion, **kwargs: Any) -> str:
         b'{"event_name": "api"}',
         b'{"event_name": "api", "payload": {}, "identifier": ""}',
         b'{"event_name": "api", "payload": {}, "identifier": 7}',
-        b'{"event_name": "api", "payload": {}, "identifier": null}',
         b'{"event_name": "api", "payload": {}, "timestamp": "1700000000"}',
         b'{"event_name": "api", "payload": {}, "timestamp": true}',
         b'{"event_name": "api", "payload": {}, "timestamp": 1700000000.5}',
-        b'{"event_name": "nope", "payload": {}, "timestamp": null}',  # invalid_event before no_meter
+        b'{"event_name": "nope", "payload": {}, "timestamp": "1"}',  # invalid_event before no_meter
     ],
 )
 def test_invalid_event(raw: bytes) -> None:
     log = Log()
     log.raw(EVENTS, T, raw)
+    assert outcome(log) == ["rejected:invalid_event"]
+
+
+def test_null_identifier_and_timestamp_count_as_absent() -> None:
+    log = Log()
+    first = log.event(T + 999, identifier=None, timestamp=None)
+    log.event(T + 1000, identifier=None, timestamp=None)
+    log.event(T + 1001, identifier="ms-meter-events-0-0")  # the derived identifier of the first
+    result = run(log)
+    assert [result.outcome[r.key] for r in log.records] == ["accepted", "accepted", "duplicate"]
+    assert result.accepted[first].identifier == "ms-meter-events-0-0"
+    assert result.accepted[first].timestamp == TS
+    log = Log()
+    log.cancel(T, None)  # but a cancellation's identifier is required
     assert outcome(log) == ["rejected:invalid_event"]
 
 
