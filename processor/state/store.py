@@ -81,6 +81,10 @@ class ApplyOp(NamedTuple):
     minutes_key: str
 
 
+_NEW = ["new", ""]
+_PENDING = ["pending"]
+
+
 def _script(name: str) -> str:
     return resources.files("processor.state").joinpath("lua", name).read_text("utf-8")
 
@@ -122,13 +126,18 @@ class StateStore:
                     ki = kidx[op.key] = len(keys)
                 lag = max(0, now_ms - op.received_ms)
                 ttl = CLAIM_TTL_S * 1000 + lag
-                packed.append((op.kind, ki, op.received_ms, op.ref, op.customer, op.ts, op.value, ttl))
+                fields = (op.kind, str(op.received_ms), op.ref, op.customer, str(op.ts), op.value, "", "")
+                entry = "".join(f"{len(f.encode())}:{f}" for f in fields)
+                packed.append((op.kind, ki, op.received_ms, op.ref, op.customer, op.ts, op.value, ttl, entry))
             calls.append((group, keys, [msgpack.packb(packed)]))
         with map_redis_errors("the claim step"):
             outs = self._run(self._claim, [(k, a) for _, k, a in calls])
         for (group, _, _), out in zip(calls, outs, strict=True):
             for op, res in zip(group, out, strict=True):
-                results[index[id(op)]] = [x.decode() if isinstance(x, bytes) else str(x) for x in res]
+                if isinstance(res, bytes):  # the two common answers come as one letter
+                    results[index[id(op)]] = _NEW if res == b"n" else _PENDING
+                else:
+                    results[index[id(op)]] = [x.decode() if isinstance(x, bytes) else str(x) for x in res]
         return [results[i] for i in range(len(ops))]
 
     # ---- apply -------------------------------------------------------------------------------------

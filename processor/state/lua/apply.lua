@@ -91,6 +91,15 @@ local function day_of(ts) return ts - ts % 86400 end
 -- A sum/count bucket that comes to 0 is removed: "no surviving event" and "nets to 0" read the same,
 -- and the stored state no longer depends on how batches or the two input topics interleaved.
 local function hincr(key, field, delta)
+  if #delta < 16 then
+    -- HINCRBY is exact for 64-bit integers; it refuses (error reply) a stored value or a result beyond
+    -- 64 bits, and then the decimal-string path below takes over.
+    local r = redis.pcall('HINCRBY', key, field, delta)
+    if type(r) == 'number' then
+      if r == 0 then redis.call('HDEL', key, field) end
+      return
+    end
+  end
   local cur = redis.call('HGET', key, field) or '0'
   local new = badd(cur, delta)
   if new == '0' then redis.call('HDEL', key, field) else redis.call('HSET', key, field, new) end

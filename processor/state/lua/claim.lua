@@ -9,11 +9,12 @@
 -- R is the received time (Kafka timestamp, ms); ref is "<topic>/<partition>/<offset>" of the record.
 -- Replaying a record (same ref) returns what the first run decided, so a crash anywhere is harmless.
 --
--- ARGV[1]: msgpack array of ops, each {kind ('E' or 'C'), key index, R, ref, customer, ts, value, ttl_ms}
+-- ARGV[1]: msgpack array of ops, each {kind ('E' or 'C'), key index, R, ref, customer, ts, value, ttl_ms,
+--          the op's own entry already encoded by the caller (what enc({entry}) would give)}
 -- Returns n results, each a list: {status, a, b, c, d, e}
---   E: {'new', state} | {'mine', state, arrived_cancelled} | {'dup'}
+--   E: {'new', state} | {'mine', state, arrived_cancelled} | {'dup'}   ('n' stands for {'new', ''})
 --   C: {'cancel', event_ref, customer, ts, value, R_event} | {'mine', event_ref, customer, ts, value, R_event}
---      | {'noop'} | {'pending'} | {'consumed'}
+--      | {'noop'} | {'pending'} | {'consumed'}                                     ('p' stands for {'pending'})
 local WIN = 86400000
 local KEEP = 3 * WIN
 local ops = cmsgpack.unpack(ARGV[1])
@@ -103,13 +104,13 @@ for _, op in ipairs(ops) do
     local entry
     if kind == 'E' then entry = {'E', R, ref, op[5], op[6], op[7], '', ''}
     else entry = {'C', R, ref, '', '', '', '', ''} end
-    local old = redis.call('SET', KEYS[ki], enc({entry}), 'NX', 'GET', 'PX', op[8])
+    local old = redis.call('SET', KEYS[ki], op[9], 'NX', 'GET', 'PX', op[8])
     if old then
       cache[ki] = dec(old)
     else
       cache[ki] = {entry}
       ttl[ki] = op[8]
-      if kind == 'E' then res = {'new', ''} else res = {'pending'} end
+      if kind == 'E' then res = 'n' else res = 'p' end
     end
   end
   if res == nil then
@@ -120,6 +121,7 @@ for _, op in ipairs(ops) do
       res = cancel_op(e, R, ref)
     end
     if res[1] == 'new' or res[1] == 'cancel' or res[1] == 'pending' then dirty[ki] = true end
+    if res[1] == 'new' and res[2] == '' then res = 'n' end
     local t = op[8]
     if ttl[ki] == nil or t > ttl[ki] then ttl[ki] = t end
   end
