@@ -36,19 +36,30 @@ PARTITIONS = 6
 
 
 def _produce(settings: Settings, n: int) -> None:
-    p = Producer(settings.kafka_config(**{"linger.ms": 20, "queue.buffering.max.messages": 2_000_000,
-                                          "batch.num.messages": 10_000}))
+    p = Producer(
+        settings.kafka_config(
+            **{"linger.ms": 20, "queue.buffering.max.messages": 2_000_000, "batch.num.messages": 10_000}
+        )
+    )
     now_ms = int(time.time() * 1000)
-    meters = [Meter("mtr_bsum", "Bench sum", "bench_sum", "sum", created=1),
-              Meter("mtr_bpre", "Bench pre", "bench_pre", "sum", "hour", created=1)]
+    meters = [
+        Meter("mtr_bsum", "Bench sum", "bench_sum", "sum", created=1),
+        Meter("mtr_bpre", "Bench pre", "bench_pre", "sum", "hour", created=1),
+    ]
     for m in meters:
         p.produce(settings.topic_prefix + "meters", key=m.id, value=m.to_json(), timestamp=now_ms - 3_600_000)
     topic = settings.topic_prefix + "meter-events"
     for i in range(n):
         cust = f"cus_{i % 1000}"
         name = "bench_pre" if i % 10 == 0 else "bench_sum"
-        value = json.dumps({"event_name": name, "payload": {"stripe_customer_id": cust, "value": i % 97},
-                            "identifier": f"{uuid.UUID(int=i)}", "timestamp": now_ms // 1000 - (i % 7200)})
+        value = json.dumps(
+            {
+                "event_name": name,
+                "payload": {"stripe_customer_id": cust, "value": i % 97},
+                "identifier": f"{uuid.UUID(int=i)}",
+                "timestamp": now_ms // 1000 - (i % 7200),
+            }
+        )
         while True:
             try:
                 p.produce(topic, key=cust, value=value, timestamp=now_ms)
@@ -104,8 +115,12 @@ def main() -> None:
     n = args.events
     work = tempfile.mkdtemp(prefix="bench-")
     with EmbeddedKafka(workdir=work) as kafka, EmbeddedRedis(workdir=work) as redis_srv:
-        env = {"METERSTREAM_KAFKA_BOOTSTRAP": kafka.bootstrap, "METERSTREAM_REDIS_URL": redis_srv.url,
-               "METERSTREAM_TOPIC_PARTITIONS": str(PARTITIONS), "METERSTREAM_PROCESSOR_BATCH": "10000"}
+        env = {
+            "METERSTREAM_KAFKA_BOOTSTRAP": kafka.bootstrap,
+            "METERSTREAM_REDIS_URL": redis_srv.url,
+            "METERSTREAM_TOPIC_PARTITIONS": str(PARTITIONS),
+            "METERSTREAM_PROCESSOR_BATCH": "10000",
+        }
         settings = load_settings(env)
         ensure_topics(settings)
         t0 = time.perf_counter()
@@ -125,7 +140,7 @@ def main() -> None:
         out = {
             "bench": "processor",
             "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_implementation()} "
-                       f"{platform.python_version()}",
+            f"{platform.python_version()}",
             "events": n,
             "partitions": PARTITIONS,
             "produce_events_per_s": round(n / produce_s),
