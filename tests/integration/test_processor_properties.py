@@ -279,3 +279,25 @@ def test_late_cancel_of_an_event_whose_identifier_was_reused(
     events = [r for r in log.records if r.topic == EVENTS]
     cancels = [r for r in log.records if r.topic == ADJUSTMENTS]
     _check(settings_factory, redis_client, Scenario(meters, log.records, PARTITIONS, BASE_MS), phases=[events, cancels])
+
+
+def test_second_pending_cancel_does_not_wait_for_a_reused_identifier(
+    settings_factory: Callable[..., Settings], redis_client: redis.Redis
+) -> None:
+    """Found by the property test. Two cancellations of "a" arrive before any event (forced by draining the
+    adjustments first); the first "a" (within 24 h of both) is their target, so the first cancels it and
+    the second is a no-op. The second must not stay pending and cancel a later reuse of "a" (24 h + 1 ms
+    after the first, within 24 h of the second cancellation): processed events-first, it would not."""
+    r0, h = BASE_MS + DAY_MS, 3_600_000
+    log = Log()
+    log.cancel(r0, "a", partition=0)
+    log.cancel(r0 + 23 * h, "a", partition=0)
+    first = log.event(r0 + h, identifier="a", value=5, partition=1)
+    log.event(r0 + 25 * h + 1, identifier="a", value=7, partition=1)
+    meters = [meter_version(BASE_MS)]
+    model = run_model(meters, log.records)
+    assert model.cancelled == {first}
+    assert [model.outcome[r.key] for r in log.records] == ["cancel", "cancel_noop", "accepted", "accepted"]
+    events = [r for r in log.records if r.topic == EVENTS]
+    cancels = [r for r in log.records if r.topic == ADJUSTMENTS]
+    _check(settings_factory, redis_client, Scenario(meters, log.records, PARTITIONS, BASE_MS), phases=[cancels, events])
