@@ -100,7 +100,7 @@ def _produce(s: Settings, scenario: Scenario) -> None:
     assert produced == sorted(r.key for r in scenario.records), "broker offsets differ from the model's"
 
 
-def _read(s: Settings, base: str, expect: int, *, idle: float = 1.0, timeout: float = 30.0) -> list[dict[str, Any]]:
+def _read(s: Settings, base: str, expect: int, *, idle: float = 0.3, timeout: float = 30.0) -> list[dict[str, Any]]:
     """Every record of a topic, by partition assignment (no group join: seconds faster per read), until at
     least ``expect`` arrived and nothing more for ``idle`` seconds (or 5 s of silence, or ``timeout``)."""
     name = s.topic_prefix + base
