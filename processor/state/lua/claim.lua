@@ -51,6 +51,19 @@ end
 
 
 
+-- The event a cancellation received at Rc targets: the latest event received at or before it within 24 h,
+-- else the earliest one received after it within 24 h (docs/semantics.md).
+local function target_of(e, Rc)
+  local before, after = nil, nil
+  for _, x in ipairs(e) do
+    if x[1] == 'E' then
+      if x[2] <= Rc and Rc - x[2] <= WIN and (before == nil or x[2] > before[2]) then before = x end
+      if x[2] > Rc and x[2] - Rc <= WIN and (after == nil or x[2] < after[2]) then after = x end
+    end
+  end
+  return before or after
+end
+
 local function event_op(e, R, ref, cust, ts, value)
   for _, x in ipairs(e) do
     if x[1] == 'E' and x[3] == ref then return {'mine', x[7], x[8]} end
@@ -58,16 +71,17 @@ local function event_op(e, R, ref, cust, ts, value)
   for _, x in ipairs(e) do
     if x[1] == 'E' and math.abs(x[2] - R) <= WIN then return {'dup'} end
   end
-  local state, arrived = '', ''
+  local me = {'E', R, ref, cust, ts, value, '', ''}
+  e[#e + 1] = me
+  -- Waiting cancellations whose target is this event: the first cancels it, the others were cancelling
+  -- the same event and become no-ops (they must not wait on for a later reuse of the identifier).
   for _, x in ipairs(e) do
-    if x[1] == 'C' and x[4] == '' and math.abs(x[2] - R) <= WIN then
+    if x[1] == 'C' and x[4] == '' and math.abs(x[2] - R) <= WIN and target_of(e, x[2]) == me then
       x[4] = ref
-      state, arrived = x[3], '1'
-      break
+      if me[7] == '' then me[7], me[8] = x[3], '1' end
     end
   end
-  e[#e + 1] = {'E', R, ref, cust, ts, value, state, arrived}
-  return {'new', state}
+  return {'new', me[7]}
 end
 
 local function cancel_op(e, R, ref)
@@ -78,14 +92,7 @@ local function cancel_op(e, R, ref)
       return {'consumed'}
     end
   end
-  local before, after = nil, nil
-  for _, x in ipairs(e) do
-    if x[1] == 'E' then
-      if x[2] <= R and R - x[2] <= WIN and (before == nil or x[2] > before[2]) then before = x end
-      if x[2] > R and x[2] - R <= WIN and (after == nil or x[2] < after[2]) then after = x end
-    end
-  end
-  local t = before or after
+  local t = target_of(e, R)
   if t == nil then
     e[#e + 1] = {'C', R, ref, '', '', '', '', ''}
     return {'pending'}
