@@ -34,7 +34,7 @@ from tests.model.strategies import Scenario, phase_splits, scenarios
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 3
-DEFAULT_MAX_RECORD = 990_000  # under librdkafka's default 1,000,000-byte limit, with room for the batch framing the broker counts
+DEFAULT_MAX_RECORD = 990_000  # under the 1,000,000-byte default, with room for the batch framing
 # Day-aligned so bucket boundaries fall as in the model's own examples; the newest received time the
 # strategy can make (base + 5 days) is today's midnight, never the future.
 BASE_MS = (int(time.time() * 1000) // DAY_MS - 5) * DAY_MS
