@@ -21,6 +21,10 @@ __all__ = ["Cancel", "Event", "Rejected", "Source", "default_identifier", "valid
 PAST_LIMIT_S = 35 * 86_400
 FUTURE_LIMIT_S = 300
 MAX_IDENTIFIER = 100
+#: Largest record value the processor accepts. Larger ones are `invalid_event`: their accepted record (the
+#: event plus the meter id and position) would not fit the 1,000,000-byte record limit of a default
+#: Kafka producer and broker, and no usage event needs this much (Stripe's own request limits are smaller).
+MAX_RECORD_BYTES = 262_144
 # One decoder for every record (json.loads with options builds a new one per call); floats become
 # Decimals so "25.0" style numbers are judged exactly.
 _DECODER = json.JSONDecoder(parse_float=Decimal)
@@ -116,6 +120,13 @@ def _identifier_ok(value: object) -> bool:
 
 
 def validate_event(value: bytes | None, source: Source, meters: MeterBook) -> Event | Rejected:
+    if value is not None and len(value) > MAX_RECORD_BYTES:
+        return Rejected(
+            source,
+            "invalid_event",
+            f"record value is {len(value)} bytes; at most {MAX_RECORD_BYTES} are accepted",
+            _preview(value),
+        )
     data, problem = _decode(value)
     if problem is not None:
         return Rejected(source, "invalid_event", problem, _preview(value))
@@ -195,6 +206,13 @@ def validate_event(value: bytes | None, source: Source, meters: MeterBook) -> Ev
 
 
 def validate_adjustment(value: bytes | None, source: Source, meters: MeterBook) -> Cancel | Rejected:
+    if value is not None and len(value) > MAX_RECORD_BYTES:
+        return Rejected(
+            source,
+            "invalid_event",
+            f"record value is {len(value)} bytes; at most {MAX_RECORD_BYTES} are accepted",
+            _preview(value),
+        )
     data, problem = _decode(value)
     if problem is not None:
         return Rejected(source, "invalid_event", problem, _preview(value))

@@ -169,11 +169,12 @@ def test_malformed_records_never_block_a_partition(settings: Settings, redis_cli
     finally:
         proc.close()
     assert (
-        sum(int(v) for v in usage_snapshot(redis_client, settings.redis_prefix)[":usage:{mtr_m:c}:day"].values()) == 42
+        sum(int(v) for v in usage_snapshot(redis_client, settings.redis_prefix)[":usage:{mtr_m:c}:day"].values())
+        == 41  # the 900 KB event is over the 262,144-byte limit: invalid_event
     )
     errors = [json.loads(m.value()) for m in read_all(settings, ["meter-event-errors"], PARTITIONS)]
     codes = sorted(e["code"] for e in errors)
-    assert codes.count("invalid_event") == 11  # ten malformed values and the record without a value
+    assert codes.count("invalid_event") == 12  # ten malformed values, the record without a value, the huge one
     assert codes.count("meter_event_invalid_value") == 1
-    assert len(errors) == 12
+    assert len(errors) == 13
     assert all(len(json.dumps(e)) < 20_000 for e in errors)  # the error record carries a preview, not 1 MB

@@ -213,6 +213,8 @@ class _Reject(Exception):
 
 def _validate_event(rec: Rec, meters: _Meters) -> Accepted:
     """Validation in the documented order; raises _Reject with the first failing code."""
+    if len(rec.value) > 262_144:  # docs/semantics.md: larger records are invalid_event
+        raise _Reject("invalid_event")
     try:
         obj = _parse(rec.value)
     except ValueError:
@@ -268,6 +270,8 @@ def _validate_event(rec: Rec, meters: _Meters) -> Accepted:
 
 def _validate_cancel(rec: Rec, meters: _Meters) -> tuple[str, str]:
     """(event_name, identifier) of a valid cancellation; raises _Reject otherwise."""
+    if len(rec.value) > 262_144:  # docs/semantics.md: larger records are invalid_event
+        raise _Reject("invalid_event")
     try:
         obj = _parse(rec.value)
     except ValueError:
