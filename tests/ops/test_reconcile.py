@@ -59,7 +59,8 @@ def test_reconcile_finds_drift_per_bucket(
     today = max(DAY, NOW - 120)  # (today's bucket even just after midnight)
     send(settings, [("c1", 10, "a", today), ("c1", 5, "b", DAY - 3600), ("c2", 7, "c", NOW - 60)])
     run_processor(settings)
-    sent = cli(settings, "replay", "--from", str(NOW - 86_400), "--to", str(NOW + 600), "-q")
+    # the window is in received time: the records were produced just now, not when this module was imported
+    sent = cli(settings, "replay", "--from", str(NOW - 86_400), "--to", str(int(time.time()) + 600), "-q")
     assert sent.exit_code == 0 and "sent 3 record(s)" in sent.output, sent.output
 
     span = ("--from", str(DAY - 86_400), "--to", str(DAY + 86_400))
