@@ -119,7 +119,8 @@ def _identifier_ok(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value) <= MAX_IDENTIFIER
 
 
-def validate_event(value: bytes | None, source: Source, meters: MeterBook) -> Event | Rejected:
+def _parse_object(value: bytes | None, source: Source) -> dict[str, Any] | Rejected:
+    """The first checks both topics share: size, UTF-8 JSON, an object."""
     if value is not None and len(value) > MAX_RECORD_BYTES:
         return Rejected(
             source,
@@ -132,6 +133,13 @@ def validate_event(value: bytes | None, source: Source, meters: MeterBook) -> Ev
         return Rejected(source, "invalid_event", problem, _preview(value))
     if not isinstance(data, dict):
         return Rejected(source, "invalid_event", "record value must be a JSON object", _jsonable(data))
+    return data
+
+
+def validate_event(value: bytes | None, source: Source, meters: MeterBook) -> Event | Rejected:
+    data = _parse_object(value, source)
+    if isinstance(data, Rejected):
+        return data
     name = data.get("event_name")
     payload = data.get("payload")
     if not isinstance(name, str) or not name:
@@ -206,18 +214,9 @@ def validate_event(value: bytes | None, source: Source, meters: MeterBook) -> Ev
 
 
 def validate_adjustment(value: bytes | None, source: Source, meters: MeterBook) -> Cancel | Rejected:
-    if value is not None and len(value) > MAX_RECORD_BYTES:
-        return Rejected(
-            source,
-            "invalid_event",
-            f"record value is {len(value)} bytes; at most {MAX_RECORD_BYTES} are accepted",
-            _preview(value),
-        )
-    data, problem = _decode(value)
-    if problem is not None:
-        return Rejected(source, "invalid_event", problem, _preview(value))
-    if not isinstance(data, dict):
-        return Rejected(source, "invalid_event", "record value must be a JSON object", _jsonable(data))
+    data = _parse_object(value, source)
+    if isinstance(data, Rejected):
+        return data
     name = data.get("event_name")
     if not isinstance(name, str) or not name:
         return Rejected(source, "invalid_event", "event_name must be a non-empty string", _jsonable(data))
