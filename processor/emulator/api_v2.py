@@ -11,7 +11,7 @@ from processor.emulator.inputs import adjustment_input, event_input
 from processor.emulator.meters import new_id
 from processor.emulator.values import format_iso
 from processor.errors import InvalidRequestError
-from processor.wire import json_response, presented_key, read_params, reject_unknown
+from processor.wire import json_response, meter_event_session, presented_key, read_params, reject_unknown
 
 __all__ = ["STREAM_PATH", "routes"]
 
@@ -25,16 +25,7 @@ async def create_session(request: web.Request) -> web.Response:
     emu = request.app[EMULATOR]
     reject_unknown(await read_params(request), ())
     session = emu.create_session()
-    return json_response(
-        {
-            "id": session.id,
-            "object": "v2.billing.meter_event_session",
-            "authentication_token": session.token,
-            "created": format_iso(session.created),
-            "expires_at": format_iso(session.expires_at),
-            "livemode": False,
-        }
-    )
+    return json_response(meter_event_session(session.id, session.token, session.created, session.expires_at))
 
 
 @routes.post(STREAM_PATH)

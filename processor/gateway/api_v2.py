@@ -19,7 +19,16 @@ from processor.events.schema import parse_cancel_object
 from processor.gateway.api_v1 import checked_event
 from processor.gateway.ingest import EventIn
 from processor.gateway.state import GATEWAY
-from processor.wire import format_iso, json_response, param_name, parse_iso, presented_key, read_params, reject_unknown
+from processor.wire import (
+    format_iso,
+    json_response,
+    meter_event_session,
+    param_name,
+    parse_iso,
+    presented_key,
+    read_params,
+    reject_unknown,
+)
 
 __all__ = ["MAX_STREAM_EVENTS", "STREAM_PATH", "routes"]
 
@@ -56,16 +65,7 @@ def _prefixed(err: InvalidRequestError, prefix: tuple[str, ...]) -> InvalidReque
 async def create_session(request: web.Request) -> web.Response:
     reject_unknown(await read_params(request), ())
     session = await request.app[GATEWAY].sessions.create()
-    return json_response(
-        {
-            "id": session.id,
-            "object": "v2.billing.meter_event_session",
-            "authentication_token": session.token,
-            "created": format_iso(session.created),
-            "expires_at": format_iso(session.expires_at),
-            "livemode": False,
-        }
-    )
+    return json_response(meter_event_session(session.id, session.token, session.created, session.expires_at))
 
 
 @routes.post(STREAM_PATH)

@@ -21,7 +21,7 @@ from processor.wire.http import (
 )
 from processor.wire.pagination import PageParams, list_object, page_bounds, paginate_by_id
 from processor.wire.params import get_enum, get_int, get_map, get_str, param_name, reject_unknown
-from processor.wire.times import format_iso, parse_iso
+from processor.wire.times import format_iso, meter_event_session, parse_iso
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -42,6 +42,7 @@ __all__ = [
     "is_v2",
     "json_response",
     "list_object",
+    "meter_event_session",
     "page_bounds",
     "paginate_by_id",
     "param_name",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-__all__ = ["format_iso", "parse_iso"]
+__all__ = ["format_iso", "meter_event_session", "parse_iso"]
 
 _MAX_LEN = 64
 
@@ -29,3 +29,15 @@ def format_iso(unix: float) -> str:
     """``unix`` seconds as Stripe's v2 time: UTC with milliseconds, ``2024-06-18T12:00:00.000Z``."""
     moment = dt.datetime.fromtimestamp(unix, tz=dt.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def meter_event_session(session_id: str, token: str, created: float, expires_at: float) -> dict[str, object]:
+    """Stripe's ``v2.billing.meter_event_session`` object (the same shape from the gateway and the emulator)."""
+    return {
+        "id": session_id,
+        "object": "v2.billing.meter_event_session",
+        "authentication_token": token,
+        "created": format_iso(created),
+        "expires_at": format_iso(expires_at),
+        "livemode": False,
+    }
