@@ -68,6 +68,7 @@ _SECRET_KAFKA = {"sasl.password", "ssl.key.password"}
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]*$")
 _REDIS_PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _GROUP_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+_CLUSTER_MODES: dict[str, bool | None] = {"auto": None, "true": True, "false": False}
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,9 @@ class Settings:
 
     kafka_bootstrap: str | None = None
     redis_url: str | None = None
+    #: ``METERSTREAM_REDIS_CLUSTER``: True/False force the Redis Cluster / single-node client; None (``auto``,
+    #: the default) asks the server (``INFO cluster``) once per URL. See processor/state/connect.py.
+    redis_cluster: bool | None = None
     topic_prefix: str = ""
     redis_prefix: str = "ms"
     processor_group: str = "meterstream-processor"
@@ -121,6 +125,7 @@ class Settings:
             env["METERSTREAM_KAFKA_BOOTSTRAP"] = self.kafka_bootstrap
         if self.redis_url:
             env["METERSTREAM_REDIS_URL"] = self.redis_url
+        env["METERSTREAM_REDIS_CLUSTER"] = {None: "auto", True: "true", False: "false"}[self.redis_cluster]
         env["METERSTREAM_TOPIC_PREFIX"] = self.topic_prefix
         env["METERSTREAM_REDIS_PREFIX"] = self.redis_prefix
         env["METERSTREAM_PROCESSOR_GROUP"] = self.processor_group
@@ -171,6 +176,7 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
 _KNOWN = {
     "KAFKA_BOOTSTRAP",
     "REDIS_URL",
+    "REDIS_CLUSTER",
     "TOPIC_PREFIX",
     "REDIS_PREFIX",
     "PROCESSOR_GROUP",
@@ -187,6 +193,7 @@ _KNOWN = {
     # Read by the test fixtures only (tests/conftest.py), allowed so a developer's shell may hold them.
     "TEST_KAFKA",
     "TEST_REDIS",
+    "TEST_REDIS_CLUSTER",
     *_KAFKA_PASSTHROUGH,
 }
 
@@ -205,6 +212,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if bootstrap is not None and not all(":" in part for part in bootstrap.split(",")):
         raise ConfigError(f"{ENV_PREFIX}KAFKA_BOOTSTRAP must be host:port[,host:port...], got {bootstrap!r}")
     redis_url = _url(env, "REDIS_URL", ("redis", "rediss", "unix", "valkey", "valkeys"))
+    cluster_raw = (env.get(ENV_PREFIX + "REDIS_CLUSTER") or "auto").lower()
+    if cluster_raw not in _CLUSTER_MODES:
+        raise ConfigError(f"{ENV_PREFIX}REDIS_CLUSTER must be auto, true or false, got {cluster_raw!r}")
 
     topic_prefix = env.get(ENV_PREFIX + "TOPIC_PREFIX", "")
     if not _PREFIX_RE.match(topic_prefix):
@@ -254,6 +264,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         kafka_bootstrap=bootstrap,
         redis_url=redis_url,
+        redis_cluster=_CLUSTER_MODES[cluster_raw],
         topic_prefix=topic_prefix,
         redis_prefix=redis_prefix,
         processor_group=groups["PROCESSOR_GROUP"],
