@@ -22,6 +22,7 @@ any of them into a clean message and an exit code, and callers can catch by fami
     │   ├── PermissionDeniedError   403: valid credentials, refused request (e.g. a cross-site browser request)
     │   ├── ResourceMissingError    404 resource_missing (also an unknown URL)
     │   ├── RateLimitedError        429 rate_limit (retry with backoff)
+    │   ├── RequestTooLargeError    413 request_too_large (e.g. an upload over its size limit)
     │   └── IdempotencyKeyError     Idempotency-Key reused with other parameters (idempotency_error)
     └── SinkError                   forwarding to Stripe failed
         ├── RetryableSinkError      429 / 5xx / connection: try again later
@@ -51,6 +52,7 @@ __all__ = [
     "MeterstreamError",
     "PermissionDeniedError",
     "RateLimitedError",
+    "RequestTooLargeError",
     "ResourceMissingError",
     "RetryableSinkError",
     "SessionExpiredError",
@@ -196,6 +198,16 @@ class RateLimitedError(InvalidRequestError):
         self, message: str = "Too many requests hit the API too quickly. Retry with exponential backoff."
     ) -> None:
         super().__init__(message, code="rate_limit")
+
+
+class RequestTooLargeError(InvalidRequestError):
+    """A request body or uploaded file over its limit (413 ``request_too_large``), refused before more than
+    the limit is read."""
+
+    http_status = 413
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message, param=param, code="request_too_large")
 
 
 class IdempotencyKeyError(InvalidRequestError):
