@@ -94,6 +94,10 @@ class Settings:
     processor_batch: int = 5000
     topic_partitions: int | None = None
     kafka_security: tuple[tuple[str, Secret | str], ...] = ()
+    #: S3-compatible endpoint of the S3 connector (None: AWS); credentials come from boto3's own chain.
+    s3_endpoint: str | None = None
+    #: S3 region (None: boto3's chain, e.g. AWS_REGION / ~/.aws/config).
+    s3_region: str | None = None
 
     def kafka_config(self, **extra: Any) -> dict[str, Any]:
         """librdkafka config: bootstrap plus security pass-through plus ``extra`` (dots as underscores
@@ -142,6 +146,10 @@ class Settings:
         env["METERSTREAM_PROCESSOR_BATCH"] = str(self.processor_batch)
         if self.topic_partitions is not None:
             env["METERSTREAM_TOPIC_PARTITIONS"] = str(self.topic_partitions)
+        if self.s3_endpoint:
+            env["METERSTREAM_S3_ENDPOINT"] = self.s3_endpoint
+        if self.s3_region:
+            env["METERSTREAM_S3_REGION"] = self.s3_region
         rev = {v: k for k, v in _KAFKA_PASSTHROUGH.items()}
         for name, value in self.kafka_security:
             env[ENV_PREFIX + rev[name]] = value.reveal() if isinstance(value, Secret) else value
@@ -190,6 +198,8 @@ _KNOWN = {
     "LOG_LEVEL",
     "PROCESSOR_BATCH",
     "TOPIC_PARTITIONS",
+    "S3_ENDPOINT",
+    "S3_REGION",
     # Read by the test fixtures only (tests/conftest.py), allowed so a developer's shell may hold them.
     "TEST_KAFKA",
     "TEST_REDIS",
@@ -255,6 +265,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     partitions_raw = env.get(ENV_PREFIX + "TOPIC_PARTITIONS")
     partitions = _int(env, "TOPIC_PARTITIONS", 0, 1, 10_000) if partitions_raw else None
 
+    s3_region = env.get(ENV_PREFIX + "S3_REGION") or None
+    if s3_region is not None and not re.match(r"^[a-z0-9-]+$", s3_region):
+        raise ConfigError(f"{ENV_PREFIX}S3_REGION must look like us-east-1, got {s3_region!r}")
+
     security: list[tuple[str, Secret | str]] = []
     for var, conf_name in _KAFKA_PASSTHROUGH.items():
         raw_value = env.get(ENV_PREFIX + var)
@@ -279,4 +293,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         processor_batch=_int(env, "PROCESSOR_BATCH", 5000, 1, 1_000_000),
         topic_partitions=partitions,
         kafka_security=tuple(security),
+        s3_endpoint=_url(env, "S3_ENDPOINT", ("http", "https")),
+        s3_region=s3_region,
     )
