@@ -169,6 +169,12 @@ class Keys:
         """STRING JSON: progress of ``meterstream import`` of one file (by content digest). TTL OPS_RECORD_TTL_S."""
         return f"{self.prefix}:import:{file_digest}"
 
+    def s3_object(self, bucket: str, object_key: str) -> str:
+        """STRING JSON: the S3 connector's record of one object (ETag imported, the timestamp pinned for its
+        rows without one, the outcome report). The object key is hashed (S3 keys run to 1,024 bytes). TTL
+        OPS_RECORD_TTL_S, renewed whenever a listing still shows the object, so it outlives the object."""
+        return f"{self.prefix}:s3:{bucket}:{identifier_digest(object_key)}"
+
     def rebuild_prefix(self, run_id: str) -> str:
         """The shadow prefix of one ``meterstream rebuild`` run: its keys keep the live keys' hash tags
         (``{meter:customer}``), so a swap is one atomic script per pair. Deleted when the run ends."""
