@@ -10,6 +10,7 @@ any of them into a clean message and an exit code, and callers can catch by fami
     ├── TopicError                  topic creation / checking failed
     │   └── TopicDriftError         a topic exists with the wrong partition count
     ├── KafkaDeliveryError          the broker did not acknowledge a record
+    ├── S3Error                     the S3 endpoint failed or refused a request (the S3 connector)
     ├── StateError                  Redis state is unusable (wrong data, lost offsets, ...)
     ├── InvalidRequestError         Stripe-shaped 4xx: carries code, param and http_status
     │   ├── MeterValidationError    a meter's create/update params break Stripe's rules
@@ -54,6 +55,7 @@ __all__ = [
     "RateLimitedError",
     "RequestTooLargeError",
     "ResourceMissingError",
+    "S3Error",
     "RetryableSinkError",
     "SessionExpiredError",
     "SinkError",
@@ -94,6 +96,11 @@ class TopicDriftError(TopicError):
 
 class KafkaDeliveryError(MeterstreamError):
     """The broker did not acknowledge a produced record (the delivery report carried an error)."""
+
+
+class S3Error(MeterstreamError):
+    """An S3 request failed (no such bucket or key, access denied, endpoint down); names the object, never
+    credentials."""
 
 
 class StateError(MeterstreamError):
