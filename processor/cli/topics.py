@@ -1,4 +1,5 @@
-"""``meterstream topics ensure``: create or check the catalog's topics."""
+"""``meterstream topics ensure|render``: create or check the catalog's topics, or render them as
+Kubernetes resources (Strimzi ``KafkaTopic``) for clusters where an operator owns the topics."""
 
 from __future__ import annotations
 
@@ -23,3 +24,50 @@ def ensure(settings: Settings, check: bool) -> None:
         click.echo(report.line())
     if check and any(r.status != "ok" for r in reports):
         raise SystemExit(1)
+
+
+@topics.command("render")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["strimzi"]),
+    default="strimzi",
+    show_default=True,
+    help="Output format: strimzi = KafkaTopic resources (kafka.strimzi.io/v1beta2).",
+)
+@click.option("--cluster", required=True, help="Name of the Strimzi Kafka resource (the strimzi.io/cluster label).")
+@click.option("--prefix", default=None, help="Topic prefix (default: METERSTREAM_TOPIC_PREFIX).")
+@click.option("--replicas", type=click.IntRange(1, 32767), default=3, show_default=True, help="Replication factor.")
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help="Partitions of the multi-partition topics (default: METERSTREAM_TOPIC_PARTITIONS, else the catalog).",
+)
+@click.option(
+    "--namespace", default=None, help="metadata.namespace of every resource (default: none; kustomize sets it)."
+)
+@click.pass_obj
+def render(
+    settings: Settings,
+    fmt: str,
+    cluster: str,
+    prefix: str | None,
+    replicas: int,
+    partitions: int | None,
+    namespace: str | None,
+) -> None:
+    """Print the catalog's topics as Kubernetes resources (YAML on stdout); needs no broker."""
+    from topics.strimzi import render_strimzi
+
+    try:
+        text = render_strimzi(
+            cluster,
+            prefix=settings.topic_prefix if prefix is None else prefix,
+            replicas=replicas,
+            partitions=settings.topic_partitions if partitions is None else partitions,
+            namespace=namespace,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    click.echo(text, nl=False)
