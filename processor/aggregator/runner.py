@@ -29,7 +29,8 @@ from processor.aggregator.meterbook import MeterBook
 from processor.config import Settings
 from processor.errors import KafkaDeliveryError
 from processor.kafka.clients import consumer_config, producer_config
-from processor.state.store import StateStore, connect_redis
+from processor.state.connect import sync_redis
+from processor.state.store import StateStore
 
 __all__ = ["Processor"]
 
@@ -61,7 +62,7 @@ class Processor:
         if self._engine is not None:
             return self._engine
         s = self.settings
-        client = connect_redis(s.require_redis_url())
+        client = sync_redis(s)
         self._store = StateStore(client, s.redis_prefix)
         self._producer = Producer(producer_config(s))
         self._meters_consumer = Consumer(consumer_config(s, f"{s.processor_group}-meters", **{"log_level": 3}))

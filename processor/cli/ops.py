@@ -77,10 +77,10 @@ def rebuild(
     meterstream rebuild --from 2026-11-01 --to 2026-11-08 --meter api_requests --swap
     """
     from processor.ops.rebuild import Rebuild, cleanup_shadows, summarize_pairs
-    from processor.state.store import connect_redis
+    from processor.state.connect import sync_redis
 
     if cleanup:
-        client = connect_redis(settings.require_redis_url())
+        client = sync_redis(settings)
         click.echo(f"deleted {cleanup_shadows(client, settings.redis_prefix, all_runs=True)} key(s) of old shadows")
         return
     lo, hi = _required_time(start, "--from"), _required_time(end, "--to")
@@ -147,10 +147,10 @@ def replay(
     meterstream replay --from 2026-11-20T08:00Z --to 2026-11-20T14:00Z --dry-run
     """
     from processor.ops.replay import plan_replay, run_replay
-    from processor.state.store import connect_redis
+    from processor.state.connect import sync_redis
 
     lo, hi = _required_time(start, "--from"), _required_time(end, "--to")
-    client = connect_redis(settings.require_redis_url())
+    client = sync_redis(settings)
     with Progress("reading meter-events-accepted", quiet=quiet) as progress:
         plan = plan_replay(settings, client, lo * 1000, hi * 1000, meter=meter, on_consumed=progress)
     click.echo(f"replay of {iso(lo)} .. {iso(hi)}: {len(plan.items)} accepted record(s) in range")
@@ -193,15 +193,14 @@ def reconcile(
     meterstream reconcile --meter api_requests --customer cus_123 --from 2026-11-01 --to 2026-11-08
     meterstream reconcile --meter api_requests --from 2026-11-01 --to 2026-12-01   # every customer
     """
-    import redis
-
     from processor.cli.usage import find_meter
     from processor.errors import InvalidRequestError
     from processor.ops.reconcile import Reconciler
+    from processor.state.connect import sync_redis
     from processor.state.keys import Keys
 
     lo, hi = _required_time(start, "--from"), _required_time(end, "--to")
-    client = redis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
+    client = sync_redis(settings, decode_responses=True)
     try:
         m = find_meter(client, Keys(settings.redis_prefix), meter)
         job = Reconciler(settings, client, m)
@@ -266,11 +265,10 @@ def import_file(
     meterstream import usage-november.csv
     meterstream import s3-export.jsonl --skip-invalid
     """
-    import redis
-
     from processor.ops.importer import Importer
+    from processor.state.connect import sync_redis
 
-    client = redis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
+    client = sync_redis(settings, decode_responses=True)
     try:
         job = Importer(settings, file, fmt=fmt, state_path=state_path, customer_key=customer_key, redis_client=client)
         checked = job.check()
@@ -407,12 +405,12 @@ def errors_replay(
     """
     from processor.ops.reader import load_meters
     from processor.ops.rejected import plan_errors_replay, run_errors_replay
+    from processor.state.connect import sync_redis
     from processor.state.keys import Keys
-    from processor.state.store import connect_redis
 
     found = _read_errors(settings, codes, meter, start, end)
     book, _ = load_meters(settings)
-    client = connect_redis(settings.require_redis_url())
+    client = sync_redis(settings)
     plan = plan_errors_replay(client, Keys(settings.redis_prefix), book, found)
     echo_decisions(Counter((i.send, i.reason) for i in plan), "will replay", "will not replay")
     if list_items:
@@ -449,13 +447,12 @@ def correct(
     \b
     meterstream correct --meter api_requests --customer cus_123 --value -250 --reference INC-4711
     """
-    import redis
-
     from processor.cli.usage import find_meter
     from processor.ops.correct import apply_correction, plan_correction
+    from processor.state.connect import sync_redis
     from processor.state.keys import Keys
 
-    client = redis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
+    client = sync_redis(settings, decode_responses=True)
     try:
         m = find_meter(client, Keys(settings.redis_prefix), meter)
         fix = plan_correction(m, customer, value, _time(timestamp, "--timestamp"), reference)

@@ -6,11 +6,11 @@ import json
 from datetime import UTC, datetime
 
 import click
-import redis
 
 from processor.config import Settings
 from processor.errors import InvalidRequestError, MeterNotFoundError
 from processor.meters.model import Meter
+from processor.state.connect import SyncRedis, sync_redis
 from processor.state.keys import Keys
 from processor.state.summaries import summarize
 
@@ -28,7 +28,7 @@ def parse_time(text: str) -> int:
     return int(when.timestamp())
 
 
-def find_meter(client: redis.Redis, keys: Keys, ref: str) -> Meter:
+def find_meter(client: SyncRedis, keys: Keys, ref: str) -> Meter:
     """A meter by id or by event_name, from the Redis mirror of the registry."""
     raw = client.hget(keys.meters, ref)
     if raw is None:
@@ -56,7 +56,7 @@ def usage(
     settings: Settings, meter: str, customer: str, start: str, end: str, group: str | None, as_json: bool
 ) -> None:
     """Print a meter's aggregates for a customer, read from Redis (exact integers)."""
-    client = redis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
+    client = sync_redis(settings, decode_responses=True)
     keys = Keys(settings.redis_prefix)
     try:
         m = find_meter(client, keys, meter)

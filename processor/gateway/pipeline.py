@@ -55,7 +55,7 @@ class LagRow:
 class PipelineProbe:
     """Reads health, counters and lag. Kafka calls block, so they run in a worker thread."""
 
-    def __init__(self, settings: Settings, client: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, settings: Settings, client: aioredis.Redis | aioredis.RedisCluster, keys: Keys) -> None:
         self._settings = settings
         self._redis = client
         self._keys = keys

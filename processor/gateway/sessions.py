@@ -42,7 +42,9 @@ def _digest(token: str) -> str:
 class SessionStore:
     """Issues and checks session tokens."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, *, ttl_s: int = GATEWAY_SESSION_TTL_S) -> None:
+    def __init__(
+        self, client: aioredis.Redis | aioredis.RedisCluster, keys: Keys, *, ttl_s: int = GATEWAY_SESSION_TTL_S
+    ) -> None:
         self._redis = client
         self._keys = keys
         self.ttl_s = ttl_s

@@ -17,8 +17,6 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-import redis
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from processor.config import Settings
@@ -29,6 +27,7 @@ from processor.gateway.pipeline import PipelineProbe
 from processor.gateway.sessions import SessionStore
 from processor.meters import Meter, MeterRegistry
 from processor.meters.model import DEFAULT_CUSTOMER_KEY
+from processor.state.connect import AsyncRedis, SyncRedis, async_redis, sync_redis
 from processor.state.keys import GATEWAY_SESSION_TTL_S, Keys
 from processor.wire import KeyChecker
 
@@ -68,8 +67,8 @@ class Gateway:
             AckingProducer(settings) if max_in_flight is None else AckingProducer(settings, max_in_flight=max_in_flight)
         )
         self.registry = MeterRegistry(settings)
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
-        self.sync_redis: redis.Redis = redis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
+        self.redis: AsyncRedis = async_redis(settings, decode_responses=True)
+        self.sync_redis: SyncRedis = sync_redis(settings, decode_responses=True)
         self.sessions = SessionStore(self.redis, self.keys, ttl_s=session_ttl_s)
         self.metrics = GatewayMetrics(metrics_dir)
         self.pipeline = PipelineProbe(settings, self.redis, self.keys)

@@ -41,6 +41,7 @@ from processor.meters.listing import paginate
 from processor.meters.model import Meter
 from processor.meters.topic import DELIVERY_TIMEOUT_S, MeterTopicWriter, read_meters_topic
 from processor.meters.validation import validate_create_params, validate_update_params
+from processor.state.connect import SyncRedis, sync_redis
 from processor.state.keys import Keys
 
 if TYPE_CHECKING:
@@ -118,15 +119,15 @@ class MeterRegistry:
         self._settings = settings
         self._keys = Keys(settings.redis_prefix)
         self._writer = MeterTopicWriter(settings, delivery_timeout)
-        self._client: redis.Redis | None = None
+        self._client: SyncRedis | None = None
         self._init_lock = threading.Lock()
 
     # ---- connections ------------------------------------------------------------------------------
     @property
-    def _redis(self) -> redis.Redis:
+    def _redis(self) -> SyncRedis:
         with self._init_lock:
             if self._client is None:
-                self._client = redis.Redis.from_url(self._settings.require_redis_url(), decode_responses=True)
+                self._client = sync_redis(self._settings, decode_responses=True)
             return self._client
 
     def close(self) -> None:

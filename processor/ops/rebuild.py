@@ -46,8 +46,9 @@ from processor.errors import MeterNotFoundError, StateError
 from processor.meters.model import Meter
 from processor.ops.reader import RangeRead, committed_offsets, load_meters
 from processor.ops.swap import PairResult, SwapScript
+from processor.state.connect import sync_redis
 from processor.state.keys import CLAIM_TTL_S, DAY_S, HOUR_S, Keys
-from processor.state.store import StateStore, connect_redis, map_redis_errors
+from processor.state.store import StateStore, map_redis_errors
 
 __all__ = ["CONTEXT_S", "Rebuild", "RebuildReport", "cleanup_shadows", "day_range"]
 
@@ -106,7 +107,7 @@ class Rebuild:
         self.start, self.end = day_range(start, end)
         self.meter_ref = meter
         self.customer = customer
-        self.client: Any = client or connect_redis(settings.require_redis_url())
+        self.client: Any = client or sync_redis(settings)
         self.live = Keys(settings.redis_prefix)
         self.shadow = Keys(self.live.rebuild_prefix(run_id or uuid.uuid4().hex[:10]))
         self.on_consumed = on_consumed

@@ -33,7 +33,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
 from confluent_kafka import Producer
 
 from processor.config import Settings
@@ -46,6 +45,7 @@ from processor.sink.meters import MeterRegistry
 from processor.sink.metrics import SinkMetrics
 from processor.sink.ratelimit import AsyncRateLimiter
 from processor.sink.records import AcceptedRecord, parse_accepted
+from processor.state.connect import async_redis
 from processor.state.keys import DAY_S, HOUR_S, Keys
 
 __all__ = ["SAFE_RESEND_MS", "Decision", "ReplayPlan", "decide", "plan_replay", "run_replay"]
@@ -182,7 +182,7 @@ def run_replay(settings: Settings, plan: ReplayPlan, on_done: Callable[[int], No
 async def _send(settings: Settings, plan: ReplayPlan, on_done: Callable[[int], None]) -> dict[str, int]:
     items = plan.to_send
     keys = Keys(settings.redis_prefix)
-    redis = aioredis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
+    redis = async_redis(settings, decode_responses=True)
     limiter = AsyncRateLimiter(settings.stripe_rate)
     metrics = SinkMetrics(settings.stripe_mode)
     gateway = RecordingGateway(settings, DeliveryLog(redis, keys), acquire=limiter.acquire)

@@ -37,7 +37,6 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
-import redis.asyncio as aioredis
 from faust.types import TP
 
 from processor.config import Settings
@@ -47,6 +46,7 @@ from processor.sink.engine import SinkEngine
 from processor.sink.meters import MeterRegistry
 from processor.sink.metrics import SinkMetrics
 from processor.sink.ratelimit import AsyncRateLimiter
+from processor.state.connect import async_redis
 from processor.state.keys import Keys
 
 __all__ = ["DRAIN_TIMEOUT_S", "SinkService", "broker_credentials", "build_app", "run_sink"]
@@ -122,7 +122,7 @@ class SinkService:
         if not settings.stripe_api_key:
             raise ConfigError("METERSTREAM_STRIPE_API_KEY is not set (the sink needs a Stripe secret key)")
         settings.kafka_config()  # fail now (naming the variable) rather than inside faust
-        redis_url = settings.require_redis_url()
+        settings.require_redis_url()
         self.settings = settings
         self.keys = Keys(settings.redis_prefix)
         self._datadir = tempfile.mkdtemp(prefix="meterstream-sink-")
@@ -131,7 +131,7 @@ class SinkService:
         self.dlq = self.app.topic(settings.topic_prefix + "meter-events-stripe-dlq")
         self.metrics = SinkMetrics(settings.stripe_mode)
         self.limiter = AsyncRateLimiter(settings.stripe_rate)
-        self.redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        self.redis = async_redis(settings, decode_responses=True)
         # Every request that carries records goes through the delivery record, so `meterstream replay` can
         # prove later which old records never reached Stripe.
         self.gateway = RecordingGateway(

@@ -89,7 +89,7 @@ class MeterRegistry:
         self,
         settings: Settings,
         gateway: StripeGateway,
-        redis: aioredis.Redis,
+        redis: aioredis.Redis | aioredis.RedisCluster,
         *,
         rng: random.Random | None = None,
         on_retry: Callable[[], None] = lambda: None,

@@ -21,25 +21,16 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from processor.errors import StateError
+from processor.state.connect import sync_redis_url
 from processor.state.keys import BEST_TTL_S, CANDIDATES_TTL_S, CLAIM_TTL_S, MINUTES_TTL_S, WATERMARK_TTL_S, Keys
 
 __all__ = ["ApplyOp", "ClaimOp", "StateStore", "connect_redis"]
 
 
 def connect_redis(url: str, *, cluster: bool | None = None) -> redis.Redis | RedisCluster:
-    """A client for ``url``; a Redis Cluster client when the server says it is in cluster mode."""
-    try:
-        if cluster is None:
-            probe = redis.Redis.from_url(url, socket_connect_timeout=5)
-            try:
-                cluster = bool(probe.info("cluster").get("cluster_enabled"))
-            finally:
-                probe.close()
-        if cluster:
-            return RedisCluster.from_url(url, decode_responses=False)
-        return redis.Redis.from_url(url, decode_responses=False, socket_keepalive=True)
-    except redis.RedisError as exc:
-        raise StateError(f"cannot connect to Redis: {exc}") from exc
+    """A bytes client for ``url``: see :func:`processor.state.connect.sync_redis_url` (the one place that decides
+    cluster or single node)."""
+    return sync_redis_url(url, cluster=cluster)
 
 
 @contextlib.contextmanager
