@@ -49,7 +49,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from processor.cli import emulator, events, gateway, meters, ops, processor_cmd, sink, topics, up, usage
+    from processor.cli import emulator, events, gateway, meters, ops, processor_cmd, s3, sink, topics, up, usage
 
     main.add_command(topics.topics)
     main.add_command(meters.meters)
@@ -60,6 +60,7 @@ def _register() -> None:
     main.add_command(emulator.stripe_emulator)
     main.add_command(sink.sink)
     main.add_command(gateway.gateway)
+    main.add_command(s3.s3_connector)
     for command in ops.COMMANDS:
         main.add_command(command)
 

@@ -237,7 +237,7 @@ def reconcile(
 
 # ---- import ------------------------------------------------------------------------------------------
 @click.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), help="Default: from the extension.")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), help="Resume state file.")
 @click.option("--customer-key", help="Payload key of the customer (default: the meter's, else stripe_customer_id).")
@@ -248,7 +248,7 @@ def reconcile(
 @click.pass_obj
 def import_file(
     settings: Settings,
-    file: Path,
+    file: str,
     fmt: str | None,
     state_path: Path | None,
     customer_key: str | None,
@@ -264,15 +264,30 @@ def import_file(
     \b
     meterstream import usage-november.csv
     meterstream import s3-export.jsonl --skip-invalid
+    meterstream import s3://usage-exports/2026-11/day-01.csv   # one S3 object (docs/s3-connector.md)
     """
     from processor.ops.importer import Importer
     from processor.state.connect import sync_redis
 
+    if file.startswith("s3://"):
+        from processor.cli.s3 import import_s3
+
+        if state_path is not None:
+            raise click.UsageError("--state is for local files (an S3 object's state is kept in Redis)")
+        import_s3(
+            settings, file, fmt=fmt, customer_key=customer_key, skip_invalid=skip_invalid, force=force, dry_run=dry_run
+        )
+        return
+    path = Path(file)
+    if not path.is_file():
+        raise click.BadParameter(f"File {file!r} does not exist.", param_hint="'FILE'")
     client = sync_redis(settings, decode_responses=True)
     try:
-        job = Importer(settings, file, fmt=fmt, state_path=state_path, customer_key=customer_key, redis_client=client)
+        job = Importer(settings, path, fmt=fmt, state_path=state_path, customer_key=customer_key, redis_client=client)
         checked = job.check()
         click.echo(f"{file}: {checked.fmt}, {checked.rows} valid row(s), {len(checked.errors)} invalid")
+        for name, count in checked.ignored.items():
+            click.echo(f"  ignored the unknown field {name!r} in {count} row(s)")
         for error in checked.errors[:20]:
             click.echo(f"  line {error.line}: {error.message}")
         if len(checked.errors) > 20:

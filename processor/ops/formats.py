@@ -6,6 +6,10 @@
 - **JSON**: an array of objects ``{event_name, payload, identifier?, timestamp?}``.
 - **JSON Lines** (the S3 format): one such object per line; blank lines are skipped.
 
+Unknown top-level keys of a JSON object are ignored and reported (:attr:`Row.ignored`): Stripe's own S3
+example carries an ``"extra_key"`` beside the event, so files exported for Stripe must import as they
+are. An unknown CSV column is still an error: a misspelt ``payload_`` column would lose data silently.
+
 Timestamps (CSV cells, or JSON strings): unix seconds (``1732012345``; a fraction is floored), ISO 8601
 with or without ``Z`` / an offset (``2024-11-19T10:32:25Z``, ``2024-11-19T12:32:25+02:00``,
 ``2024-11-19T10:32:25``), ``YYYY-MM-DD``, ``YYYY-MM-DD HH:MM[:SS]``, ``MM/DD/YYYY`` and
@@ -50,6 +54,8 @@ class Row:
     line: int
     event: dict[str, Any] | None
     error: str | None = None
+    #: Unknown top-level keys of a JSON row that were ignored (sorted), for the import's report.
+    ignored: tuple[str, ...] = ()
 
 
 def parse_timestamp(text: str) -> int:
@@ -98,13 +104,20 @@ def detect_format(path: Path) -> str:
     return "csv"
 
 
+def _row(line: int, obj: Any) -> Row:
+    """A parsed JSON value as a row: the event with unknown keys ignored (and named), or the error."""
+    try:
+        event = _normalise(obj)
+    except ValueError as exc:
+        return Row(line, None, str(exc))
+    return Row(line, event, ignored=tuple(sorted(set(obj) - _EVENT_FIELDS)))
+
+
 def _normalise(obj: Any) -> dict[str, Any]:
-    """A JSON object of the file as a ``meter-events`` value (timestamps parsed); ``ValueError`` if it is not one."""
+    """A JSON object of the file as a ``meter-events`` value (timestamps parsed, unknown keys left out);
+    ``ValueError`` if it is not one."""
     if not isinstance(obj, dict):
         raise ValueError("expected an object with event_name and payload")
-    unknown = sorted(set(obj) - _EVENT_FIELDS)
-    if unknown:
-        raise ValueError(f"unknown field {unknown[0]!r} (allowed: event_name, payload, identifier, timestamp)")
     event: dict[str, Any] = {"event_name": obj.get("event_name"), "payload": obj.get("payload")}
     if obj.get("identifier") not in (None, ""):
         event["identifier"] = obj["identifier"]
@@ -179,10 +192,7 @@ def _json_rows(fh: IO[str]) -> Iterator[Row]:
         except json.JSONDecodeError as exc:
             yield Row(line, None, f"not valid JSON ({exc.msg})")
             return
-        try:
-            yield Row(line, _normalise(obj))
-        except ValueError as exc:
-            yield Row(line, None, str(exc))
+        yield _row(line, obj)
         pos = end
 
 
@@ -195,10 +205,7 @@ def _jsonl_rows(fh: IO[str]) -> Iterator[Row]:
         except json.JSONDecodeError as exc:
             yield Row(number, None, f"not valid JSON ({exc.msg})")
             continue
-        try:
-            yield Row(number, _normalise(obj))
-        except ValueError as exc:
-            yield Row(number, None, str(exc))
+        yield _row(number, obj)
 
 
 def iter_rows(path: Path, fmt: str) -> Iterator[Row]:

@@ -17,6 +17,10 @@ Exactly once, in layers: within a run the producer is idempotent; across an inte
 ``Keys.import_state(digest)``) remembers how many leading rows Kafka acknowledged, and the rerun
 starts there (rows acknowledged out of order beyond that point are resent with the same identifiers,
 which the processor drops as duplicates within 24 h); a finished import is refused unless forced.
+
+Callers that import the same *source* more than once (the S3 connector: a re-uploaded object) pass
+``default_timestamp`` so rows without a timestamp keep one time across versions, hence keep their
+identifiers, and ``stop`` to end a send early with its progress saved.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import hashlib
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,6 +92,10 @@ class ImportReport:
     skipped_done: int = 0  # rows a previous run already delivered
     sent: int = 0
     already_imported: ImportState | None = None
+    #: Unknown top-level JSON keys that were ignored → how many rows carried them (from :meth:`Importer.check`).
+    ignored: dict[str, int] = field(default_factory=dict)
+    #: ``send`` stopped early because ``stop()`` said so; the state holds the progress.
+    interrupted: bool = False
 
 
 def file_digest(path: Path) -> str:
@@ -110,6 +119,7 @@ class Importer:
         customer_key: str | None = None,
         redis_client: Any = None,
         now: Callable[[], float] = time.time,
+        default_timestamp: int | None = None,
     ) -> None:
         self.settings = settings
         self.path = path
@@ -120,7 +130,15 @@ class Importer:
         self.keys = Keys(settings.redis_prefix)
         self._now = now
         self._meters: dict[str, Meter | None] = {}
+        self._ignored: Counter[str] = Counter()
+        #: The timestamp of rows without one; None: the time this file's import first started (the state's).
+        self.default_timestamp = default_timestamp
         self.digest = file_digest(path)
+
+    def _started_at(self, state: ImportState | None) -> int:
+        if self.default_timestamp is not None:
+            return self.default_timestamp
+        return state.started_at if state is not None else int(self._now())
 
     # ---- state ------------------------------------------------------------------------------------
     def load_state(self) -> ImportState | None:
@@ -167,6 +185,7 @@ class Importer:
             if row.event is None:
                 yield row.line, None, None, RowError(row.line, row.error or "invalid row")
                 continue
+            self._ignored.update(row.ignored)
             event = dict(row.event)
             try:
                 value = validate_event(
@@ -203,26 +222,34 @@ class Importer:
     def check(self) -> ImportReport:
         report = ImportReport(self.fmt)
         state = self.load_state()
-        started_at = state.started_at if state is not None else int(self._now())
-        for _, _, _value, error in self.events(started_at):
+        self._ignored.clear()
+        for _, _, _value, error in self.events(self._started_at(state)):
             if error is not None:
                 report.errors.append(error)
             else:
                 report.rows += 1
+        report.ignored = dict(sorted(self._ignored.items()))
         if state is not None and state.finished_at is not None:
             report.already_imported = state
         return report
 
     # ---- pass 2 -----------------------------------------------------------------------------------
-    def send(self, *, force: bool = False, on_acked: Callable[[int], None] | None = None) -> ImportReport:
-        """Produce every valid row not yet acknowledged; invalid rows are skipped (call :meth:`check` first)."""
+    def send(
+        self,
+        *,
+        force: bool = False,
+        on_acked: Callable[[int], None] | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> ImportReport:
+        """Produce every valid row not yet acknowledged; invalid rows are skipped (call :meth:`check` first).
+        When ``stop()`` turns true the send ends early (``report.interrupted``), the progress saved to resume."""
         report = ImportReport(self.fmt)
         state = self.load_state()
         if state is not None and state.finished_at is not None and not force:
             report.already_imported = state
             return report
         if state is None or state.finished_at is not None:
-            state = ImportState(self.digest, state.started_at if state else int(self._now()))
+            state = ImportState(self.digest, self._started_at(state))
         if state.acked and on_acked is not None:
             on_acked(state.acked)  # (the progress bar counts what an earlier run delivered)
         producer = Producer(producer_config(self.settings, **{"allow.auto.create.topics": False}))
@@ -251,7 +278,10 @@ class Importer:
             return done
 
         try:
-            for _, customer, value, error in self.events(state.started_at):
+            for _, customer, value, error in self.events(self._started_at(state)):
+                if stop is not None and stop():
+                    report.interrupted = True
+                    break
                 if error is not None or value is None or customer is None:
                     continue
                 i, index = index, index + 1
@@ -280,8 +310,9 @@ class Importer:
                     f"{len(failures) or remaining} record(s) were not acknowledged"
                     f"{': ' + failures[0] if failures else ''}; run the import again to resume"
                 )
-            state.rows = index
-            state.finished_at = int(self._now())
+            if not report.interrupted:
+                state.rows = index
+                state.finished_at = int(self._now())
         except KafkaException as exc:
             raise KafkaDeliveryError(f"cannot produce to {topic}: {exc}") from exc
         finally:
