@@ -1,0 +1,291 @@
+"""The dashboard's upload endpoints over real HTTP, against a gateway on the session's real broker and
+Redis, with the real processor turning the imported rows into aggregates: counts and per-line errors,
+check then send, a re-upload (plain and forced) never counting twice, the 5 MiB limit (by
+Content-Length and while streaming), the per-meter CSV template, and parameter errors."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import defaultdict
+from http.client import HTTPConnection
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+import stripe
+
+from processor.config import Settings
+from processor.errors import InvalidRequestError
+from processor.gateway.upload import MAX_FILE_BYTES, UploadOptions, parse_options, template_csv
+from processor.meters.model import Meter
+from processor.state.keys import Keys
+from tests.gateway.conftest import bearer, http, make_meter, run_processor
+
+IMPORTS = "/dashboard/api/imports"
+NOW = int(time.time())
+HOUR = 3600
+
+
+def multipart(content: bytes, filename: str = "usage.csv", **fields: str) -> tuple[bytes, str]:
+    """A multipart/form-data body with the file and the text fields, as a browser's FormData sends it."""
+    boundary = "----meterstream" + uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        f"Content-Type: text/csv\r\n\r\n".encode()
+        + content
+        + b"\r\n"
+    )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def upload(url: str, content: bytes, *, query: str = "", **fields: str) -> tuple[int, Any]:
+    body, ctype = multipart(content, **fields)
+    status, _, raw = http(f"{url}{IMPORTS}{query}", "POST", body=body, headers={**bearer(), "Content-Type": ctype})
+    return status, json.loads(raw)
+
+
+def csv_bytes(rows: list[tuple[int | str, str, str, str]], customer_key: str = "stripe_customer_id") -> bytes:
+    lines = [f"timestamp,event_name,payload_{customer_key},payload_value"]
+    lines += [",".join(str(c) for c in row) for row in rows]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def hourly(client: redis.Redis, settings: Settings, meter_id: str, customers: list[str]) -> dict[str, dict[str, str]]:
+    keys = Keys(settings.redis_prefix)
+    return {c: client.hgetall(keys.usage_hour(meter_id, c)) for c in customers}  # type: ignore[misc]
+
+
+def expected_hourly(rows: list[tuple[int | str, str, str, str]]) -> dict[str, dict[str, str]]:
+    totals: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for ts, _, customer, value in rows:
+        assert isinstance(ts, int)
+        totals[customer][ts // HOUR * HOUR] += int(value)
+    return {c: {str(h): str(v) for h, v in hours.items()} for c, hours in totals.items()}
+
+
+@pytest.fixture
+def decoded_redis(redis_url: str) -> Any:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def test_check_send_and_reupload_never_double_count(
+    url: str, client: stripe.StripeClient, gw_settings: Settings, decoded_redis: redis.Redis
+) -> None:
+    meter = make_meter(client, "upl_calls")
+    rows: list[tuple[int | str, str, str, str]] = [
+        (NOW - 3 * HOUR, "upl_calls", "cus_a", "5"),
+        (NOW - 3 * HOUR + 1, "upl_calls", "cus_a", "7"),
+        (NOW - 2 * HOUR, "upl_calls", "cus_b", "-2"),
+        (NOW - 2 * HOUR, "upl_calls", "cus_b", "-2"),  # the same content twice: two events, both count
+        (NOW - 1 * HOUR, "upl_calls", "cus_a", "1000000000000"),
+    ]
+    content = csv_bytes(rows)
+    keys = Keys(gw_settings.redis_prefix)
+
+    status, checked = upload(url, content, dry_run="true")
+    assert status == 200, checked
+    assert checked["status"] == "checked"
+    assert (checked["valid_rows"], checked["invalid_rows"], checked["errors"]) == (5, 0, [])
+    assert checked["already_imported"] is None and checked["sent"] == 0
+    assert checked["meters"] == [
+        {
+            "event_name": "upl_calls",
+            "rows": 5,
+            "meter": {"id": meter.id, "display_name": "Upl Calls", "formula": "sum", "status": "active"},
+        }
+    ]
+    assert checked["filename"] == "usage.csv" and checked["size"] == len(content) and checked["format"] == "csv"
+    assert decoded_redis.get(keys.import_state(checked["digest"])) is None  # a dry run records nothing
+
+    status, sent = upload(url, content, digest=checked["digest"])
+    assert status == 200, sent
+    assert (sent["status"], sent["sent"], sent["skipped_done"], sent["meters"]) == ("imported", 5, 0, None)
+    run_processor(gw_settings)
+    want = expected_hourly(rows)
+    assert hourly(decoded_redis, gw_settings, meter.id, ["cus_a", "cus_b"]) == want
+
+    # the same file again: recognised by its digest, refused unless forced
+    status, again = upload(url, content, dry_run="true")
+    assert status == 200
+    done = again["already_imported"]
+    assert done is not None and done["rows"] == 5 and NOW - 5 <= done["finished_at"] <= time.time() + 5
+    status, refused = upload(url, content)
+    assert status == 200
+    assert (refused["status"], refused["sent"]) == ("already_imported", 0)
+
+    # forced: the very same identifiers, which the processor drops as duplicates
+    status, forced = upload(url, content, force="true")
+    assert status == 200
+    assert (forced["status"], forced["sent"]) == ("imported", 5)
+    run_processor(gw_settings)
+    assert hourly(decoded_redis, gw_settings, meter.id, ["cus_a", "cus_b"]) == want
+    assert decoded_redis.hget(keys.stats("processor"), "event:dup") == "5"
+
+
+def test_invalid_rows_are_reported_per_line_and_block_the_send(
+    url: str, client: stripe.StripeClient, gw_settings: Settings, decoded_redis: redis.Redis
+) -> None:
+    meter = make_meter(client, "upl_bad")
+    good = (NOW - HOUR, "upl_bad", "cus_ok", "3")
+    content = csv_bytes(
+        [
+            good,  # line 2
+            (NOW - HOUR, "upl_bad", "cus_x", "4,5"),  # line 3: one cell too many
+            (NOW - HOUR, "upl_bad", "", "4"),  # line 4: no customer
+            ("yesterday", "upl_bad", "cus_x", "4"),  # line 5: not a timestamp
+            (NOW - 40 * 86_400, "upl_bad", "cus_x", "4"),  # line 6: beyond 35 days
+            (NOW - HOUR, "nobody_meters_this", "cus_x", "4"),  # valid here; the processor says no_meter
+        ]
+    )
+    status, checked = upload(url, content, dry_run="true")
+    assert status == 200
+    assert (checked["valid_rows"], checked["invalid_rows"]) == (2, 4)
+    by_line = {e["line"]: e["message"] for e in checked["errors"]}
+    assert sorted(by_line) == [3, 4, 5, 6]
+    assert "5 cells" in by_line[3]
+    assert "stripe_customer_id" in by_line[4]
+    assert "yesterday" in by_line[5]
+    assert "35 days" in by_line[6]
+    assert checked["meters"] == [
+        {"event_name": "nobody_meters_this", "rows": 1, "meter": None},
+        {"event_name": "upl_bad", "rows": 1, "meter": {"id": meter.id, "display_name": "Upl Bad", "formula": "sum", "status": "active"}},
+    ]  # fmt: skip
+
+    status, refused = upload(url, content)
+    assert status == 400
+    assert refused["error"]["type"] == "invalid_request_error"
+    assert refused["error"]["param"] == "skip_invalid"
+    assert "line 3" in refused["error"]["message"]
+    assert decoded_redis.get(Keys(gw_settings.redis_prefix).import_state(checked["digest"])) is None
+
+    status, sent = upload(url, content, skip_invalid="true")
+    assert status == 200
+    assert (sent["status"], sent["sent"], sent["invalid_rows"]) == ("imported", 2, 4)
+    run_processor(gw_settings)
+    assert hourly(decoded_redis, gw_settings, meter.id, ["cus_ok"]) == expected_hourly([good])
+
+
+def test_over_5_mb_is_refused_by_content_length(url: str) -> None:
+    status, body = upload(url, b"x" * (MAX_FILE_BYTES + 1))
+    assert status == 413
+    error = body["error"]
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "request_too_large", "file")
+    assert "5 MB" in error["message"]
+
+
+def test_over_5_mb_is_refused_while_streaming(url: str) -> None:
+    """Without a Content-Length (chunked), the stream is cut at the limit."""
+    body, ctype = multipart(b"timestamp,event_name\n" + b"1,a\n" * (MAX_FILE_BYTES // 4 + 1))
+    parts = urlsplit(url)
+    conn = HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.putrequest("POST", IMPORTS + "?dry_run=true")
+        for name, value in {**bearer(), "Content-Type": ctype, "Transfer-Encoding": "chunked"}.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        try:
+            for i in range(0, len(body), 1 << 16):
+                chunk = body[i : i + (1 << 16)]
+                conn.send(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            conn.send(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may answer and close before the whole body is sent
+        response = conn.getresponse()
+        assert response.status == 413
+        assert json.loads(response.read())["error"]["code"] == "request_too_large"
+    finally:
+        conn.close()
+
+
+def test_exactly_5_mb_is_accepted(url: str, client: stripe.StripeClient) -> None:
+    """A file of exactly 5 MiB is checked (few, wide rows keep the check quick)."""
+    make_meter(client, "upl_big")
+    header = b"timestamp,event_name,payload_stripe_customer_id,payload_value,payload_note\n"
+    prefix = f"{NOW - HOUR},upl_big,cus_big,1,".encode()
+    rows = []
+    left = MAX_FILE_BYTES - len(header)
+    while left:
+        note = min(100_000, left - len(prefix) - 1)
+        rows.append(prefix + b"n" * note + b"\n")
+        left -= len(rows[-1])
+    content = header + b"".join(rows)
+    assert len(content) == MAX_FILE_BYTES
+    status, checked = upload(url, content, dry_run="true")
+    assert status == 200, checked
+    assert (checked["valid_rows"], checked["invalid_rows"], checked["size"]) == (len(rows), 0, MAX_FILE_BYTES)
+
+
+def test_template_has_the_meters_payload_keys(url: str, client: stripe.StripeClient) -> None:
+    meter = make_meter(
+        client,
+        "upl_tokens",
+        customer_mapping={"event_payload_key": "account", "type": "by_id"},
+        value_settings={"event_payload_key": "tokens"},
+    )
+    status, headers, raw = http(f"{url}{IMPORTS}/template?meter={meter.id}", headers=bearer())
+    assert status == 200
+    assert raw == b"timestamp,event_name,payload_account,payload_tokens\r\n"
+    assert headers["Content-Type"].startswith("text/csv")
+    assert 'filename="upl_tokens.csv"' in headers["Content-Disposition"]
+    status, _, raw = http(f"{url}{IMPORTS}/template?meter=mtr_nope", headers=bearer())
+    assert status == 404 and json.loads(raw)["error"]["code"] == "resource_missing"
+
+
+def test_request_errors(url: str) -> None:
+    content = csv_bytes([(NOW, "x", "cus", "1")])
+    status, body = upload(url, content, bogus="1")
+    assert (status, body["error"]["code"], body["error"]["param"]) == (400, "parameter_unknown", "bogus")
+    status, body = upload(url, content, dry_run="yes")
+    assert (status, body["error"]["param"]) == (400, "dry_run")
+    status, body = upload(url, content, dry_run="true", digest="0" * 64)
+    assert (status, body["error"]["param"]) == (400, "digest")
+    status, _, raw = http(
+        f"{url}{IMPORTS}",
+        "POST",
+        body=b"a=b",
+        headers={**bearer(), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert (status, json.loads(raw)["error"]["param"]) == (400, "file")
+    form, ctype = multipart(content)
+    status, _, _ = http(f"{url}{IMPORTS}", "POST", body=form, headers={"Content-Type": ctype})
+    assert status == 401
+    cross = {**bearer(), "Content-Type": ctype, "Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+    status, _, _ = http(f"{url}{IMPORTS}", "POST", body=form, headers=cross)
+    assert status == 403
+
+
+def test_page_and_script_are_served(url: str) -> None:
+    status, headers, raw = http(f"{url}/upload", headers=bearer())
+    assert status == 200 and b"upload.js" in raw
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    status, headers, raw = http(f"{url}/static/upload.js", headers=bearer())
+    assert status == 200 and headers["Content-Type"].startswith("text/javascript") and b"dashboard/api/imports" in raw
+    status, _, raw = http(f"{url}/", headers=bearer())
+    assert b'href="/upload"' in raw  # linked from the dashboard
+
+
+# ---- pure -----------------------------------------------------------------------------------------------
+def test_parse_options() -> None:
+    assert parse_options({}) == UploadOptions()
+    digest = "ab" * 32
+    got = parse_options({"dry_run": "true", "skip_invalid": "true", "force": "false", "digest": digest})
+    assert got == UploadOptions(dry_run=True, skip_invalid=True, force=False, digest=digest)
+    for bad in ({"force": "1"}, {"digest": "xyz"}, {"other": "true"}):
+        with pytest.raises(InvalidRequestError):
+            parse_options(bad)
+
+
+def test_template_csv_count_meter_has_no_value_column() -> None:
+    assert template_csv(Meter("mtr_1", "C", "calls", "count")) == "timestamp,event_name,payload_stripe_customer_id\r\n"
+    assert template_csv(Meter("mtr_2", "S", "bytes", "last", value_key="n")) == (
+        "timestamp,event_name,payload_stripe_customer_id,payload_n\r\n"
+    )
