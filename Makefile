@@ -28,6 +28,10 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
+# Three workers, each with its own embedded broker and Valkey (tests/conftest.py): 630 tests in 8 min 20 s
+# instead of 17 min 52 s on this 2-core machine. PYTEST_ARGS='-n 0' runs them in one process.
+PYTEST_ARGS ?= -n 3
+
 test: lint typecheck
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
