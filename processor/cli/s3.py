@@ -118,7 +118,8 @@ def import_s3(
     obj = connector.head(bucket, key)
     previous = connector.load_record(obj)
     action = decide(previous, obj.etag, int(time.time()), reimport_after_window=force)
-    if previous is not None and action != "import" and not force and not dry_run:
+    # A rejected version is checked again on request (nothing of it was sent): e.g. with --skip-invalid now.
+    if previous is not None and action != "import" and previous.status != "rejected" and not force and not dry_run:
         click.echo(previous.summary(obj.url))
         if action == "hold":
             click.echo("changed too long after its first import: --force imports it (shared rows count twice)")

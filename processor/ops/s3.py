@@ -146,8 +146,11 @@ class ObjectRecord:
 
     def summary(self, url: str) -> str:
         """The one-line report of this object (logged by the connector, printed by ``import s3://``)."""
-        head = f"{url} [{self.fmt or '?'}, etag {self.etag.strip(chr(34))[:12]}]: {self.status}"
+        etag = self.held_etag if self.status == "held" else self.etag
+        head = f"{url} [{self.fmt or '?'}, etag {etag.strip(chr(34))[:12]}]: {self.status}"
         counts = f"{self.rows} valid row(s), {self.rejected} rejected"
+        if self.status == "held":
+            return f"{head} ({self.message})"
         if self.status == "imported":
             again = f" ({self.resumed} by an earlier run)" if self.resumed else ""
             line = f"{head}: {counts}, {self.sent} sent{again}"
