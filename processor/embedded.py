@@ -22,10 +22,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from processor.errors import BinaryNotFoundError, EmbeddedError
 
-__all__ = ["EmbeddedKafka", "EmbeddedRedis", "free_port", "tansu_binary", "valkey_binary"]
+__all__ = ["EmbeddedKafka", "EmbeddedRedis", "EmbeddedRedisCluster", "free_port", "tansu_binary", "valkey_binary"]
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,228 @@ class EmbeddedRedis:
             self._child = None
 
     def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+#: Redis Cluster hash slots, split evenly over the primaries of an :class:`EmbeddedRedisCluster`.
+CLUSTER_SLOTS = 16384
+
+
+class EmbeddedRedisCluster:
+    """A local Redis Cluster of Valkey servers: ``primaries`` nodes holding all 16,384 slots, each with
+    ``replicas`` replicas, on free loopback ports (the cluster bus port is chosen free too, not port + 10000).
+
+    Built with plain cluster commands through redis-py (``CLUSTER SET-CONFIG-EPOCH``, ``ADDSLOTSRANGE``,
+    ``MEET``, ``REPLICATE``) — no ``valkey-cli`` needed — and ready when every node answers
+    ``cluster_state:ok`` with every slot assigned and every replica's link up. :meth:`migrate_slot` and
+    :meth:`failover` change the topology the way an operator would (the tests use them to check that clients
+    follow MOVED/ASK redirects and failovers). ``url`` names one node; cluster clients discover the rest.
+    """
+
+    def __init__(
+        self, workdir: Path | None = None, *, primaries: int = 3, replicas: int = 0, node_timeout_ms: int = 5000
+    ) -> None:
+        if primaries < 1 or replicas < 0:
+            raise ValueError("a cluster needs at least one primary and a non-negative number of replicas")
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="meterstream-redis-cluster-"))
+        self.primaries = primaries
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.nodes: list[EmbeddedRedis] = []
+        self.bus_ports: list[int] = []
+
+    @property
+    def url(self) -> str:
+        if not self.nodes:
+            raise EmbeddedError("the embedded Redis Cluster is not started")
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    @property
+    def ports(self) -> list[int]:
+        return [n.port for n in self.nodes]
+
+    def start(self, timeout: float = 60.0) -> EmbeddedRedisCluster:
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("embedded Redis Cluster (Valkey) ready on %s", ", ".join(map(str, self.ports)))
+        return self
+
+    def _start(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for i in range(self.primaries * (1 + self.replicas)):
+            workdir = self.workdir / f"node{i}"
+            workdir.mkdir(parents=True, exist_ok=True)
+            cluster_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            bus = free_port()
+            self.bus_ports.append(bus)
+            cluster_args += ["--cluster-port", str(bus), "--cluster-node-timeout", str(self.node_timeout_ms)]
+            node = EmbeddedRedis(workdir=workdir, extra_args=cluster_args)
+            self.nodes.append(node)
+            node.start(timeout=max(1.0, deadline - time.monotonic()))
+        clients = [self._client(p) for p in self.ports]
+        try:
+            ids = [str(c.execute_command("CLUSTER", "MYID")) for c in clients]
+            for i, c in enumerate(clients):  # distinct epochs: no collision to resolve after MEET
+                c.execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+            for i in range(self.primaries):
+                lo = i * CLUSTER_SLOTS // self.primaries
+                hi = (i + 1) * CLUSTER_SLOTS // self.primaries - 1
+                clients[i].execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
+            for port, bus in zip(self.ports[1:], self.bus_ports[1:], strict=True):
+                clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port, bus)
+            self._wait(deadline, "every node to know every other", lambda: all(self._knows_all(c) for c in clients))
+            for j, c in enumerate(clients[self.primaries :]):
+                c.execute_command("CLUSTER", "REPLICATE", ids[j % self.primaries])
+            self.wait_ok(max(1.0, deadline - time.monotonic()))
+        finally:
+            for c in clients:
+                c.close()
+
+    # ---- inspection -------------------------------------------------------------------------------
+    @staticmethod
+    def _client(port: int) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=5)
+
+    def _knows_all(self, client: Any) -> bool:
+        return int(client.cluster("info").get("cluster_known_nodes", 0)) >= len(self.nodes)
+
+    @staticmethod
+    def _wait(deadline: float, what: str, check: Callable[[], bool]) -> None:
+        delay = 0.02
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):  # a node between states may refuse a query: ask again
+                if check():
+                    return
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+        raise EmbeddedError(f"embedded Redis Cluster: timed out waiting for {what}")
+
+    def topology(self) -> dict[int, dict[str, Any]]:
+        """port → ``{"id", "primary": bool, "primary_id", "slots": [(lo, hi), ...]}``, each node as it sees
+        itself (the ``myself`` line of its ``CLUSTER NODES``)."""
+        out: dict[int, dict[str, Any]] = {}
+        for port in self.ports:
+            c = self._client(port)
+            try:
+                raw = str(c.execute_command("CLUSTER", "NODES"))
+            finally:
+                c.close()
+            for line in raw.splitlines():
+                parts = line.split()
+                if "myself" not in parts[2].split(","):
+                    continue
+                slots = []
+                for s in parts[8:]:
+                    if s.startswith("["):
+                        continue  # a migration in progress, not ownership
+                    lo, _, hi = s.partition("-")
+                    slots.append((int(lo), int(hi or lo)))
+                out[port] = {
+                    "id": parts[0],
+                    "primary": "master" in parts[2].split(","),
+                    "primary_id": None if parts[3] == "-" else parts[3],
+                    "slots": slots,
+                }
+        return out
+
+    def owner(self, slot: int) -> int:
+        """The port of the primary that owns ``slot``."""
+        for port, node in self.topology().items():
+            if node["primary"] and any(lo <= slot <= hi for lo, hi in node["slots"]):
+                return port
+        raise EmbeddedError(f"no primary owns slot {slot}")
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every node says ``cluster_state:ok`` with all slots assigned, agrees on who owns which slot,
+        and every replica's link to its primary is up."""
+        deadline = time.monotonic() + timeout
+
+        def ok() -> bool:
+            views = set()
+            for port in self.ports:
+                c = self._client(port)
+                try:
+                    info = c.cluster("info")
+                    if info.get("cluster_state") != "ok" or int(info.get("cluster_slots_assigned", 0)) != CLUSTER_SLOTS:
+                        return False
+                    repl = c.info("replication")
+                    if repl.get("role") == "slave" and repl.get("master_link_status") != "up":
+                        return False
+                    slots = sorted(
+                        (int(s[0]), int(s[1]), str(s[2][0]), int(s[2][1]))
+                        for s in c.execute_command("CLUSTER", "SLOTS")
+                    )
+                    views.add(str(slots))
+                finally:
+                    c.close()
+            return len(views) == 1
+
+        self._wait(deadline, "cluster_state:ok on every node", ok)
+
+    # ---- topology changes (what an operator does) -------------------------------------------------
+    def migrate_slot(
+        self, slot: int, to_port: int, *, batch: int = 100, between: Callable[[], None] | None = None
+    ) -> int:
+        """Move ``slot`` to the primary on ``to_port`` the standard way (SETSLOT IMPORTING/MIGRATING, MIGRATE in
+        batches, SETSLOT NODE everywhere). ``between`` runs after each batch (tests pause there so clients
+        meet ASK redirects mid-move). Returns how many keys moved."""
+        from_port = self.owner(slot)
+        if from_port == to_port:
+            return 0
+        topo = self.topology()
+        src, dst = self._client(from_port), self._client(to_port)
+        moved = 0
+        try:
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", topo[from_port]["id"])
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", topo[to_port]["id"])
+            while True:
+                keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch)
+                if not keys:
+                    break
+                src.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 10_000, "KEYS", *keys)
+                moved += len(keys)
+                if between is not None:
+                    between()
+            for port in (to_port, from_port, *[p for p in self.ports if p not in (to_port, from_port)]):
+                c = self._client(port)
+                try:
+                    if topo[port]["primary"]:
+                        c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", topo[to_port]["id"])
+                finally:
+                    c.close()
+        finally:
+            src.close()
+            dst.close()
+        self.wait_ok()
+        return moved
+
+    def failover(self, replica_port: int, timeout: float = 30.0) -> None:
+        """Promote the replica on ``replica_port`` with a manual ``CLUSTER FAILOVER`` (its primary hands over
+        after the replica caught up, so no acknowledged write is lost) and wait until the cluster agrees."""
+        c = self._client(replica_port)
+        try:
+            c.execute_command("CLUSTER", "FAILOVER")
+        finally:
+            c.close()
+        deadline = time.monotonic() + timeout
+        self._wait(
+            deadline, f"node {replica_port} to become a primary", lambda: self.topology()[replica_port]["primary"]
+        )
+        self.wait_ok(max(1.0, deadline - time.monotonic()))
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> EmbeddedRedisCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -1,8 +1,10 @@
 """Shared fixtures: a real Kafka-protocol broker and a real Redis, started lazily once per session.
 
 Where the services come from, in order:
-1. ``METERSTREAM_TEST_KAFKA`` / ``METERSTREAM_TEST_REDIS`` name existing services;
+1. ``METERSTREAM_TEST_KAFKA`` / ``METERSTREAM_TEST_REDIS`` name existing services (a Redis Cluster node is
+   detected as such: every component then uses the cluster client);
 2. otherwise the embedded Tansu broker and Valkey server (the wheels in our dependencies);
+   ``METERSTREAM_TEST_REDIS_CLUSTER=1`` starts an embedded 3-primary Valkey Redis Cluster instead of one server;
 3. ``METERSTREAM_TEST_DOCKER=1`` uses testcontainers (apache/kafka, redis) where a Docker engine runs.
 
 Each test gets its own topic prefix and Redis prefix (``settings`` fixture), so tests never see each
@@ -17,11 +19,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from processor.config import Settings, load_settings
-from processor.embedded import EmbeddedKafka, EmbeddedRedis
+from processor.embedded import EmbeddedKafka, EmbeddedRedis, EmbeddedRedisCluster
 from processor.kafka.admin import ensure_topics
+from processor.state.connect import SyncRedis, sync_redis_url
 
 pytest_plugins = ["tests.fixtures"]
 
@@ -36,6 +38,11 @@ def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _docker_wanted() -> bool:
     return os.environ.get("METERSTREAM_TEST_DOCKER") == "1"
+
+
+def cluster_wanted() -> bool:
+    """The suite runs against an embedded Redis Cluster (the Makefile's second, cluster run)."""
+    return os.environ.get("METERSTREAM_TEST_REDIS_CLUSTER") == "1"
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +71,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with RedisContainer("redis:7.4") as container:
             host, port = container.get_container_host_ip(), container.get_exposed_port(6379)
             yield f"redis://{host}:{port}/0"
+        return
+    if cluster_wanted():
+        with EmbeddedRedisCluster(workdir=tmp_path_factory.mktemp("redis-cluster"), primaries=3) as cluster:
+            yield cluster.url
         return
     with EmbeddedRedis(workdir=tmp_path_factory.mktemp("redis")) as server:
         yield server.url
@@ -103,8 +114,9 @@ def settings(settings_factory: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+def redis_client(redis_url: str) -> Iterator[SyncRedis]:
+    """A str client for the test Redis: a cluster client when it is a cluster (processor/state/connect.py)."""
+    client = sync_redis_url(redis_url, decode_responses=True)
     yield client
     client.close()
 

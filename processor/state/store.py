@@ -72,6 +72,17 @@ class ApplyOp(NamedTuple):
     minutes_key: str
 
 
+#: Answers that mean "not here / not now" rather than "this call is wrong": retried via the cluster client.
+_REDIRECTS = (
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.NoScriptError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
+
 _NEW = ["new", ""]
 _PENDING = ["pending"]
 
@@ -179,6 +190,8 @@ class StateStore:
     def _run(self, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         if not calls:
             return []
+        if self.cluster:
+            return self._run_cluster(script, calls)
         if len(calls) == 1:
             keys, args = calls[0]
             return [script(keys=keys, args=args)]
@@ -186,6 +199,49 @@ class StateStore:
         for keys, args in calls:
             script(keys=keys, args=args, client=pipe)
         return list(pipe.execute())
+
+    def _run_cluster(self, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """One pipeline per primary of the script calls whose slot it owns (per our slot map), then each call
+        the node refused — MOVED/ASK (a slot moved or is moving), TRYAGAIN, CLUSTERDOWN, a connection lost in a
+        failover — again on its own through the cluster client, which follows the redirect, refreshes the slot
+        map, and loads the script where it is missing (NOSCRIPT on a promoted replica). Re-running a call is
+        safe: every op is idempotent by record position, so a call that did run before the error changes
+        nothing the second time.
+
+        redis-py's cluster pipeline refuses EVALSHA, hence the plain per-node pipelines (which load missing
+        scripts themselves before they run)."""
+        client: RedisCluster = self.client  # type: ignore[assignment]
+        outs: list[Any] = [None] * len(calls)
+        retry: list[int] = []
+        by_node: dict[str, tuple[Any, list[int]]] = {}
+        for i, (keys, _) in enumerate(calls):
+            try:
+                node = client.get_node_from_key(keys[0])  # type: ignore[no-untyped-call]
+            except redis.RedisError:
+                retry.append(i)
+                continue
+            by_node.setdefault(node.name, (node, []))[1].append(i)
+        for node, idxs in by_node.values():
+            try:
+                pipe = client.get_redis_connection(node).pipeline(transaction=False)
+                for i in idxs:
+                    keys, args = calls[i]
+                    script(keys=keys, args=args, client=pipe)
+                results = pipe.execute(raise_on_error=False)
+            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                retry.extend(idxs)  # the node is gone or changing role: let the cluster client find the owner
+                continue
+            for i, res in zip(idxs, results, strict=True):
+                if isinstance(res, _REDIRECTS):
+                    retry.append(i)
+                elif isinstance(res, Exception):
+                    raise res
+                else:
+                    outs[i] = res
+        for i in sorted(retry):
+            keys, args = calls[i]
+            outs[i] = script(keys=keys, args=args)
+        return outs
 
     # ---- indexes and progress ----------------------------------------------------------------------
     def touch_customers(self, latest: dict[tuple[str, str], int]) -> None:
