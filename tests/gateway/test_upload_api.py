@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from http.client import HTTPConnection
 from typing import Any
 from urllib.parse import urlsplit
@@ -71,7 +72,7 @@ def expected_hourly(rows: list[tuple[int | str, str, str, str]]) -> dict[str, di
 
 
 @pytest.fixture
-def decoded_redis(redis_url: str) -> Any:
+def decoded_redis(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
@@ -186,6 +187,7 @@ def test_over_5_mb_is_refused_while_streaming(url: str) -> None:
     """Without a Content-Length (chunked), the stream is cut at the limit."""
     body, ctype = multipart(b"timestamp,event_name\n" + b"1,a\n" * (MAX_FILE_BYTES // 4 + 1))
     parts = urlsplit(url)
+    assert parts.hostname is not None
     conn = HTTPConnection(parts.hostname, parts.port, timeout=30)
     try:
         conn.putrequest("POST", IMPORTS + "?dry_run=true")

@@ -1,0 +1,122 @@
+"""The upload page in a real headless Chromium (Debian's ``chromium``, driven by Playwright, launched as in
+test_dashboard_browser.py): pick a CSV, check it (counts, a line error, the meters involved), send it, see
+the result and the aggregates the real processor computes; uploading the same file again shows it was
+imported before and sends nothing; the template link serves the meter's columns; too large a file is
+refused before it is uploaded."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import stripe
+
+from processor.config import Settings
+from processor.state.keys import Keys
+from tests.gateway.conftest import API_KEY, make_meter, run_processor
+from tests.gateway.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="dashboard browser tests need Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
+)
+
+HOUR = 3600
+
+
+@pytest.fixture
+def browser(url: str) -> Iterator[tuple[Any, list[str]]]:
+    """A page in headless Chromium with the API key as HTTP Basic credentials, and its console errors."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    problems: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = chromium.new_context(http_credentials={"username": API_KEY, "password": ""})
+            page = context.new_page()
+            page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            yield page, problems
+        finally:
+            chromium.close()
+
+
+def test_upload_page(
+    browser: tuple[Any, list[str]],
+    client: stripe.StripeClient,
+    url: str,
+    gw_settings: Settings,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    page, problems = browser
+    expect = pytest.importorskip("playwright.sync_api").expect
+    meter = make_meter(client, "page_calls", customer_mapping={"event_payload_key": "account", "type": "by_id"})
+    hour = int(time.time()) // HOUR * HOUR - HOUR
+    csv = tmp_path / "usage.csv"
+    csv.write_text(
+        "timestamp,event_name,payload_account,payload_value\n"
+        f"{hour + 10},page_calls,acct_1,40\n"
+        f"{hour + 20},page_calls,acct_1,2\n"
+        f"not-a-time,page_calls,acct_1,9\n"  # line 4
+        f"{hour + 30},page_calls,acct_2,7\n",
+        "utf-8",
+    )
+
+    page.goto(f"{url}/upload")
+    expect(page.locator("#template-link")).to_have_attribute(
+        "href", f"/dashboard/api/imports/template?meter={meter.id}"
+    )
+    template = page.request.get(f"{url}/dashboard/api/imports/template?meter={meter.id}")
+    assert template.text() == "timestamp,event_name,payload_account,payload_value\r\n"
+
+    page.set_input_files("#file", str(csv))
+    page.click("#check")
+    expect(page.locator("#report")).to_have_attribute("data-state", "checked")
+    expect(page.locator("#valid-rows")).to_have_text("3")
+    expect(page.locator("#invalid-rows")).to_have_text("1")
+    error_row = page.locator("#errors tbody tr[data-line='4']")
+    expect(error_row).to_contain_text("not-a-time")
+    assert page.locator("#errors tbody tr").count() == 1
+    expect(page.locator("#involved tbody tr")).to_contain_text(meter.id)
+    assert page.is_hidden("#already")
+
+    # with an invalid row the send is refused, and nothing goes out
+    page.click("#send")
+    expect(page.locator("#result")).to_have_attribute("data-state", "error")
+    expect(page.locator("#result-text")).to_contain_text("nothing was sent")
+
+    page.check("#skip-invalid")
+    page.click("#send")
+    expect(page.locator("#result")).to_have_attribute("data-state", "imported")
+    expect(page.locator("#result-text")).to_contain_text("Sent 3 row(s)")
+    run_processor(gw_settings)
+    keys = Keys(gw_settings.redis_prefix)
+    with redis.Redis.from_url(redis_url, decode_responses=True) as r:
+        assert r.hgetall(keys.usage_hour(meter.id, "acct_1")) == {str(hour): "42"}
+        assert r.hgetall(keys.usage_hour(meter.id, "acct_2")) == {str(hour): "7"}
+
+    # the same file again: shown as imported before, and a send sends nothing
+    page.reload()
+    page.set_input_files("#file", str(csv))
+    page.click("#check")
+    expect(page.locator("#report")).to_have_attribute("data-state", "already-imported")
+    expect(page.locator("#already")).to_contain_text("already imported")
+    expect(page.locator("#force-label")).to_be_visible()
+    page.check("#skip-invalid")
+    page.click("#send")
+    expect(page.locator("#result")).to_have_attribute("data-state", "already_imported")
+    expect(page.locator("#result")).to_have_attribute("data-sent", "0")
+
+    # over 5 MB: refused in the page, before any upload
+    big = tmp_path / "big.csv"
+    big.write_bytes(b"x" * (5 * 1024 * 1024 + 1))
+    page.set_input_files("#file", str(big))
+    expect(page.locator("#message")).to_contain_text("at most 5 MB")
+    assert page.is_disabled("#check")
+    # the one refused send is the only thing the console reports
+    assert problems == ["Failed to load resource: the server responded with a status of 400 (Bad Request)"]
