@@ -44,7 +44,8 @@ def totals(client: redis.Redis, settings: Settings, meter_id: str = "mtr_s3") ->
 
 
 def hours(client: redis.Redis, settings: Settings, customer: str, meter_id: str = "mtr_s3") -> dict[str, str]:
-    return {k: str(v) for k, v in client.hgetall(Keys(settings.redis_prefix).usage_hour(meter_id, customer)).items()}
+    raw: dict[Any, Any] = client.hgetall(Keys(settings.redis_prefix).usage_hour(meter_id, customer))
+    return {str(k): str(v) for k, v in raw.items()}
 
 
 def record(client: redis.Redis, settings: Settings, bucket: str, key: str) -> ObjectRecord | None:
