@@ -10,7 +10,7 @@ import json
 import signal
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -20,6 +20,7 @@ from processor.meters.model import Meter
 from processor.ops.importer import ImportState
 from processor.ops.s3 import REIMPORT_WINDOW_S, S3Connector
 from processor.state.keys import Keys
+from tests.fixtures import values
 from tests.ops.helpers import cli, run_processor
 from tests.s3.conftest import Connector, wait_for
 from tests.s3.helpers import csv_body, event, hours, jsonl_body, record, totals
@@ -47,6 +48,7 @@ def test_live_connector_new_changed_and_malformed_objects(
     bucket: str,
     s3: S3Client,
     connector: Callable[..., Connector],
+    read_topic: Callable[..., list[Any]],
 ) -> None:
     rows_a = [(HOUR + i, "cus_a", i % 7 + 1) for i in range(100)]
     s3.put_object(Bucket=bucket, Key="in/a.csv", Body=csv_body(rows_a))
@@ -95,7 +97,16 @@ def test_live_connector_new_changed_and_malformed_objects(
         "cus_a": sum(v for _, _, v in rows_a) + 40 * 100,
         "cus_b": sum(int(r["payload"]["value"]) for r in rows_b2),
     }
-    assert len(hours(redis_client, s3_settings, "cus_b")) == 1  # one pinned timestamp for every version
+    assert len(hours(redis_client, s3_settings, "cus_b")) == 1
+    # Rows without a timestamp get the time the key was first seen, in every version: the re-sent rows keep
+    # their identifiers (dropped as duplicates) and the new rows land beside them.
+    sent_b = [
+        v for v in values(read_topic(s3_settings, "meter-events")) if v["payload"]["stripe_customer_id"] == "cus_b"
+    ]
+    assert len(sent_b) == len(rows_b) + len(rows_b2)
+    assert {v["timestamp"] for v in sent_b} == {first_b.first_seen}
+    ids_v1 = {v["identifier"] for v in sent_b[: len(rows_b)]}
+    assert len(ids_v1) == len(rows_b) and ids_v1 < {v["identifier"] for v in sent_b[len(rows_b) :]}
 
 
 def test_killed_mid_object_resumes_without_double_counting(
