@@ -19,8 +19,8 @@ starts there (rows acknowledged out of order beyond that point are resent with t
 which the processor drops as duplicates within 24 h); a finished import is refused unless forced.
 
 Callers that import the same *source* more than once (the S3 connector: a re-uploaded object) pass
-``default_timestamp`` so rows without a timestamp keep one time across versions, hence keep their
-identifiers, and ``stop`` to end a send early with its progress saved.
+``default_timestamp`` so rows without a timestamp keep one time across versions (their identifiers never
+depend on it: the digest covers the row as written), and ``stop`` to end a send early with its progress saved.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ Exactly once, per object *version*, in three layers:
 2. **Deterministic identifiers.** A changed object (new ETag) is imported again; rows it shares with the
    earlier version get the same identifiers, so the processor drops them as duplicates — as long as the
    earlier rows are inside the 24 h dedup window. Rows without a timestamp get the time the *key* was first
-   seen (pinned in the record), not the time of this version: otherwise every re-upload would give them new
-   identifiers and count them again. A change later than :data:`REIMPORT_WINDOW_S` after the key's first
+   seen (pinned in the record), not the time of this version: their identifiers never depend on the default
+   time, but an event's timestamp (its bucket, what Stripe is told) must not move with each re-upload, and
+   new rows belong beside the old ones. A change later than :data:`REIMPORT_WINDOW_S` after the key's first
    send is *held* (reported, not imported) unless ``reimport_after_window``: past the window the shared
    rows would count twice.
 3. **The importer's state** (keyed by the content digest) remembers how many rows Kafka acknowledged, so
