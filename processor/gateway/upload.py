@@ -163,13 +163,16 @@ def _parse_bool(name: str, value: str) -> bool:
     raise InvalidRequestError(f"Invalid boolean: {value[:40]!r} (expected true or false).", param=name)
 
 
+def _refuse_unknown(name: str) -> None:
+    if name not in _OPTIONS:
+        shown = name[:100]
+        raise InvalidRequestError(f"Received unknown parameter: {shown}", param=shown, code="parameter_unknown")
+
+
 def parse_options(fields: dict[str, str]) -> UploadOptions:
     """The switches from the query string and the form fields (400 ``parameter_unknown`` for others)."""
     for name in fields:
-        if name not in _OPTIONS:
-            raise InvalidRequestError(
-                f"Received unknown parameter: {name[:100]}", param=name[:100], code="parameter_unknown"
-            )
+        _refuse_unknown(name)
     digest = fields.get("digest") or None
     if digest is not None and not re.fullmatch(r"[0-9a-f]{64}", digest):
         raise InvalidRequestError("digest must be the file's SHA-256 in hex, as the check answered it.", param="digest")
@@ -193,6 +196,19 @@ async def _read_field(part: BodyPartReader, name: str) -> str:
         raise InvalidRequestError(f"The value of {name} is not valid UTF-8.", param=name) from None
 
 
+def _check_total(request: web.Request) -> None:
+    """The whole body (file, fields, multipart framing) is bounded too, also without a Content-Length."""
+    if request.content.total_bytes > MAX_FILE_BYTES + _MULTIPART_SLACK:
+        raise _too_large()
+
+
+def _local_name(filename: str) -> str:
+    """The temporary file's name: the client's name only chooses the format, by its suffix; it never
+    reaches the file system."""
+    suffix = Path(filename).suffix.lower()
+    return "upload" + (suffix if suffix in _FORMATS_BY_SUFFIX else ".csv")
+
+
 async def receive(request: web.Request, into: Path) -> tuple[Path, str, int, UploadOptions]:
     """Stream the multipart body's ``file`` part into ``into`` (never more than :data:`MAX_FILE_BYTES`),
     and read the option fields. Returns the file's path, its client-side name, its size and the options."""
@@ -201,30 +217,31 @@ async def receive(request: web.Request, into: Path) -> tuple[Path, str, int, Upl
         raise _too_large()
     if request.content_type != "multipart/form-data":
         raise InvalidRequestError("Send the file as multipart/form-data in a field named file.", param="file")
-    fields = {k: v for k, v in request.query.items()}
+    fields = dict(request.query)
     path: Path | None = None
     filename = ""
     size = 0
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
+        _check_total(request)
         if not isinstance(part, BodyPartReader) or not part.name:
             raise InvalidRequestError("Every part of the form needs a name.", param="file")
         if part.name != "file":
+            _refuse_unknown(part.name)  # before its value is read
+            if part.name in fields:
+                raise InvalidRequestError(f"{part.name} is given twice.", param=part.name)
             fields[part.name] = await _read_field(part, part.name)
             continue
         if path is not None:
             raise InvalidRequestError("Upload one file per request.", param="file")
         filename = (part.filename or "upload.csv")[:200]
-        # The client's name chooses the format by its suffix only; it never reaches the file system.
-        path = into / (
-            "upload"
-            + (Path(filename).suffix.lower() if Path(filename).suffix.lower() in _FORMATS_BY_SUFFIX else ".csv")
-        )
+        path = into / _local_name(filename)
         with path.open("wb") as out:
             while chunk := await part.read_chunk(_CHUNK):
                 size += len(chunk)
                 if size > MAX_FILE_BYTES:
                     raise _too_large()
+                _check_total(request)
                 out.write(chunk)
     if path is None:
         raise InvalidRequestError("Missing required param: file.", param="file", code="parameter_missing")

@@ -250,6 +250,10 @@ def test_request_errors(url: str) -> None:
     assert (status, body["error"]["param"]) == (400, "dry_run")
     status, body = upload(url, content, dry_run="true", digest="0" * 64)
     assert (status, body["error"]["param"]) == (400, "digest")
+    status, body = upload(url, content, dry_run="true", digest="a" * 1000)
+    assert (status, body["error"]["param"]) == (400, "digest")  # a field's value is read 256 bytes at most
+    status, body = upload(url, content, query="?dry_run=true", dry_run="false")
+    assert (status, body["error"]["param"]) == (400, "dry_run")  # given twice
     status, _, raw = http(
         f"{url}{IMPORTS}",
         "POST",
