@@ -22,6 +22,7 @@ imports wait or run per process (429 beyond), and one runs at a time: the import
 from __future__ import annotations
 
 import asyncio
+import csv
 import re
 import tempfile
 import time
@@ -303,7 +304,10 @@ def run_import(
         raise InvalidRequestError(
             "This file differs from the one that was checked (its digest changed); check it again.", param="digest"
         )
-    checked = job.check()
+    try:
+        checked = job.check()
+    except csv.Error as exc:  # e.g. a cell over the csv module's field limit: the file's fault, not ours
+        raise InvalidRequestError(f"The file cannot be read as CSV: {exc}.", param="file") from exc
     answer: dict[str, Any] = {
         "object": "meterstream.import",
         "digest": job.digest,

@@ -254,6 +254,9 @@ def test_request_errors(url: str) -> None:
     assert (status, body["error"]["param"]) == (400, "digest")  # a field's value is read 256 bytes at most
     status, body = upload(url, content, query="?dry_run=true", dry_run="false")
     assert (status, body["error"]["param"]) == (400, "dry_run")  # given twice
+    wide = b"timestamp,event_name,payload_stripe_customer_id,payload_note\n1,x,cus," + b"n" * 200_000 + b"\n"
+    status, body = upload(url, wide, dry_run="true")
+    assert (status, body["error"]["param"]) == (400, "file") and "field limit" in body["error"]["message"]
     status, _, raw = http(
         f"{url}{IMPORTS}",
         "POST",
