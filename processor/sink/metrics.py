@@ -16,9 +16,13 @@ totals. Pure except for :meth:`SinkMetrics.flush`, which takes the Redis client.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["COUNTERS", "SinkMetrics"]
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily
+
+__all__ = ["COUNTERS", "SinkMetrics", "start_sink_metrics_server"]
 
 COUNTERS: tuple[str, ...] = ("delivered", "duplicates_ok", "dead_lettered", "retried", "requests", "sessions")
 
@@ -67,3 +71,30 @@ class SinkMetrics:
         except Exception:
             self.restore(deltas)
             raise
+
+
+class _SinkCollector:
+    """Exposes one process's :class:`SinkMetrics` totals as Prometheus counters at scrape time (no copy
+    to keep in step), so ``meterstream sink --metrics-port`` adds a per-instance view to the group totals
+    the dashboard reads from Redis."""
+
+    def __init__(self, metrics: SinkMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name in COUNTERS:
+            family = CounterMetricFamily(
+                f"meterstream_sink_{name}", f"Sink counter {name!r} of this process.", labels=["mode"]
+            )
+            family.add_metric([self._metrics.mode], self._metrics.totals[name])
+            yield family
+
+
+def start_sink_metrics_server(metrics: SinkMetrics, port: int, addr: str = "0.0.0.0") -> None:
+    """Serve ``/metrics`` of this sink process on ``port`` from a daemon thread (Kubernetes and compose
+    probe it). Port 0 is refused: the scrape target must be known."""
+    if not 0 < port < 65536:
+        raise ValueError(f"metrics port must be 1..65535, got {port}")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_SinkCollector(metrics))
+    start_http_server(port, addr, registry=registry)

@@ -148,13 +148,13 @@ def cancel(meter: Meter, customer: str, identifier: str) -> bytes:
 class SinkProcess:
     """``python -m processor sink`` as a child process, its output in a log file."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, args: tuple[str, ...] = ()) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
         env.update(settings.to_env())
         self.log_path = log_path
         self._log = open(log_path, "ab")  # closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "processor", "sink"], env=env, stdout=self._log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "processor", "sink", *args], env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
 
     def alive(self) -> bool:
@@ -183,11 +183,11 @@ class SinkProcess:
 
 
 @pytest.fixture
-def sink_factory(tmp_path: Path) -> Iterator[Callable[[Settings], SinkProcess]]:
+def sink_factory(tmp_path: Path) -> Iterator[Callable[..., SinkProcess]]:
     started: list[SinkProcess] = []
 
-    def start(settings: Settings) -> SinkProcess:
-        sink = SinkProcess(settings, tmp_path / f"sink-{len(started)}.log")
+    def start(settings: Settings, *args: str) -> SinkProcess:
+        sink = SinkProcess(settings, tmp_path / f"sink-{len(started)}.log", args)
         started.append(sink)
         return sink
 

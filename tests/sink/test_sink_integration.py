@@ -8,8 +8,10 @@ exactly once, each customer's records in Kafka order, and every cancellation aft
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +22,7 @@ from click.testing import CliRunner
 
 from processor.cli import main
 from processor.config import Secret, Settings
+from processor.embedded import free_port
 from processor.meters.model import Meter
 from processor.state.keys import Keys
 from tests.sink.conftest import (
@@ -129,7 +132,7 @@ def test_everything_arrives_once_in_order_despite_429s_and_500s(
     settings_factory: Callable[..., Settings],
     emulator: EmulatorControl,
     redis_client: redis.Redis,
-    sink_factory: Callable[[Settings], SinkProcess],
+    sink_factory: Callable[..., SinkProcess],
 ) -> None:
     settings = _settings(settings_factory, emulator, mode, rate=500)
     # One meter exists in Stripe already (found by event_name), the other is created by the sink.
@@ -174,7 +177,7 @@ def test_killed_mid_stream_and_restarted_loses_nothing_and_bills_nothing_twice(
     settings_factory: Callable[..., Settings],
     emulator: EmulatorControl,
     redis_client: redis.Redis,
-    sink_factory: Callable[[Settings], SinkProcess],
+    sink_factory: Callable[..., SinkProcess],
 ) -> None:
     # Slow enough to be killed mid-stream, with requests in flight (latency) when it happens.
     settings = _settings(settings_factory, emulator, mode, rate=40 if mode == "v2_stream" else 150)
@@ -204,7 +207,7 @@ def test_sigterm_drains_commits_only_what_stripe_accepted_and_exits_0(
     settings_factory: Callable[..., Settings],
     emulator: EmulatorControl,
     redis_client: redis.Redis,
-    sink_factory: Callable[[Settings], SinkProcess],
+    sink_factory: Callable[..., SinkProcess],
 ) -> None:
     settings = _settings(settings_factory, emulator, "v2_stream", rate=20)
     emulator.faults(latency_ms=150)  # requests are in flight when the signal comes
@@ -213,8 +216,14 @@ def test_sigterm_drains_commits_only_what_stripe_accepted_and_exits_0(
     records, n_events, n_cancels = _workload(customers=20, per_customer=40)
     produced = produce_accepted(settings, records)
 
-    first = sink_factory(settings)
+    metrics_port = free_port()
+    first = sink_factory(settings, "--metrics-port", str(metrics_port))
     wait_until(lambda: _delivered(emulator)[0] >= 100, 120, "some events arrived", first)
+    # The per-process Prometheus endpoint (what compose and Kubernetes probe) counts what Stripe accepted.
+    scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    delivered = re.search(r'^meterstream_sink_delivered_total\{mode="v2_stream"\} (\S+)$', scraped, re.M)
+    assert delivered is not None, scraped[:2000]
+    assert float(delivered.group(1)) >= 100
     assert first.terminate() == 0, first.output()[-3000:]
     assert "sink drained (complete)" in first.output()
     events_now = _delivered(emulator)[0]
@@ -242,7 +251,7 @@ def test_a_refused_api_key_stops_the_sink_with_exit_code_2_and_commits_nothing(
     settings_factory: Callable[..., Settings],
     emulator: EmulatorControl,
     redis_client: redis.Redis,
-    sink_factory: Callable[[Settings], SinkProcess],
+    sink_factory: Callable[..., SinkProcess],
 ) -> None:
     settings = _settings(settings_factory, emulator, "v2_stream", rate=50).replace(
         stripe_api_key=Secret("sk_test_not_the_right_one")
@@ -260,7 +269,7 @@ def test_permanent_rejections_go_to_the_dlq_with_stripes_error(
     settings_factory: Callable[..., Settings],
     emulator: EmulatorControl,
     redis_client: redis.Redis,
-    sink_factory: Callable[[Settings], SinkProcess],
+    sink_factory: Callable[..., SinkProcess],
 ) -> None:
     settings = _settings(settings_factory, emulator, "v2_stream", rate=200)
     put_meter(settings, redis_client, RAW_SUM)
@@ -300,7 +309,7 @@ def test_a_second_sink_joining_the_group_takes_over_partitions_without_loss_or_r
     settings_factory: Callable[..., Settings],
     emulator: EmulatorControl,
     redis_client: redis.Redis,
-    sink_factory: Callable[[Settings], SinkProcess],
+    sink_factory: Callable[..., SinkProcess],
 ) -> None:
     settings = _settings(settings_factory, emulator, "v2_stream", rate=30)
     emulator.faults(latency_ms=30)  # requests in flight while the group rebalances
