@@ -83,6 +83,35 @@ _REDIRECTS = (
     redis.TimeoutError,
 )
 
+#: Cluster states that pass by themselves: a slot half moved (TRYAGAIN for a multi-key call until the move
+#: ends), a failover in progress (CLUSTERDOWN, connections refused), redis-py's redirect budget spent meanwhile.
+_TRANSIENT = (
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.SlotNotCoveredError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
+#: How long a script call keeps retrying a transient cluster state before the step fails (the processor then
+#: stops, and a restart resumes exactly where Redis says it is).
+CLUSTER_PATIENCE_S = 60.0
+
+
+def _patiently(script: Any, keys: list[str], args: list[Any]) -> Any:
+    """One script call through the cluster client, retried with backoff while the cluster is reshaping."""
+    deadline = time.monotonic() + CLUSTER_PATIENCE_S
+    delay = 0.05
+    while True:
+        try:
+            return script(keys=keys, args=args)
+        except _TRANSIENT:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
 _NEW = ["new", ""]
 _PENDING = ["pending"]
 
@@ -240,7 +269,7 @@ class StateStore:
                     outs[i] = res
         for i in sorted(retry):
             keys, args = calls[i]
-            outs[i] = script(keys=keys, args=args)
+            outs[i] = _patiently(script, keys, args)
         return outs
 
     # ---- indexes and progress ----------------------------------------------------------------------

@@ -1,0 +1,31 @@
+"""A Redis Cluster of its own for these tests (3 primaries, 1 replica each): they move slots and fail over
+primaries, which must not disturb the session's Redis that every other test shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from processor.config import Settings
+from processor.embedded import EmbeddedRedisCluster
+from processor.state.connect import SyncRedis, sync_redis_url
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedisCluster]:
+    with EmbeddedRedisCluster(workdir=tmp_path_factory.mktemp("cluster"), primaries=3, replicas=1) as c:
+        yield c
+
+
+@pytest.fixture
+def cluster_settings(settings_factory: Callable[..., Settings], cluster: EmbeddedRedisCluster) -> Settings:
+    """The test's isolated settings, pointed at this module's cluster (cluster mode left to auto-detection)."""
+    return settings_factory(partitions=3, METERSTREAM_REDIS_URL=cluster.url)
+
+
+@pytest.fixture
+def cluster_client(cluster: EmbeddedRedisCluster) -> Iterator[SyncRedis]:
+    client = sync_redis_url(cluster.url, decode_responses=True)
+    yield client
+    client.close()
