@@ -222,8 +222,7 @@ def test_probes_and_ports_match_the_commands(built: Built) -> None:
         named = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
         ports[component] = named
         assert "readinessProbe" in container, component
-        # The sink serves no HTTP and its only probe checks dependencies (see sink.yaml): no liveness.
-        assert ("livenessProbe" in container) == (component != "sink"), component
+        assert "livenessProbe" in container, component
         for probe_name in ("readinessProbe", "livenessProbe"):
             probe = container.get(probe_name, {})
             for kind in ("httpGet", "tcpSocket"):
@@ -231,15 +230,16 @@ def test_probes_and_ports_match_the_commands(built: Built) -> None:
                     assert probe[kind]["port"] in named, f"{component} {probe_name}: unknown port"
         resources = container["resources"]
         assert {"cpu", "memory"} <= set(resources["requests"]) and "memory" in resources["limits"], component
-    processor_args = parse_cli(_container(built, "processor")["args"]).params
-    assert ports["processor"] == {"metrics": processor_args["metrics_port"]}
+    for component in ("processor", "sink"):
+        args = parse_cli(_container(built, component)["args"]).params
+        assert ports[component] == {"metrics": args["metrics_port"]}, component
+        assert _container(built, component)["livenessProbe"]["httpGet"]["path"] == "/metrics"
     env, _ = _environment(built, _container(built, "gateway"))
     gateway_args = parse_cli(_container(built, "gateway")["args"]).params
     assert ports["gateway"] == {"http": gateway_args["port"]} == {"http": int(env["METERSTREAM_GATEWAY_PORT"])}
     assert gateway_args["host"] == "0.0.0.0"
     gateway = _container(built, "gateway")
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/healthz"
-    assert _container(built, "processor")["livenessProbe"]["httpGet"]["path"] == "/metrics"
 
 
 def _pods_selected(built: Built, selector: dict[str, str]) -> list[str]:

@@ -185,6 +185,7 @@ def test_every_command_parses_with_the_cli(services: dict[str, dict[str, Any]]) 
 def test_http_health_checks_probe_the_ports_the_commands_open(services: dict[str, dict[str, Any]]) -> None:
     expected = {
         "processor": (int(parse_cli(services["processor"]["command"]).params["metrics_port"]), "/metrics"),
+        "sink": (int(parse_cli(services["sink"]["command"]).params["metrics_port"]), "/metrics"),
         "gateway": (int(parse_cli(services["gateway"]["command"]).params["port"]), "/healthz"),
         "stripe-emulator": (int(parse_cli(services["stripe-emulator"]["command"]).params["port"]), "/_emulator/health"),
     }
