@@ -293,8 +293,11 @@ class S3Connector:
         fmt = fmt or object_format(obj.key) or "csv"
         with tempfile.TemporaryDirectory(prefix="meterstream-s3-") as tmp:
             path = Path(tmp) / f"object.{fmt}"
-            if not self.download(obj, path):
-                return None
+            try:
+                if not self.download(obj, path):
+                    return None
+            except S3Error as exc:  # this object only: the pass goes on, the next one retries it
+                return ObjectRecord(obj.etag, now, "failed", now, fmt, message=str(exc))
             first_sent_at = previous.first_sent_at if previous is not None else None
             if previous is not None and previous.etag != obj.etag and _after_window(previous, now):
                 first_sent_at = None  # imported past the window on purpose: a new window starts with it
