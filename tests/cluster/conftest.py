@@ -20,8 +20,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedisC
 
 @pytest.fixture
 def cluster_settings(settings_factory: Callable[..., Settings], cluster: EmbeddedRedisCluster) -> Settings:
-    """The test's isolated settings, pointed at this module's cluster (cluster mode left to auto-detection)."""
-    return settings_factory(partitions=3, METERSTREAM_REDIS_URL=cluster.url)
+    """The test's isolated settings, pointed at this module's cluster (cluster mode left to auto-detection), small batches so a chunk of records takes many."""
+    return settings_factory(partitions=3, METERSTREAM_REDIS_URL=cluster.url, METERSTREAM_PROCESSOR_BATCH="500")
 
 
 @pytest.fixture
