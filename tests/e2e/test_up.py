@@ -21,15 +21,19 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from processor.cli import main
 from processor.embedded import free_port
+from processor.state.connect import sync_redis_url
+from tests.conftest import cluster_wanted
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture
-def running_up(tmp_path: Path) -> Iterator[dict[str, str]]:
+def running_up(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
     env["METERSTREAM_GATEWAY_PORT"] = str(port)
+    if cluster_wanted():  # the cluster run: every component of `up` on the session's Redis Cluster
+        env["METERSTREAM_REDIS_URL"] = request.getfixturevalue("redis_url")
     proc = subprocess.Popen(
         [sys.executable, "-m", "processor", "up", "--state-dir", str(tmp_path)],
         env=env,
@@ -144,9 +148,7 @@ def test_up_create_meter_send_events_and_see_them_everywhere(running_up: dict[st
         time.sleep(1)
     assert total == 7
     # the sink kept its delivery record (what `meterstream replay` relies on to never re-send old events)
-    import redis as redis_lib
-
-    r = redis_lib.Redis.from_url(running_up["redis"], decode_responses=True)
+    r = sync_redis_url(running_up["redis"], decode_responses=True)
     records = [v for key in r.scan_iter(match="ms:dlv:*") for v in r.hvals(key)]
     r.close()
     assert len(records) == 2 and all(v.startswith("d") for v in records), records
