@@ -225,11 +225,9 @@ class Rebuild:
             behind: list[tuple[Meter, str]] = []
             for i in range(0, len(pending), _PIPELINE):
                 chunk = pending[i : i + _PIPELINE]
-                pipe = self.client.pipeline(transaction=False)
-                for meter, customer in chunk:
-                    script.queue(pipe, mode, meter, customer, self.start, self.end, self.cutoff, now)
+                calls = [script.call(mode, m, c, self.start, self.end, self.cutoff, now) for m, c in chunk]
                 with map_redis_errors(f"the rebuild {mode} step"):
-                    raws = pipe.execute()
+                    raws = script.run(calls)
                 for (meter, customer), raw in zip(chunk, raws, strict=True):
                     result = SwapScript.parse(meter.id, customer, raw)
                     (behind.append((meter, customer)) if result.behind else done.append(result))

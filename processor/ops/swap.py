@@ -22,6 +22,7 @@ import msgpack
 
 from processor.meters.model import Meter
 from processor.state.keys import BEST_TTL_S, DAY_S, HOUR_S, MINUTES_TTL_S, WATERMARK_TTL_S, Keys
+from processor.state.store import run_scripts
 
 __all__ = ["BucketChange", "PairResult", "SwapScript", "window_units"]
 
@@ -170,13 +171,22 @@ class SwapScript:
     """The script, registered on one client; :meth:`run` queues calls on a pipeline, :meth:`parse` reads them."""
 
     def __init__(self, client: Any, live: Keys, shadow: Keys) -> None:
+        self._client = client
         self._script = client.register_script(_LUA)
         self.live = live
         self.shadow = shadow
 
-    def queue(
+    def run(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run the calls made by :meth:`call`, pipelined (per node on Redis Cluster); raw results in order."""
+        return run_scripts(self._client, self._script, calls)
+
+    def queue(self, pipe: Any, *call_args: Any) -> None:
+        """Queue one :meth:`call` on a (single-server) pipeline."""
+        keys, args = self.call(*call_args)
+        self._script(keys=keys, args=args, client=pipe)
+
+    def call(
         self,
-        pipe: Any,
         mode: str,
         meter: Meter,
         customer: str,
@@ -184,7 +194,8 @@ class SwapScript:
         end: int,
         cutoff: dict[str, int],
         now: int,
-    ) -> None:
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of one pair's step (all keys in the pair's hash slot)."""
         lv, sh, m = self.live, self.shadow, meter.id
         keys = [
             lv.watermark(m, customer),
@@ -211,7 +222,7 @@ class SwapScript:
             MINUTES_TTL_S * 1000,
             WATERMARK_TTL_S * 1000,
         ]
-        self._script(keys=keys, args=args, client=pipe)
+        return keys, args
 
     @staticmethod
     def parse(meter_id: str, customer: str, raw: Sequence[Any]) -> PairResult:

@@ -24,7 +24,7 @@ from processor.errors import StateError
 from processor.state.connect import sync_redis_url
 from processor.state.keys import BEST_TTL_S, CANDIDATES_TTL_S, CLAIM_TTL_S, MINUTES_TTL_S, WATERMARK_TTL_S, Keys
 
-__all__ = ["ApplyOp", "ClaimOp", "StateStore", "connect_redis"]
+__all__ = ["ApplyOp", "ClaimOp", "StateStore", "connect_redis", "run_scripts"]
 
 
 def connect_redis(url: str, *, cluster: bool | None = None) -> redis.Redis | RedisCluster:
@@ -110,6 +110,66 @@ def _patiently(script: Any, keys: list[str], args: list[Any]) -> Any:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+
+def run_scripts(client: redis.Redis | RedisCluster, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+    """Run ``script`` (a registered Script) once per ``(keys, args)`` call, pipelined; results in order. Every
+    call's keys must share one hash slot. On a single server: one pipeline. On Redis Cluster: see
+    :func:`_run_cluster`. Callers make their calls idempotent (a call may run twice on Redis Cluster)."""
+    if not calls:
+        return []
+    if isinstance(client, RedisCluster):
+        return _run_cluster(client, script, calls)
+    if len(calls) == 1:
+        keys, args = calls[0]
+        return [script(keys=keys, args=args)]
+    pipe = client.pipeline(transaction=False)
+    for keys, args in calls:
+        script(keys=keys, args=args, client=pipe)
+    return list(pipe.execute())
+
+
+def _run_cluster(client: RedisCluster, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+    """One pipeline per primary of the script calls whose slot it owns (per our slot map), then each call
+    the node refused — MOVED/ASK (a slot moved or is moving), TRYAGAIN, CLUSTERDOWN, a connection lost in a
+    failover — again on its own through the cluster client, which follows the redirect, refreshes the slot
+    map, and loads the script where it is missing (NOSCRIPT on a promoted replica). Re-running a call is
+    safe: callers' calls are idempotent, so a call that did run before the error changes nothing the second
+    time.
+
+    redis-py's cluster pipeline refuses EVALSHA, hence the plain per-node pipelines (which load missing
+    scripts themselves before they run)."""
+    outs: list[Any] = [None] * len(calls)
+    retry: list[int] = []
+    by_node: dict[str, tuple[Any, list[int]]] = {}
+    for i, (keys, _) in enumerate(calls):
+        try:
+            node = client.get_node_from_key(keys[0])  # type: ignore[no-untyped-call]
+        except redis.RedisError:
+            retry.append(i)
+            continue
+        by_node.setdefault(node.name, (node, []))[1].append(i)
+    for node, idxs in by_node.values():
+        try:
+            pipe = client.get_redis_connection(node).pipeline(transaction=False)
+            for i in idxs:
+                keys, args = calls[i]
+                script(keys=keys, args=args, client=pipe)
+            results = pipe.execute(raise_on_error=False)
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+            retry.extend(idxs)  # the node is gone or changing role: let the cluster client find the owner
+            continue
+        for i, res in zip(idxs, results, strict=True):
+            if isinstance(res, _REDIRECTS):
+                retry.append(i)
+            elif isinstance(res, Exception):
+                raise res
+            else:
+                outs[i] = res
+    for i in sorted(retry):
+        keys, args = calls[i]
+        outs[i] = _patiently(script, keys, args)
+    return outs
 
 
 _NEW = ["new", ""]
@@ -217,60 +277,7 @@ class StateStore:
         return sum(int(o) for o in outs)
 
     def _run(self, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        if not calls:
-            return []
-        if self.cluster:
-            return self._run_cluster(script, calls)
-        if len(calls) == 1:
-            keys, args = calls[0]
-            return [script(keys=keys, args=args)]
-        pipe = self.client.pipeline(transaction=False)
-        for keys, args in calls:
-            script(keys=keys, args=args, client=pipe)
-        return list(pipe.execute())
-
-    def _run_cluster(self, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """One pipeline per primary of the script calls whose slot it owns (per our slot map), then each call
-        the node refused — MOVED/ASK (a slot moved or is moving), TRYAGAIN, CLUSTERDOWN, a connection lost in a
-        failover — again on its own through the cluster client, which follows the redirect, refreshes the slot
-        map, and loads the script where it is missing (NOSCRIPT on a promoted replica). Re-running a call is
-        safe: every op is idempotent by record position, so a call that did run before the error changes
-        nothing the second time.
-
-        redis-py's cluster pipeline refuses EVALSHA, hence the plain per-node pipelines (which load missing
-        scripts themselves before they run)."""
-        client: RedisCluster = self.client  # type: ignore[assignment]
-        outs: list[Any] = [None] * len(calls)
-        retry: list[int] = []
-        by_node: dict[str, tuple[Any, list[int]]] = {}
-        for i, (keys, _) in enumerate(calls):
-            try:
-                node = client.get_node_from_key(keys[0])  # type: ignore[no-untyped-call]
-            except redis.RedisError:
-                retry.append(i)
-                continue
-            by_node.setdefault(node.name, (node, []))[1].append(i)
-        for node, idxs in by_node.values():
-            try:
-                pipe = client.get_redis_connection(node).pipeline(transaction=False)
-                for i in idxs:
-                    keys, args = calls[i]
-                    script(keys=keys, args=args, client=pipe)
-                results = pipe.execute(raise_on_error=False)
-            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
-                retry.extend(idxs)  # the node is gone or changing role: let the cluster client find the owner
-                continue
-            for i, res in zip(idxs, results, strict=True):
-                if isinstance(res, _REDIRECTS):
-                    retry.append(i)
-                elif isinstance(res, Exception):
-                    raise res
-                else:
-                    outs[i] = res
-        for i in sorted(retry):
-            keys, args = calls[i]
-            outs[i] = _patiently(script, keys, args)
-        return outs
+        return run_scripts(self.client, script, calls)
 
     # ---- indexes and progress ----------------------------------------------------------------------
     def touch_customers(self, latest: dict[tuple[str, str], int]) -> None:
