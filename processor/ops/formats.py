@@ -137,6 +137,9 @@ def _csv_rows(fh: IO[str]) -> Iterator[Row]:
         header = next(reader)
     except StopIteration:
         return
+    except csv.Error as exc:  # e.g. a cell over the csv module's field limit (131,072 characters)
+        yield Row(1, None, f"unreadable CSV: {exc}")
+        return
     columns = [h.strip() for h in header]
     for name in columns:
         if name not in ("timestamp", "event_name", "identifier") and not (
@@ -148,7 +151,15 @@ def _csv_rows(fh: IO[str]) -> Iterator[Row]:
         yield Row(1, None, "the header has no event_name column")
         return
     start = reader.line_num + 1
-    for cells in reader:
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            # The reader cannot say where the next row starts: report the row and stop reading the file.
+            yield Row(start, None, f"unreadable CSV: {exc}")
+            return
         line, start = start, reader.line_num + 1
         if not any(c.strip() for c in cells):
             continue

@@ -37,6 +37,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from processor.aggregator.values import MAX_SIGNIFICANT_DIGITS, parse_whole, significant_digits
 from processor.config import Settings
 from processor.errors import EventValidationError, KafkaDeliveryError
 from processor.events.schema import validate_event
@@ -164,9 +165,8 @@ class Importer:
             self.redis.set(self.keys.import_state(self.digest), state.to_json(), ex=OPS_RECORD_TTL_S)
 
     # ---- pass 1 -----------------------------------------------------------------------------------
-    def _customer_key(self, event_name: str) -> str:
-        if self.customer_key:
-            return self.customer_key
+    def _meter(self, event_name: str) -> Meter | None:
+        """The meter of ``event_name`` from the Redis mirror (cached), or None when unknown here."""
         if event_name not in self._meters:
             meter: Meter | None = None
             if self.redis is not None:
@@ -174,8 +174,31 @@ class Importer:
                 raw = self.redis.hget(self.keys.meters, meter_id) if meter_id is not None else None
                 meter = Meter.from_json(raw) if raw is not None else None
             self._meters[event_name] = meter
-        found = self._meters[event_name]
+        return self._meters[event_name]
+
+    def _customer_key(self, event_name: str) -> str:
+        if self.customer_key:
+            return self.customer_key
+        found = self._meter(event_name)
         return found.customer_key if found is not None else DEFAULT_CUSTOMER_KEY
+
+    def _value_error(self, event_name: str, payload: dict[str, Any]) -> str | None:
+        """What the processor would reject about the row's value (``meter_event_invalid_value``,
+        ``meter_event_value_too_many_digits``), with its message, when the meter is known: a row the
+        processor is certain to reject is reported on its line instead of counted as valid."""
+        meter = self._meter(event_name)
+        if meter is None or meter.formula == "count":
+            return None
+        if meter.value_key not in payload:
+            return f"Value key {meter.value_key} not found in payload."
+        number = parse_whole(payload[meter.value_key])
+        if number is None:
+            return f"Value key {meter.value_key} is not a whole number."
+        if significant_digits(number) > MAX_SIGNIFICANT_DIGITS:
+            return (
+                f"The value in the event payload can have at most {MAX_SIGNIFICANT_DIGITS} digits. Received {number}."
+            )
+        return None
 
     def events(self, started_at: int) -> Iterator[tuple[int, str | None, dict[str, Any] | None, RowError | None]]:
         """(line, customer, the value to produce, or the error) per row, identifiers and timestamps filled."""
@@ -204,6 +227,10 @@ class Importer:
             customer = value["payload"].get(key)
             if customer in (None, ""):
                 yield row.line, None, None, RowError(row.line, f"Customer mapping key {key} not found in payload.")
+                continue
+            problem = self._value_error(value["event_name"], value["payload"])
+            if problem is not None:
+                yield row.line, None, None, RowError(row.line, problem)
                 continue
             ts = value["timestamp"]
             if ts < now - PAST_S:

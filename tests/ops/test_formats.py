@@ -148,3 +148,12 @@ def test_identifiers_survive_inserted_rows(rows: list[dict[str, object]], new: d
 @given(st.lists(events, max_size=20))
 def test_identifiers_do_not_depend_on_order(rows: list[dict[str, object]]) -> None:
     assert set(ids(rows)) == set(ids(list(reversed(rows))))
+
+
+def test_csv_cell_over_the_field_limit_is_a_row_error_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "huge.csv"
+    path.write_text("timestamp,event_name,payload_value\n1,a,1\n1,a," + "9" * 200_000 + "\n1,a,2\n", "utf-8")
+    rows = list(iter_rows(path, "csv"))
+    assert rows[0].event is not None and rows[0].line == 2
+    assert rows[1].event is None and rows[1].line == 3 and "unreadable CSV" in (rows[1].error or "")
+    assert len(rows) == 2  # the reader stops: where the next row starts is unknown

@@ -93,7 +93,9 @@ def test_invalid_rows_are_reported_with_line_numbers(
         + "\n"
         + json.dumps({"event_name": "imp_api", "payload": {"account": "a1", "value": 1.5}})
         + "\n"
-        + json.dumps({"event_name": "imp_api", "payload": {"account": "a1"}, "timestamp": NOW - 40 * 86_400})
+        + json.dumps(
+            {"event_name": "imp_api", "payload": {"account": "a1", "value": 2}, "timestamp": NOW - 40 * 86_400}
+        )
         + "\n",
         "utf-8",
     )
@@ -148,3 +150,25 @@ def test_interrupted_import_resumes(
     assert f"({state.acked} acknowledged by an earlier run)" in resumed.output
     run_processor(settings)
     assert hour_total(redis_client, settings) == total
+
+
+def test_values_the_processor_would_reject_are_reported_on_their_line(
+    settings: Settings, redis_client: redis.Redis, meter: Meter, tmp_path: Path
+) -> None:
+    path = tmp_path / "values.csv"
+    path.write_text(
+        "timestamp,event_name,payload_account,payload_value\n"
+        f"{HOUR},imp_api,acct_0,5\n"
+        f"{HOUR},imp_api,acct_0,1.5\n"
+        f"{HOUR},imp_api,acct_0,\n"
+        f"{HOUR},imp_api,acct_0,1234567890123456\n"
+        f"{HOUR},imp_api,acct_0,7.0\n",
+        "utf-8",
+    )
+    report = Importer(settings, path, redis_client=redis_client).check()
+    assert report.rows == 2  # 5 and 7.0 (a whole number written with a fraction, as Stripe accepts)
+    assert [(e.line, e.message) for e in report.errors] == [
+        (3, "Value key value is not a whole number."),
+        (4, "Value key value not found in payload."),
+        (5, "The value in the event payload can have at most 15 digits. Received 1234567890123456."),
+    ]
