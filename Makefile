@@ -32,8 +32,11 @@ unit: $(STAMP)
 # instead of 17 min 52 s on this 2-core machine. PYTEST_ARGS='-n 0' runs them in one process.
 PYTEST_ARGS ?= -n 3
 
+# The second run: the end-to-end suite and the Redis Cluster tests against an embedded 3-primary Valkey
+# cluster (tests/conftest.py, METERSTREAM_TEST_REDIS_CLUSTER=1); tests/cluster is skipped by the first run.
 test: lint typecheck
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+	METERSTREAM_TEST_REDIS_CLUSTER=1 $(BIN)/pytest -q tests/e2e tests/cluster $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

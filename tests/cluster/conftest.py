@@ -1,15 +1,32 @@
 """A Redis Cluster of its own for these tests (3 primaries, 1 replica each): they move slots and fail over
-primaries, which must not disturb the session's Redis that every other test shares."""
+primaries, which must not disturb the session's Redis that every other test shares.
+
+They run in the Makefile's second run (``METERSTREAM_TEST_REDIS_CLUSTER=1``, the Redis Cluster run) and are
+skipped, with that reason, in the main run, whose time budget is spent elsewhere."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from processor.config import Settings
 from processor.embedded import EmbeddedRedisCluster
 from processor.state.connect import SyncRedis, sync_redis_url
+from tests.conftest import cluster_wanted
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if cluster_wanted():
+        return
+    here = Path(__file__).parent
+    skip = pytest.mark.skip(
+        reason="Redis Cluster tests run with METERSTREAM_TEST_REDIS_CLUSTER=1 (make test's 2nd run)"
+    )
+    for item in items:
+        if here in Path(item.path).parents:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="module")
