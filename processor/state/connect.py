@@ -47,6 +47,10 @@ AsyncRedis: TypeAlias = aioredis.Redis | aioredis.RedisCluster
 #: Seconds to wait for a TCP connection (probe and clients): a dead server must fail start-up, not hang it.
 CONNECT_TIMEOUT_S = 5.0
 
+#: What redis-py raises when it cannot connect: RedisClusterException ("no reachable node", "cluster mode is
+#: not enabled") is not a RedisError.
+_CONNECT_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
+
 _modes: dict[str, bool] = {}
 _modes_lock = threading.Lock()
 
@@ -85,7 +89,7 @@ def sync_redis_url(url: str, *, cluster: bool | None = None, decode_responses: b
         return redis.Redis.from_url(
             url, decode_responses=decode_responses, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_keepalive=True
         )
-    except redis.RedisError as exc:
+    except _CONNECT_ERRORS as exc:
         raise StateError(f"cannot connect to Redis: {type(exc).__name__}: {exc}") from exc
 
 
@@ -105,5 +109,5 @@ def async_redis(settings: Settings, *, decode_responses: bool = False) -> AsyncR
                 url, decode_responses=decode_responses, socket_connect_timeout=CONNECT_TIMEOUT_S
             )
         return aioredis.Redis.from_url(url, decode_responses=decode_responses, socket_connect_timeout=CONNECT_TIMEOUT_S)
-    except redis.RedisError as exc:
+    except _CONNECT_ERRORS as exc:
         raise StateError(f"cannot connect to Redis: {type(exc).__name__}: {exc}") from exc
