@@ -55,6 +55,10 @@ class Output:
     errors: list[tuple[str | None, bytes]] = field(default_factory=list)
     stats: Counter[str] = field(default_factory=Counter)
     next_offsets: dict[str, int] = field(default_factory=dict)
+    #: (cancellation, event it cancelled) for every cancellation emitted by this batch, so the runner can
+    #: check that the event's own accepted record is already on the topic (another processor may have
+    #: claimed it and not produced it yet)
+    cancel_targets: list[tuple[Source, Source]] = field(default_factory=list)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -179,6 +183,7 @@ class Engine:
             (customer, self._cancel_value(c.meter, c.identifier, customer, c.source.ref, c.source.received_ms))
         )
         out.accepted_from.append(c.source)
+        out.cancel_targets.append((c.source, ev_src))
 
     def _change(
         self, meter: Meter, customer: str, by: Source, ts: int, value: str, ev_src: Source, *, add: bool

@@ -26,6 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from processor import metrics
 from processor.aggregator.engine import ADJUSTMENTS, EVENTS, Engine, Output, RawRecord
 from processor.aggregator.meterbook import MeterBook
+from processor.aggregator.validate import Source
 from processor.config import Settings
 from processor.errors import KafkaDeliveryError
 from processor.kafka.clients import consumer_config, producer_config
@@ -35,6 +36,9 @@ from processor.state.store import StateStore
 __all__ = ["Processor"]
 
 log = logging.getLogger(__name__)
+
+#: Pause after holding back cancellations whose event is not out yet (see Processor._defer_early_cancels).
+DEFER_PAUSE_S = 0.05
 
 
 class Processor:
@@ -55,6 +59,7 @@ class Processor:
         self._assigned: set[tuple[str, int]] = set()
         self._hold_back: dict[str, int] = {}
         self._last_offsets: dict[tuple[str, int], int] = {}
+        self._deferred_logged = 0.0
         self.batches = 0
 
     # ---- setup -------------------------------------------------------------------------------------
@@ -152,13 +157,79 @@ class Processor:
         started = time.perf_counter()
         self._load_meters()
         out = engine.process(records)
+        deferred = self._defer_early_cancels(out, records)
         self._emit(out)
         self._commit(out)
+        if deferred:
+            self._rewind(deferred)
         metrics.observe_batch(out.stats, time.perf_counter() - started, len(records))
         self.stats.update(out.stats)
         self.stats["records"] += len(records)
         self.batches += 1
         return len(records)
+
+    def _defer_early_cancels(self, out: Output, records: list[RawRecord]) -> dict[str, int]:
+        """Hold back cancellations whose event is not on the accepted topic yet; returns the adjustment
+        partitions to re-read (``"<topic>/<partition>"`` → offset of the first held-back record).
+
+        With several processors, the event a cancellation targets may have been claimed by another
+        processor that has not produced its accepted record yet (its batch is in flight, or it was killed
+        between its claim step and its output). Emitting the cancellation now would put it ahead of its
+        event on the accepted topic, and Stripe would refuse it (the event unknown) and bill the event.
+        An event's accepted record is on the topic once the stored progress of its partition is past it
+        (progress is stored after the output was acknowledged), or when it is in this very batch (events
+        are emitted before cancellations). Otherwise the cancellation and what follows it in its partition
+        are not emitted and not committed: they are read again and re-derived (the claim and apply steps
+        are idempotent by record position), as after a crash, until the event is out. Event partitions are
+        never held back, so the event's own processor (or the next owner of its partition) gets there.
+        """
+        if not out.cancel_targets:
+            return {}
+        assert self._store is not None
+        batch: dict[tuple[str, int], tuple[int, int]] = {}
+        for rec in records:
+            lo, hi = batch.get((rec.topic, rec.partition), (rec.offset, rec.offset))
+            batch[(rec.topic, rec.partition)] = (min(lo, rec.offset), max(hi, rec.offset))
+        progress: dict[str, int] | None = None
+        deferred: dict[str, int] = {}
+        for by, ev in out.cancel_targets:
+            lo, hi = batch.get((ev.topic, ev.partition), (-1, -2))
+            if lo <= ev.offset <= hi:
+                continue
+            if progress is None:
+                progress = self._store.load_progress(self.settings.processor_group)
+            if progress.get(f"{ev.topic}/{ev.partition}", 0) > ev.offset:
+                continue
+            key = f"{by.topic}/{by.partition}"
+            deferred[key] = min(deferred.get(key, by.offset), by.offset)
+        if not deferred:
+            return {}
+
+        def kept(src: Source) -> bool:
+            first = deferred.get(f"{src.topic}/{src.partition}")
+            return first is None or src.offset < first
+
+        acc = [(rec, src) for rec, src in zip(out.accepted, out.accepted_from, strict=True) if kept(src)]
+        err = [(rec, src) for rec, src in zip(out.errors, out.errors_from, strict=True) if kept(src)]
+        out.accepted, out.accepted_from = [a for a, _ in acc], [s for _, s in acc]
+        out.errors, out.errors_from = [e for e, _ in err], [s for _, s in err]
+        out.next_offsets.update(deferred)
+        self.stats["cancel:deferred"] += 1
+        if time.monotonic() - self._deferred_logged > 30:
+            self._deferred_logged = time.monotonic()
+            log.info("holding back cancellations whose event is not on the accepted topic yet: %s", deferred)
+        return deferred
+
+    def _rewind(self, deferred: dict[str, int]) -> None:
+        """Read held-back partitions again from their first held-back record, after a short pause (the
+        event's processor needs a moment; a dead one needs a rebalance)."""
+        assert self._consumer is not None
+        for key, offset in deferred.items():
+            base, part = key.rsplit("/", 1)
+            tp = TopicPartition(self.prefix + base, int(part), offset)
+            if (tp.topic, tp.partition) in self._assigned:
+                self._consumer.seek(tp)
+        time.sleep(DEFER_PAUSE_S)
 
     def _emit(self, out: Output) -> None:
         assert self._producer is not None
