@@ -9,7 +9,9 @@ Cluster are chosen the same way everywhere:
 - ``auto`` (the default) → ask the server once per URL (``INFO cluster`` → ``cluster_enabled``). A wrong
   guess would be fatal either way (a plain client on a cluster gets MOVED on most keys; a cluster client
   on a plain server cannot start), so asking is safer than any default. The answer is cached per URL for
-  the life of the process: a server does not change modes without a restart.
+  the life of the process: a server does not change modes without a restart. A server that cannot be reached
+  at that moment gets the single-server client (with a warning) and is asked again next time; set the mode
+  explicitly for a cluster.
 
 The probe is synchronous even for the asyncio clients: it runs once, at construction, which happens in
 start-up code (constructors), where a short blocking call is harmless.
@@ -20,6 +22,7 @@ password).
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import TypeAlias
 
@@ -38,6 +41,8 @@ __all__ = [
     "sync_redis",
     "sync_redis_url",
 ]
+
+log = logging.getLogger(__name__)
 
 #: What :func:`sync_redis` returns; both expose the same data commands (routing differs).
 SyncRedis: TypeAlias = redis.Redis | RedisCluster
@@ -75,11 +80,25 @@ def is_cluster(url: str, mode: bool | None = None) -> bool:
     return enabled
 
 
+def _choose(url: str, mode: bool | None) -> bool:
+    """:func:`is_cluster`, except that an unreachable server in ``auto`` mode gets the single-server client
+    (nothing cached): like any redis-py client it connects lazily, so a component that tolerates Redis being
+    down at start (the gateway reports it on /healthz) still starts. Clusters should set the mode explicitly."""
+    try:
+        return is_cluster(url, mode)
+    except StateError as exc:
+        log.warning(
+            "%s; using the single-server client (set METERSTREAM_REDIS_CLUSTER=true or false to decide without asking)",
+            exc,
+        )
+        return False
+
+
 def sync_redis_url(url: str, *, cluster: bool | None = None, decode_responses: bool = False) -> SyncRedis:
     """A blocking client for ``url`` (``cluster``: as :func:`is_cluster`). Constructing a cluster client
     reads the slot map from the server, so it fails here, not at first use, when the cluster is down."""
     try:
-        if is_cluster(url, cluster):
+        if _choose(url, cluster):
             return RedisCluster.from_url(
                 url,
                 decode_responses=decode_responses,
@@ -104,7 +123,7 @@ def async_redis(settings: Settings, *, decode_responses: bool = False) -> AsyncR
     """An asyncio client for the configured Redis. The cluster client connects lazily (at first command)."""
     url = settings.require_redis_url()
     try:
-        if is_cluster(url, settings.redis_cluster):
+        if _choose(url, settings.redis_cluster):
             return aioredis.RedisCluster.from_url(
                 url, decode_responses=decode_responses, socket_connect_timeout=CONNECT_TIMEOUT_S
             )

@@ -64,3 +64,19 @@ def test_forced_single_node_client_on_a_cluster_node(cluster: EmbeddedRedisClust
         assert isinstance(forced, RedisCluster)
     finally:
         forced.close()
+
+
+def test_auto_on_an_unreachable_server_starts_with_the_single_server_client() -> None:
+    """Like any redis-py client, it connects lazily: the gateway starts and reports Redis down on /healthz."""
+    from processor.embedded import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    client = sync_redis_url(url)
+    try:
+        assert type(client) is redis.Redis
+        with pytest.raises(redis.ConnectionError):
+            client.ping()
+    finally:
+        client.close()
+    with pytest.raises(StateError):
+        is_cluster(url)
