@@ -15,6 +15,7 @@ from processor.meters.model import Meter
 from processor.ops.replay import decide
 from processor.sink.delivery import DeliveryStatus
 from processor.sink.records import parse_accepted
+from processor.state.connect import async_redis
 from processor.state.keys import DAY_S, HOUR_S, Keys, identifier_digest
 from tests.ops.conftest import Emulator
 from tests.ops.helpers import cli
@@ -148,8 +149,6 @@ def test_recording_gateway_keeps_the_delivery_record(
     """What the sink gets by using RecordingGateway: `a` before a request, `d` / `r` after Stripe answered."""
     import asyncio
 
-    import redis.asyncio as aioredis
-
     from processor.errors import StripeRejectedError
     from processor.sink.delivery import DeliveryLog, RecordingGateway, lookup_statuses
 
@@ -162,7 +161,7 @@ def test_recording_gateway_keeps_the_delivery_record(
     bad = parse_accepted(accepted("b1", NOW - 60, ts=NOW - 40 * DAY_S))  # Stripe refuses: too old
 
     async def run() -> None:
-        client = aioredis.Redis.from_url(settings.require_redis_url())
+        client = async_redis(settings)
         seen: list[str] = []
 
         async def acquire() -> None:

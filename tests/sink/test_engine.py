@@ -24,6 +24,7 @@ from processor.sink.meters import MeterRegistry
 from processor.sink.metrics import SinkMetrics
 from processor.sink.ratelimit import AsyncRateLimiter
 from processor.sink.stripe_api import StripeGateway
+from processor.state.connect import async_redis
 from processor.state.keys import Keys
 from tests.sink.conftest import API_KEY, EmulatorControl, cancel, event
 
@@ -128,7 +129,7 @@ def test_order_and_acks_under_faults(
     expected: dict[str, list[str]] = {}
 
     async def run() -> Harness:
-        client = aioredis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
+        client = async_redis(settings, decode_responses=True)
         h = await _harness(settings, client)
         for i in range(10):
             for c in range(20):
@@ -160,7 +161,7 @@ def test_expired_session_is_renewed_and_the_batch_resent(
     control = EmulatorControl(server.url)
 
     async def run() -> Harness:
-        client = aioredis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
+        client = async_redis(settings, decode_responses=True)
         h = await _harness(settings, client)
         await h.submit("cus_1", event(METER, "cus_1", "before", 1))
         await h.settle()
@@ -186,7 +187,7 @@ def test_session_is_renewed_before_it_expires(
     now = [1000.0]
 
     async def run() -> Harness:
-        client = aioredis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
+        client = async_redis(settings, decode_responses=True)
         h = await _harness(settings, client, clock=lambda: now[0])
         await h.submit("cus_1", event(METER, "cus_1", "one", 1))
         await h.settle()
@@ -210,7 +211,7 @@ def test_v1_resend_of_a_delivered_identifier_counts_as_delivered(
     _mirror(redis_client, settings, METER)
 
     async def run() -> Harness:
-        client = aioredis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
+        client = async_redis(settings, decode_responses=True)
         h = await _harness(settings, client)
         await h.submit("cus_1", event(METER, "cus_1", "same", 5))
         await h.submit("cus_1", event(METER, "cus_1", "same", 5))  # a replay of the accepted topic
@@ -237,7 +238,7 @@ def test_v1_permanent_rejection_is_dead_lettered_and_the_customer_moves_on(
     _mirror(redis_client, settings, METER)
 
     async def run() -> Harness:
-        client = aioredis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
+        client = async_redis(settings, decode_responses=True)
         h = await _harness(settings, client)
         await h.submit("cus_1", event(METER, "cus_1", "old", 1, timestamp=1_000_000))  # 1970: too far in the past
         await h.submit("cus_1", event(METER, "cus_1", "fine", 1))
@@ -262,7 +263,7 @@ def test_refused_api_key_stops_the_engine_without_acknowledging(
     _mirror(redis_client, settings, METER)
 
     async def run() -> Harness:
-        client = aioredis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
+        client = async_redis(settings, decode_responses=True)
         h = await _harness(settings, client)
         # The meter lookup is the first call: it is refused, and intake stops right there.
         intake = asyncio.create_task(h.submit("cus_1", event(METER, "cus_1", "e1", 1)))

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 
 from processor.config import Settings
 from processor.sink.metrics import COUNTERS, SinkMetrics
+from processor.state.connect import async_redis
 from processor.state.keys import Keys
 
 
@@ -32,7 +32,7 @@ def test_flush_adds_into_the_stats_hash(settings: Settings, redis_client: redis.
     redis_client.hset(key, "delivered:v2_stream", 5)  # another sink process's count
 
     async def run() -> None:
-        client = aioredis.Redis.from_url(settings.require_redis_url(), decode_responses=True)
+        client = async_redis(settings, decode_responses=True)
         metrics = SinkMetrics("v2_stream")
         metrics.incr("delivered", 2)
         metrics.incr("dead_lettered")
