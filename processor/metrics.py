@@ -30,6 +30,7 @@ __all__ = [
     "RECORDS",
     "REGISTRY",
     "REJECTED",
+    "clear_lag",
     "observe_batch",
     "set_lag",
     "start_metrics_server",
@@ -86,6 +87,14 @@ def observe_batch(stats: Mapping[str, int], seconds: float, records: int) -> Non
 def set_lag(topic: str, partition: int, lag: int) -> None:
     """The lag of one partition (``topic`` without the prefix)."""
     LAG.labels(topic, str(partition)).set(max(0, lag))
+
+
+def clear_lag(topic: str, partition: int) -> None:
+    """Forget a partition's lag (revoked: another member reports it now)."""
+    try:
+        LAG.remove(topic, str(partition))
+    except KeyError:
+        pass
 
 
 def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:

@@ -15,6 +15,7 @@ and Stripe deduplicate by identifier).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -33,12 +34,32 @@ from processor.kafka.clients import consumer_config, producer_config
 from processor.state.connect import sync_redis
 from processor.state.store import StateStore
 
-__all__ = ["Processor"]
+__all__ = ["Processor", "partition_lags"]
 
 log = logging.getLogger(__name__)
 
+#: How often librdkafka reports statistics, hence each partition's lag.
+LAG_INTERVAL_MS = 5000
+
 #: Pause after holding back cancellations whose event is not out yet (see Processor._defer_early_cancels).
 DEFER_PAUSE_S = 0.05
+
+
+def partition_lags(stats_json: str, assigned: set[tuple[str, int]]) -> list[tuple[tuple[str, int], int]]:
+    """((topic, partition), lag) of the ``assigned`` partitions whose lag librdkafka's statistics know.
+    ``consumer_lag`` is -1 until both the high watermark and a committed offset are known: left out."""
+    try:
+        topics = json.loads(stats_json).get("topics") or {}
+    except ValueError:
+        return []
+    found = []
+    for topic, data in topics.items():
+        for key, part in (data.get("partitions") or {}).items():
+            tp = (topic, int(key))
+            lag = part.get("consumer_lag", -1)
+            if tp in assigned and isinstance(lag, int) and lag >= 0:
+                found.append((tp, lag))
+    return found
 
 
 class Processor:
@@ -73,7 +94,17 @@ class Processor:
         self._meters_consumer = Consumer(consumer_config(s, f"{s.processor_group}-meters", **{"log_level": 3}))
         self._meters_consumer.assign([TopicPartition(self.prefix + "meters", 0, OFFSET_BEGINNING)])
         self._load_meters(initial=True)
-        conf = consumer_config(s, s.processor_group, **{"partition.assignment.strategy": "roundrobin"})
+        conf = consumer_config(
+            s,
+            s.processor_group,
+            **{
+                "partition.assignment.strategy": "roundrobin",
+                # librdkafka's statistics carry each partition's lag (high watermark of the fetch responses
+                # minus the committed offset): exported as meterstream_processor_lag_records.
+                "statistics.interval.ms": LAG_INTERVAL_MS,
+                "stats_cb": self._on_stats,
+            },
+        )
         self._consumer = Consumer(conf)
         self._consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
         self._engine = Engine(self._store, self.meters)
@@ -133,7 +164,13 @@ class Processor:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._assigned.discard((tp.topic, tp.partition))
+            metrics.clear_lag(self.topics[tp.topic], tp.partition)
         log.info("revoked %d partitions", len(partitions))
+
+    def _on_stats(self, stats_json: str) -> None:
+        """Lag per assigned partition from librdkafka's statistics (served from ``consume``, this thread)."""
+        for partition, lag in partition_lags(stats_json, self._assigned):
+            metrics.set_lag(self.topics[partition[0]], partition[1], lag)
 
     # ---- the loop ----------------------------------------------------------------------------------
     def poll_batch(self, timeout: float = 0.5) -> int:
