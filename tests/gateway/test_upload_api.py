@@ -9,19 +9,18 @@ import json
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from http.client import HTTPConnection
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import redis
 import stripe
 
 from processor.config import Settings
 from processor.errors import InvalidRequestError
 from processor.gateway.upload import MAX_FILE_BYTES, UploadOptions, parse_options, template_csv
 from processor.meters.model import Meter
+from processor.state.connect import SyncRedis
 from processor.state.keys import Keys
 from tests.gateway.conftest import bearer, http, make_meter, run_processor
 
@@ -58,7 +57,7 @@ def csv_bytes(rows: list[tuple[int | str, str, str, str]], customer_key: str = "
     return ("\n".join(lines) + "\n").encode()
 
 
-def hourly(client: redis.Redis, settings: Settings, meter_id: str, customers: list[str]) -> dict[str, dict[str, str]]:
+def hourly(client: SyncRedis, settings: Settings, meter_id: str, customers: list[str]) -> dict[str, dict[str, str]]:
     keys = Keys(settings.redis_prefix)
     return {c: client.hgetall(keys.usage_hour(meter_id, c)) for c in customers}  # type: ignore[misc]
 
@@ -72,14 +71,12 @@ def expected_hourly(rows: list[tuple[int | str, str, str, str]]) -> dict[str, di
 
 
 @pytest.fixture
-def decoded_redis(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    client.close()
+def decoded_redis(redis_client: SyncRedis) -> SyncRedis:
+    return redis_client
 
 
 def test_check_send_and_reupload_never_double_count(
-    url: str, client: stripe.StripeClient, gw_settings: Settings, decoded_redis: redis.Redis
+    url: str, client: stripe.StripeClient, gw_settings: Settings, decoded_redis: SyncRedis
 ) -> None:
     meter = make_meter(client, "upl_calls")
     rows: list[tuple[int | str, str, str, str]] = [
@@ -133,7 +130,7 @@ def test_check_send_and_reupload_never_double_count(
 
 
 def test_invalid_rows_are_reported_per_line_and_block_the_send(
-    url: str, client: stripe.StripeClient, gw_settings: Settings, decoded_redis: redis.Redis
+    url: str, client: stripe.StripeClient, gw_settings: Settings, decoded_redis: SyncRedis
 ) -> None:
     meter = make_meter(client, "upl_bad")
     good = (NOW - HOUR, "upl_bad", "cus_ok", "3")

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import stripe
 
 from processor.config import Settings
+from processor.state.connect import sync_redis_url
 from processor.state.keys import Keys
 from tests.gateway.conftest import API_KEY, make_meter, run_processor
 from tests.gateway.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
@@ -96,7 +96,7 @@ def test_upload_page(
     expect(page.locator("#result-text")).to_contain_text("Sent 3 row(s)")
     run_processor(gw_settings)
     keys = Keys(gw_settings.redis_prefix)
-    with redis.Redis.from_url(redis_url, decode_responses=True) as r:
+    with sync_redis_url(redis_url, decode_responses=True) as r:
         assert r.hgetall(keys.usage_hour(meter.id, "acct_1")) == {str(hour): "42"}
         assert r.hgetall(keys.usage_hour(meter.id, "acct_2")) == {str(hour): "7"}
 
