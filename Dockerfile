@@ -4,7 +4,7 @@
 # package (no compilers, no sources, no pip cache).
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY processor ./processor
 COPY topics ./topics
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
