@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import stripe
 
 from processor.config import Settings
-from processor.errors import ConfigError, MeterNotFoundError, StripeRejectedError
+from processor.errors import ConfigError, MeterNotFoundError, RetryableSinkError, StripeRejectedError
 from processor.meters.model import Meter
 from processor.sink.ratelimit import TokenBucket
 from processor.sink.stripe_api import map_stripe_errors
@@ -31,6 +31,17 @@ from processor.state.keys import Keys
 from processor.state.summaries import check_range, summarize
 
 __all__ = ["BucketDrift", "CustomerResult", "Reconciler", "stripe_value"]
+
+
+T = TypeVar("T")
+
+#: Attempts per Stripe read. Stripe answers 429 when a key goes over its rate limit (and the SDK retries
+#: a 429 only when told to), 5xx at times; a read can always be repeated, so reconcile waits and tries
+#: again rather than stopping a long comparison at one busy moment.
+READ_ATTEMPTS = 8
+#: First wait between attempts (doubled each time, at most READ_BACKOFF_MAX_S).
+READ_BACKOFF_S = 0.5
+READ_BACKOFF_MAX_S = 8.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,20 @@ class Reconciler:
         self._stripe_id: str | None = None
 
     # ---- Stripe -----------------------------------------------------------------------------------
+    def _read(self, fn: Callable[[], T]) -> T:
+        """``fn()`` (a whole read, pages included), again after a transient failure (429, 5xx, network)."""
+        delay = READ_BACKOFF_S
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return fn()
+            except RetryableSinkError as exc:
+                if attempt == READ_ATTEMPTS:
+                    raise
+                wait = exc.retry_after if exc.retry_after is not None else delay
+                time.sleep(min(max(wait, 0.0), READ_BACKOFF_MAX_S))
+                delay = min(delay * 2, READ_BACKOFF_MAX_S)
+        raise AssertionError("unreachable")
+
     def _pace(self) -> None:
         wait_ns = self._bucket.reserve(self._clock())
         if wait_ns:
@@ -112,12 +137,17 @@ class Reconciler:
             if isinstance(data, dict) and data.get("api_base") == self.settings.stripe_api_base:
                 self._stripe_id = str(data["stripe_id"])
                 return self._stripe_id
-        found: list[Any] = []
-        self._pace()
-        with map_stripe_errors("listing meters"):
-            for m in self.stripe.v1.billing.meters.list({"limit": 100}).auto_paging_iter():
-                if m.event_name == self.meter.event_name:
-                    found.append(m)
+
+        def list_meters() -> list[Any]:
+            self._pace()
+            with map_stripe_errors("listing meters"):
+                return [
+                    m
+                    for m in self.stripe.v1.billing.meters.list({"limit": 100}).auto_paging_iter()
+                    if m.event_name == self.meter.event_name
+                ]
+
+        found = self._read(list_meters)
         if not found:
             raise MeterNotFoundError(f"{self.meter.id} (no Stripe meter has event_name {self.meter.event_name!r})")
         found.sort(key=lambda m: m.status != "active")
@@ -129,18 +159,22 @@ class Reconciler:
         (404) has nothing at Stripe."""
         meter_id = self.stripe_meter_id()
         params = {"customer": customer, "start_time": start, "end_time": end, "value_grouping_window": grouping}
-        out: dict[int, int | Decimal | None] = {}
-        try:
+
+        def list_summaries() -> dict[int, int | Decimal | None]:
+            out: dict[int, int | Decimal | None] = {}
             with map_stripe_errors(f"listing event summaries of {customer}"):
                 self._pace()
                 page = self.stripe.v1.billing.meters.event_summaries.list(meter_id, cast(Any, {**params, "limit": 100}))
                 for summary in self._pages(page):
                     out[int(summary.start_time)] = stripe_value(summary.aggregated_value)
+            return out
+
+        try:
+            return self._read(list_summaries)
         except StripeRejectedError as exc:
             if exc.http_status == 404 and exc.stripe_error.get("param") == "customer":
                 return {}
             raise
-        return out
 
     def _pages(self, page: Any) -> Iterator[Any]:
         while True:
