@@ -1,11 +1,14 @@
 """Processor throughput, beside the raw confluent-kafka ceiling, on the embedded broker and Valkey.
 
-    python -m bench processor [--events N]
+    python -m bench processor [--events N] [--processors K]
 
 1. produce N meter events (1,000 customers, unique identifiers, a raw sum meter and a pre-aggregated one);
 2. ceiling: a plain confluent-kafka consumer that reads and json-decodes all N (nothing else);
 3. the processor, in a child process: from start until every record is applied to Redis and its accepted
    record acknowledged by the broker; its peak RSS;
+   With ``--processors K`` (K > 1) K child processes join one consumer group at once; the rate is N over
+   the time from the first record any of them processed to the moment all N were processed (group joins
+   and the rebalances while members join are inside that time: what a scale-out really gets);
 4. Redis memory per remembered identifier: ``used_memory`` growth during step 3 divided by N (this
    includes the aggregates and indexes, so it is an upper bound), and ``MEMORY USAGE`` of claim keys.
 Prints one JSON object.
@@ -108,9 +111,54 @@ def _run_processor(env: dict[str, str], n: int, q: Any) -> None:
     q.put({"elapsed": elapsed, "records": done, "peak_rss_mb": round(rss_kb / 1024, 1), "stats": dict(proc.stats)})
 
 
+def _run_member(env: dict[str, str], n: int, done: Any, q: Any) -> None:
+    """One of K group members: process until the group as a whole has processed all ``n``."""
+    from processor.aggregator.runner import Processor
+
+    proc = Processor(load_settings(env))
+    first: float | None = None
+    last = 0.0
+    while done.value < n:
+        before = proc.stats["records"]
+        proc.poll_batch(0.2)
+        got = proc.stats["records"] - before
+        if got:
+            now = time.time()
+            first = first if first is not None else now
+            last = now
+            with done.get_lock():
+                done.value += got
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    proc.close()
+    q.put({"first": first, "last": last, "records": proc.stats["records"], "peak_rss_mb": round(rss_kb / 1024, 1)})
+
+
+def _run_group(env: dict[str, str], n: int, k: int) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    done = ctx.Value("q", 0)
+    q: Any = ctx.Queue()
+    children = [ctx.Process(target=_run_member, args=(env, n, done, q)) for _ in range(k)]
+    for child in children:
+        child.start()
+    results = [q.get(timeout=1800) for _ in children]
+    for child in children:
+        child.join()
+    active = [r for r in results if r["first"] is not None]
+    start = min(r["first"] for r in active)
+    end = max(r["last"] for r in active)
+    return {
+        "elapsed": end - start,
+        "records": sum(r["records"] for r in results),
+        "records_per_member": sorted(r["records"] for r in results),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+        "stats": {},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="bench processor")
     ap.add_argument("--events", type=int, default=int(os.environ.get("BENCH_EVENTS", "200000")))
+    ap.add_argument("--processors", type=int, default=1, help="group members (child processes)")
     args, _ = ap.parse_known_args()
     n = args.events
     work = tempfile.mkdtemp(prefix="bench-")
@@ -129,11 +177,14 @@ def main() -> None:
         ceiling = _ceiling(settings, n)
         client = redis.Redis.from_url(redis_srv.url)
         mem0 = int(client.info("memory")["used_memory"])
-        q: Any = mp.get_context("spawn").Queue()
-        child = mp.get_context("spawn").Process(target=_run_processor, args=(env, n, q))
-        child.start()
-        result = q.get(timeout=1800)
-        child.join()
+        if args.processors > 1:
+            result = _run_group(env, n, args.processors)
+        else:
+            q: Any = mp.get_context("spawn").Queue()
+            child = mp.get_context("spawn").Process(target=_run_processor, args=(env, n, q))
+            child.start()
+            result = q.get(timeout=1800)
+            child.join()
         mem1 = int(client.info("memory")["used_memory"])
         claim_keys = [k for _, k in zip(range(2000), client.scan_iter(match="ms:id:*", count=1000), strict=False)]
         usage = [int(client.memory_usage(k) or 0) for k in claim_keys]
@@ -145,6 +196,8 @@ def main() -> None:
             "partitions": PARTITIONS,
             "produce_events_per_s": round(n / produce_s),
             "ceiling_consume_decode_events_per_s": round(ceiling),
+            "processors": args.processors,
+            "records_per_member": result.get("records_per_member", [result["records"]]),
             "processor_events_per_s": round(n / result["elapsed"]),
             "processor_peak_rss_mb": result["peak_rss_mb"],
             "redis_used_memory_growth_bytes_per_event": round((mem1 - mem0) / n, 1),
