@@ -16,6 +16,7 @@ import click
 from processor.config import STRIPE_DEFAULT_API_BASE, Secret, Settings
 from processor.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from processor.kafka.admin import ensure_topics
+from processor.logs import mask_secrets
 from processor.meters.registry import MeterRegistry
 from processor.supervisor import Supervisor
 
@@ -111,13 +112,14 @@ def up(settings: Settings, state_dir: Path | None, no_components: bool) -> None:
 
         click.echo("meterstream is up")
         click.echo(f"  kafka bootstrap : {settings.kafka_bootstrap}")
-        click.echo(f"  redis           : {settings.redis_url}")
+        click.echo(f"  redis           : {mask_secrets(settings.redis_url or '')}")  # a URL may hold a password
         click.echo(f"  topic prefix    : {settings.topic_prefix or '(none)'}")
         click.echo(f"  logs            : {state_dir}")
         for comp in supervisor.components:
             click.echo(f"  {comp.name:<16}: running (log {comp.log_path.name})")
         if not no_components:
             click.echo(f"  dashboard       : http://127.0.0.1:{settings.gateway_port}/ (user name: the API key)")
+            click.echo(f"  upload usage    : http://127.0.0.1:{settings.gateway_port}/upload (Stripe's CSV template)")
             click.echo(
                 f"  api key         : {generated_key} (generated; set METERSTREAM_API_KEYS to choose your own)"
                 if generated_key

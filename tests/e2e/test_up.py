@@ -4,6 +4,7 @@ then the CLI to create a meter and send events, and the official stripe SDK to c
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,3 +154,10 @@ def test_up_create_meter_send_events_and_see_them_everywhere(running_up: dict[st
     records = [v for key in r.scan_iter(match="ms:dlv:*") for v in r.hvals(key)]
     r.close()
     assert len(records) == 2 and all(v.startswith("d") for v in records), records
+
+    # the dashboard's upload page `up` announced is served, to the API key as the dashboard's user name
+    # (its behaviour: tests/gateway/test_upload_*.py)
+    login = base64.b64encode(f"{running_up['api key']}:".encode()).decode()
+    request = urllib.request.Request(running_up["upload usage"], headers={"Authorization": f"Basic {login}"})
+    with urllib.request.urlopen(request, timeout=10) as page:
+        assert page.status == 200 and 'type="file"' in page.read().decode()
