@@ -29,11 +29,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import ssl
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -49,7 +51,7 @@ from processor.sink.ratelimit import AsyncRateLimiter
 from processor.state.connect import async_redis
 from processor.state.keys import Keys
 
-__all__ = ["DRAIN_TIMEOUT_S", "SinkService", "broker_credentials", "build_app", "run_sink"]
+__all__ = ["DRAIN_TIMEOUT_S", "SinkService", "broker_credentials", "build_app", "fresh_datadir", "run_sink"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,33 @@ log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 20.0
 #: How often the counters are added to the Redis stats hash.
 METRICS_FLUSH_S = 2.0
+#: faust's data directories: ``<tmp>/meterstream-sink-<pid>-<random>``.
+DATADIR_PREFIX = "meterstream-sink-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def fresh_datadir(parent: str | None = None) -> str:
+    """A new data directory for faust, after removing those of sinks that are gone.
+
+    faust insists on a directory; ours holds nothing that must outlive the process (offsets are in Kafka,
+    delivery records in Redis), and a clean stop removes it. A sink killed with SIGKILL cannot, so each
+    start removes the directories whose process (its pid is in the name) no longer runs: a host whose sinks
+    are killed and restarted does not fill its temporary directory."""
+    base = Path(parent or tempfile.gettempdir())
+    for old in base.glob(DATADIR_PREFIX + "*"):
+        pid_text = old.name[len(DATADIR_PREFIX) :].split("-", 1)[0]
+        if old.is_dir() and pid_text.isdigit() and not _alive(int(pid_text)):
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{DATADIR_PREFIX}{os.getpid()}-", dir=base)
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -125,7 +154,7 @@ class SinkService:
         settings.require_redis_url()
         self.settings = settings
         self.keys = Keys(settings.redis_prefix)
-        self._datadir = tempfile.mkdtemp(prefix="meterstream-sink-")
+        self._datadir = fresh_datadir()
         self.app = build_app(settings, self._datadir)
         self.source = self.app.topic(settings.topic_prefix + "meter-events-accepted")
         self.dlq = self.app.topic(settings.topic_prefix + "meter-events-stripe-dlq")
