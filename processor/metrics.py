@@ -97,9 +97,9 @@ def clear_lag(topic: str, partition: int) -> None:
         pass
 
 
-def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:
-    """Serve ``/metrics`` on ``port`` from a daemon thread (returns at once). Port 0 is refused: the
-    scrape target must be known."""
+def start_metrics_server(port: int, addr: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> None:
+    """Serve ``/metrics`` of ``registry`` (the processor's by default; the sink passes its own) on ``port``
+    from a daemon thread (returns at once). Port 0 is refused: the scrape target must be known."""
     if not 0 < port < 65536:
         raise ValueError(f"metrics port must be 1..65535, got {port}")
-    start_http_server(port, addr, registry=REGISTRY)
+    start_http_server(port, addr, registry=registry)

@@ -8,6 +8,7 @@ I/O, so every rule is unit-tested without a broker (tests/unit/test_validate.py)
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -16,7 +17,16 @@ from processor.aggregator.meterbook import MeterBook
 from processor.aggregator.values import MAX_SIGNIFICANT_DIGITS, parse_whole, significant_digits
 from processor.meters.model import Meter
 
-__all__ = ["Cancel", "Event", "Rejected", "Source", "default_identifier", "validate_adjustment", "validate_event"]
+__all__ = [
+    "Cancel",
+    "Event",
+    "Rejected",
+    "Source",
+    "default_identifier",
+    "meter_value",
+    "validate_adjustment",
+    "validate_event",
+]
 
 PAST_LIMIT_S = 35 * 86_400
 FUTURE_LIMIT_S = 300
@@ -136,6 +146,21 @@ def _parse_object(value: bytes | None, source: Source) -> dict[str, Any] | Rejec
     return data
 
 
+def meter_value(meter: Meter, payload: Mapping[str, Any]) -> int | tuple[str, str]:
+    """The value of a sum/last meter's event, or (Stripe error code, message) when Stripe would reject it.
+    One rule for the processor and for ``meterstream import``'s check (which reports it on the row's line)."""
+    number = parse_whole(payload[meter.value_key]) if meter.value_key in payload else None
+    if number is None:
+        what = "not found in payload" if meter.value_key not in payload else "is not a whole number"
+        return "meter_event_invalid_value", f"Value key {meter.value_key} {what}."
+    if significant_digits(number) > MAX_SIGNIFICANT_DIGITS:
+        return (
+            "meter_event_value_too_many_digits",
+            f"The value in the event payload can have at most {MAX_SIGNIFICANT_DIGITS} digits. Received {number}.",
+        )
+    return number
+
+
 def validate_event(value: bytes | None, source: Source, meters: MeterBook) -> Event | Rejected:
     data = _parse_object(value, source)
     if isinstance(data, Rejected):
@@ -175,21 +200,11 @@ def validate_event(value: bytes | None, source: Source, meters: MeterBook) -> Ev
 
     number: int | None = None
     if meter.formula != "count":
-        raw_value = payload.get(meter.value_key)
-        number = parse_whole(raw_value) if meter.value_key in payload else None
-        if number is None:
-            what = "not found in payload" if meter.value_key not in payload else "is not a whole number"
-            return Rejected(
-                source, "meter_event_invalid_value", f"Value key {meter.value_key} {what}.", _jsonable(data), customer
-            )
-        if significant_digits(number) > MAX_SIGNIFICANT_DIGITS:
-            return Rejected(
-                source,
-                "meter_event_value_too_many_digits",
-                f"The value in the event payload can have at most {MAX_SIGNIFICANT_DIGITS} digits. Received {number}.",
-                _jsonable(data),
-                customer,
-            )
+        parsed = meter_value(meter, payload)
+        if isinstance(parsed, tuple):
+            code, message = parsed
+            return Rejected(source, code, message, _jsonable(data), customer)
+        number = parsed
 
     received_s = source.received_ms // 1000
     ts = received_s if ts_raw is None else ts_raw

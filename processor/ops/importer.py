@@ -37,7 +37,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from processor.aggregator.values import MAX_SIGNIFICANT_DIGITS, parse_whole, significant_digits
+from processor.aggregator.validate import meter_value
 from processor.config import Settings
 from processor.errors import EventValidationError, KafkaDeliveryError
 from processor.events.schema import validate_event
@@ -183,22 +183,13 @@ class Importer:
         return found.customer_key if found is not None else DEFAULT_CUSTOMER_KEY
 
     def _value_error(self, event_name: str, payload: dict[str, Any]) -> str | None:
-        """What the processor would reject about the row's value (``meter_event_invalid_value``,
-        ``meter_event_value_too_many_digits``), with its message, when the meter is known: a row the
-        processor is certain to reject is reported on its line instead of counted as valid."""
+        """What the processor would reject about the row's value, with its message, when the meter is known:
+        a row the processor is certain to reject is reported on its line instead of counted as valid."""
         meter = self._meter(event_name)
         if meter is None or meter.formula == "count":
             return None
-        if meter.value_key not in payload:
-            return f"Value key {meter.value_key} not found in payload."
-        number = parse_whole(payload[meter.value_key])
-        if number is None:
-            return f"Value key {meter.value_key} is not a whole number."
-        if significant_digits(number) > MAX_SIGNIFICANT_DIGITS:
-            return (
-                f"The value in the event payload can have at most {MAX_SIGNIFICANT_DIGITS} digits. Received {number}."
-            )
-        return None
+        parsed = meter_value(meter, payload)
+        return parsed[1] if isinstance(parsed, tuple) else None
 
     def events(self, started_at: int) -> Iterator[tuple[int, str | None, dict[str, Any] | None, RowError | None]]:
         """(line, customer, the value to produce, or the error) per row, identifiers and timestamps filled."""

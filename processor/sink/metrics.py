@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily
 
 __all__ = ["COUNTERS", "SinkMetrics", "start_sink_metrics_server"]
@@ -91,10 +91,9 @@ class _SinkCollector:
 
 
 def start_sink_metrics_server(metrics: SinkMetrics, port: int, addr: str = "0.0.0.0") -> None:
-    """Serve ``/metrics`` of this sink process on ``port`` from a daemon thread (Kubernetes and compose
-    probe it). Port 0 is refused: the scrape target must be known."""
-    if not 0 < port < 65536:
-        raise ValueError(f"metrics port must be 1..65535, got {port}")
+    """Serve ``/metrics`` of this sink process on ``port`` (Kubernetes and compose probe it)."""
+    from processor.metrics import start_metrics_server
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_SinkCollector(metrics))
-    start_http_server(port, addr, registry=registry)
+    start_metrics_server(port, addr, registry)
