@@ -14,6 +14,7 @@ from confluent_kafka import Producer
 
 from processor.config import Settings
 from processor.meters.model import Meter
+from processor.state.keys import Keys
 
 
 def producer(settings: Settings) -> Producer:
@@ -45,6 +46,13 @@ def event_value(
 
 def cancel_value(name: str, identifier: str) -> bytes:
     return json.dumps({"event_name": name, "type": "cancel", "cancel": {"identifier": identifier}}).encode()
+
+
+def stored_progress(client: Any, settings: Settings) -> int:
+    """Records the processor group has stored progress past (sum of next offsets over partitions): how far
+    the group got, as it survives a crash. ``client``: any Redis client, single-node or cluster."""
+    raw = client.hgetall(Keys(settings.redis_prefix).progress(settings.processor_group))
+    return sum(int(v) for v in raw.values())
 
 
 def usage_snapshot(client: redis.Redis, prefix: str) -> dict[str, dict[str, str]]:

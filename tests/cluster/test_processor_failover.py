@@ -29,6 +29,7 @@ from tests.pipeline import (
     read_all,
     reference_state,
     snapshot_diff,
+    stored_progress,
     usage_snapshot,
 )
 
@@ -52,15 +53,10 @@ def processor_proc(cluster_settings: Settings) -> Iterator[subprocess.Popen[byte
         proc.stderr.close()
 
 
-def _progress(client: SyncRedis, settings: Settings) -> int:
-    raw = client.hgetall(Keys(settings.redis_prefix).progress(settings.processor_group))
-    return sum(int(v) for v in raw.values())  # type: ignore[union-attr]
-
-
 def _wait_progress(client: SyncRedis, settings: Settings, proc: subprocess.Popen[bytes], above: int, total: int) -> int:
     deadline = time.monotonic() + 180
     while True:
-        n = _progress(client, settings)
+        n = stored_progress(client, settings)
         if n > above or n >= total:
             return n
         if proc.poll() is not None:
@@ -118,7 +114,9 @@ def test_processor_follows_slot_moves_and_a_failover_without_losing_updates(
     changed: set[int] = set()
     for k in range(CHUNKS):
         total += _put_chunk(settings, w, k)
-        seen = _wait_progress(cluster_client, settings, processor_proc, _progress(cluster_client, settings), total)
+        seen = _wait_progress(
+            cluster_client, settings, processor_proc, stored_progress(cluster_client, settings), total
+        )
         assert seen < total, "the processor finished the chunk before the topology changed"
         # the topology changes while the rest of the chunk is being processed
         slot = progress_slot if k == 2 else _busiest(cluster, pairs, changed)

@@ -18,7 +18,6 @@ import redis
 from processor.aggregator.runner import Processor
 from processor.config import Settings
 from processor.meters.model import Meter
-from processor.state.keys import Keys
 from tests.pipeline import (
     event_value,
     make_workload,
@@ -28,6 +27,7 @@ from tests.pipeline import (
     read_all,
     reference_state,
     snapshot_diff,
+    stored_progress,
     usage_snapshot,
 )
 
@@ -57,15 +57,10 @@ def spawn(settings: Settings) -> Iterator[Callable[[], subprocess.Popen[bytes]]]
             proc.stderr.close()
 
 
-def _progress_total(client: redis.Redis, settings: Settings) -> int:
-    raw = client.hgetall(Keys(settings.redis_prefix).progress(settings.processor_group))
-    return sum(int(v) for v in raw.values())
-
-
 def _wait_done(client: redis.Redis, settings: Settings, total: int, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
-    while _progress_total(client, settings) < total:
-        assert time.monotonic() < deadline, f"stuck at {_progress_total(client, settings)} of {total}"
+    while stored_progress(client, settings) < total:
+        assert time.monotonic() < deadline, f"stuck at {stored_progress(client, settings)} of {total}"
         time.sleep(0.5)
 
 
@@ -89,12 +84,12 @@ def test_kill_9_five_times_while_100k_events_flow(
     proc = spawn()
     while kills < 5:
         # wait until this incarnation made progress, then kill it at a random moment
-        base = _progress_total(redis_client, settings)
+        base = stored_progress(redis_client, settings)
         deadline = time.monotonic() + 120
-        while _progress_total(redis_client, settings) == base and time.monotonic() < deadline:
+        while stored_progress(redis_client, settings) == base and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(rnd.uniform(0.0, 1.5))
-        if _progress_total(redis_client, settings) >= total:
+        if stored_progress(redis_client, settings) >= total:
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -122,7 +117,7 @@ def test_two_processors_one_killed(
     total = len(w.events) + len(w.cancels)
     a, b = spawn(), spawn()
     deadline = time.monotonic() + 120
-    while _progress_total(redis_client, settings) < total // 4 and time.monotonic() < deadline:
+    while stored_progress(redis_client, settings) < total // 4 and time.monotonic() < deadline:
         time.sleep(0.05)
     a.send_signal(signal.SIGKILL)
     a.wait(10)

@@ -52,6 +52,7 @@ from tests.pipeline import (
     read_all,
     reference_state,
     snapshot_diff,
+    stored_progress,
     usage_snapshot,
 )
 
@@ -156,11 +157,6 @@ def scaled(settings_factory: Callable[..., Settings], emulator: EmulatorServer, 
         yield fleet
     finally:
         fleet.stop()
-
-
-def _progress(client: redis.Redis, settings: Settings) -> int:
-    raw = client.hgetall(Keys(settings.redis_prefix).progress(settings.processor_group))
-    return sum(int(v) for v in raw.values())
 
 
 def _wait(
@@ -276,7 +272,7 @@ def test_three_processors_two_sinks_scale_out_kill_and_stay_exact(
     _wait("three processors to own partitions", lambda: all(p.assigned() for p in procs), scaled)
     feeder = threading.Thread(target=_produce, args=(settings, phases[0], 150), daemon=True)
     feeder.start()
-    _wait("a quarter of phase 1", lambda: _progress(redis_client, settings) >= len(phases[0]) // 4, scaled)
+    _wait("a quarter of phase 1", lambda: stored_progress(redis_client, settings) >= len(phases[0]) // 4, scaled)
 
     # a fourth processor and a third sink join mid-stream
     procs.append(scaled.processor())
@@ -284,19 +280,19 @@ def test_three_processors_two_sinks_scale_out_kill_and_stay_exact(
     feeder.join(120)
     assert not feeder.is_alive()
     _wait("the fourth processor to own partitions", procs[3].assigned, scaled)
-    _wait("phase 1 processed", lambda: _progress(redis_client, settings) >= len(phases[0]), scaled)
+    _wait("phase 1 processed", lambda: stored_progress(redis_client, settings) >= len(phases[0]), scaled)
     _wait("some Stripe deliveries", lambda: len(_billed(emulator.url, w).events) > 500, scaled)
 
     # phase 2 as one burst; as soon as the four processors are working through it, kill -9 one of the
     # original processors and one of the original sinks (with the accepted topic's backlog in front of it)
-    before = _progress(redis_client, settings)
+    before = stored_progress(redis_client, settings)
     _produce(settings, phases[1])
     produced = len(phases[0]) + len(phases[1])
     deadline = time.monotonic() + WAIT_S
-    while _progress(redis_client, settings) == before:
+    while stored_progress(redis_client, settings) == before:
         assert time.monotonic() < deadline, "phase 2 is not being processed"
         time.sleep(0.01)
-    at_kill = _progress(redis_client, settings)
+    at_kill = stored_progress(redis_client, settings)
     victim_proc, victim_sink = procs[0], sinks[0]
     for victim in (victim_proc, victim_sink):
         victim.proc.send_signal(signal.SIGKILL)
@@ -306,7 +302,7 @@ def test_three_processors_two_sinks_scale_out_kill_and_stay_exact(
     # phase 3 flows through the survivors only
     _produce(settings, phases[2])
     assert produced + len(phases[2]) == total
-    _wait("every record processed", lambda: _progress(redis_client, settings) >= total, scaled)
+    _wait("every record processed", lambda: stored_progress(redis_client, settings) >= total, scaled)
     misordered = _cancels_before_events(settings)
     assert not misordered, f"cancellations ahead of their event on meter-events-accepted: {misordered[:10]}"
 
