@@ -9,6 +9,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -94,3 +95,37 @@ def get_json(url: str, key: str = API_KEY) -> Any:
     status, _, raw = http(url, headers=bearer(key))
     assert status == 200, raw
     return json.loads(raw)
+
+
+# ---- headless Chromium (Debian's package; never a downloaded browser build) -------------------------
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+#: Module mark of the browser tests.
+requires_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="dashboard browser tests need Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
+)
+
+
+@pytest.fixture
+def browser_page(url: str) -> Iterator[tuple[Any, list[str]]]:
+    """A page in headless Chromium with the API key as HTTP Basic credentials, and its console errors."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    problems: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(http_credentials={"username": API_KEY, "password": ""})
+            page = context.new_page()
+            page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            yield page, problems
+        finally:
+            browser.close()

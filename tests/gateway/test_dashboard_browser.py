@@ -7,48 +7,18 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import stripe
 
 from processor.config import Settings
-from tests.gateway.conftest import API_KEY, make_meter, run_processor
+from tests.gateway.conftest import make_meter, requires_chromium, run_processor
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 HOUR = 3600
 DAY = 86400
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="dashboard browser tests need Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
-)
-
-
-@pytest.fixture
-def browser_page(url: str) -> Iterator[tuple[Any, list[str]]]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    problems: list[str] = []
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            context = browser.new_context(http_credentials={"username": API_KEY, "password": ""})
-            page = context.new_page()
-            page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
-            page.on("pageerror", lambda exc: problems.append(str(exc)))
-            yield page, problems
-        finally:
-            browser.close()
+pytestmark = requires_chromium
 
 
 def bars(page: Any) -> dict[int, str]:

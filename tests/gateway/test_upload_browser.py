@@ -7,7 +7,6 @@ refused before it is uploaded."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,43 +16,22 @@ import stripe
 from processor.config import Settings
 from processor.state.connect import sync_redis_url
 from processor.state.keys import Keys
-from tests.gateway.conftest import API_KEY, make_meter, run_processor
-from tests.gateway.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.gateway.conftest import make_meter, requires_chromium, run_processor
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="dashboard browser tests need Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
-)
+pytestmark = requires_chromium
 
 HOUR = 3600
 
 
-@pytest.fixture
-def browser(url: str) -> Iterator[tuple[Any, list[str]]]:
-    """A page in headless Chromium with the API key as HTTP Basic credentials, and its console errors."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    problems: list[str] = []
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            context = chromium.new_context(http_credentials={"username": API_KEY, "password": ""})
-            page = context.new_page()
-            page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
-            page.on("pageerror", lambda exc: problems.append(str(exc)))
-            yield page, problems
-        finally:
-            chromium.close()
-
-
 def test_upload_page(
-    browser: tuple[Any, list[str]],
+    browser_page: tuple[Any, list[str]],
     client: stripe.StripeClient,
     url: str,
     gw_settings: Settings,
     redis_url: str,
     tmp_path: Path,
 ) -> None:
-    page, problems = browser
+    page, problems = browser_page
     expect = pytest.importorskip("playwright.sync_api").expect
     meter = make_meter(client, "page_calls", customer_mapping={"event_payload_key": "account", "type": "by_id"})
     hour = int(time.time()) // HOUR * HOUR - HOUR
