@@ -12,7 +12,11 @@ from typing import Any
 
 from processor.config import Settings
 
-__all__ = ["consumer_config", "producer_config"]
+__all__ = ["HEARTBEAT_INTERVAL_MS", "SESSION_TIMEOUT_MS", "consumer_config", "producer_config"]
+
+#: Group session timeout and heartbeat, for confluent-kafka consumers and the sink's faust consumer alike.
+SESSION_TIMEOUT_MS = 6000
+HEARTBEAT_INTERVAL_MS = 1000
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
@@ -36,8 +40,8 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
-            "session.timeout.ms": 6000,
-            "heartbeat.interval.ms": 1000,
+            "session.timeout.ms": SESSION_TIMEOUT_MS,
+            "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
             "max.poll.interval.ms": 300_000,
             "partition.assignment.strategy": "cooperative-sticky",
             **extra,

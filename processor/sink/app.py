@@ -8,8 +8,8 @@ is :class:`~processor.sink.engine.SinkEngine`. How they meet:
   to the engine, so faust never acknowledges a record just because the agent moved on;
 - the engine acknowledges records to faust (``consumer.ack``) strictly in offset order, once the
   contiguous prefix of a partition is delivered or dead-lettered. Faust commits acknowledged offsets
-  every second. (Acknowledging in order matters: faust's own gap tracking in ``_new_offset`` can skip
-  an unacknowledged offset when acknowledgements arrive out of order.)
+  every second. (Acknowledging in order matters: faust's own gap tracking can skip an unacknowledged
+  offset when acknowledgements arrive out of order.)
 - rebalances reach the engine through faust's ``on_partitions_revoked`` / ``on_partitions_assigned``
   signals, and records fetched before a rebalance are recognised by faust's generation id.
 
@@ -31,8 +31,6 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
-import ssl
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +41,7 @@ from faust.types import TP
 
 from processor.config import Settings
 from processor.errors import ConfigError, KafkaDeliveryError, MeterstreamError, SinkError
+from processor.kafka.faust_config import faust_broker_settings
 from processor.sink.delivery import DeliveryLog, RecordingGateway
 from processor.sink.engine import SinkEngine
 from processor.sink.meters import MeterRegistry
@@ -51,7 +50,7 @@ from processor.sink.ratelimit import AsyncRateLimiter
 from processor.state.connect import async_redis
 from processor.state.keys import Keys
 
-__all__ = ["DRAIN_TIMEOUT_S", "SinkService", "broker_credentials", "build_app", "fresh_datadir", "run_sink"]
+__all__ = ["DRAIN_TIMEOUT_S", "SinkService", "build_app", "fresh_datadir", "run_sink"]
 
 log = logging.getLogger(__name__)
 
@@ -89,41 +88,12 @@ def fresh_datadir(parent: str | None = None) -> str:
     return tempfile.mkdtemp(prefix=f"{DATADIR_PREFIX}{os.getpid()}-", dir=base)
 
 
-def broker_credentials(settings: Settings) -> Any:
-    """Faust credentials from the librdkafka security pass-through settings (SPEC §7), or None."""
-    conf = settings.kafka_config()
-    protocol = str(conf.get("security.protocol", "PLAINTEXT")).upper()
-    if protocol == "PLAINTEXT":
-        return None
-    context: ssl.SSLContext | None = None
-    if protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(cafile=conf.get("ssl.ca.location"))
-        if conf.get("ssl.certificate.location"):
-            context.load_cert_chain(
-                conf["ssl.certificate.location"], conf.get("ssl.key.location"), conf.get("ssl.key.password")
-            )
-    if protocol == "SSL":
-        return faust.SSLCredentials(context)
-    if protocol not in ("SASL_PLAINTEXT", "SASL_SSL"):
-        raise ConfigError(f"METERSTREAM_KAFKA_SECURITY_PROTOCOL {protocol!r} is not supported by the sink")
-    return faust.SASLCredentials(
-        username=conf.get("sasl.username"),
-        password=conf.get("sasl.password"),
-        mechanism=str(conf.get("sasl.mechanism", "PLAIN")).upper(),
-        ssl_context=context,
-    )
-
-
 def build_app(settings: Settings, datadir: str) -> faust.App:
-    """The faust app, configured for our brokers (see the module docstring)."""
-    bootstrap = settings.kafka_config()["bootstrap.servers"]
+    """The faust app: broker settings from the Kafka layer (:func:`processor.kafka.faust_config.faust_broker_settings`),
+    plus what is faust's own (see the module docstring)."""
     return faust.App(
         settings.sink_group,
-        broker=[f"kafka://{host}" for host in bootstrap.split(",")],
-        broker_credentials=broker_credentials(settings),
-        broker_session_timeout=6.0,
-        broker_heartbeat_interval=1.0,
-        broker_commit_interval=1.0,
+        **faust_broker_settings(settings),
         consumer_auto_offset_reset="earliest",
         topic_disable_leader=True,
         topic_allow_declare=False,
@@ -134,7 +104,6 @@ def build_app(settings: Settings, datadir: str) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         datadir=datadir,
-        producer_acks=-1,
     )
 
 
@@ -184,6 +153,7 @@ class SinkService:
         self._open_lock = asyncio.Lock()
         self._drained = False
         self._worker: faust.Worker | None = None
+        self._stopping: asyncio.Future[None] | None = None
         self._register()
 
     # ---- faust wiring -----------------------------------------------------------------------------
@@ -261,8 +231,9 @@ class SinkService:
             log.warning("cannot write sink metrics to Redis: %s", exc)
 
     def _on_fatal(self, _exc: BaseException) -> None:
-        if self._worker is not None:
-            self._worker._schedule_shutdown(signal.SIGTERM)
+        """Stop the worker as a signal would (``Worker.stop`` runs :meth:`drain` through ``on_stop``)."""
+        if self._worker is not None and self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._worker.stop())
 
     # ---- shutdown ---------------------------------------------------------------------------------
     async def drain(self) -> None:
@@ -284,10 +255,19 @@ class SinkService:
         service = self
 
         class _Worker(faust.Worker):
-            async def _stop_on_signal(self, sig: signal.Signals) -> None:
-                log.info("signal %s: draining the sink", sig.name)
+            async def on_stop(self) -> None:
+                # mode's public lifecycle hook: ``Service.stop`` awaits it before stopping the children
+                # (the app, its consumer and producer), so the drain still has faust to commit through.
+                # SIGTERM/SIGINT and a fatal error both stop the worker, so both drain here.
+                log.info("stopping: draining the sink")
                 await service.drain()
-                await super()._stop_on_signal(sig)
+                await super().on_stop()
+
+            def on_worker_shutdown(self) -> None:
+                # A stop started by a fatal error runs as a task; finish it (drain and commit) before mode
+                # gathers and cancels what is left on the loop.
+                if service._stopping is not None and not service._stopping.done():
+                    self.loop.run_until_complete(service._stopping)
 
         self._worker = _Worker(self.app, quiet=True, override_logging=False, loglevel=self.settings.log_level)
         try:

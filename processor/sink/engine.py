@@ -45,13 +45,14 @@ from processor.errors import (
     StripeRejectedError,
 )
 from processor.meters.model import Meter
-from processor.sink.meters import MeterRegistry, order_sensitive
+from processor.sink.meters import order_sensitive
 from processor.sink.metrics import SinkMetrics
 from processor.sink.planner import Item, Planner, Unit
 from processor.sink.ratelimit import AsyncRateLimiter
 from processor.sink.records import AcceptedRecord, parse_accepted
 from processor.sink.retry import backoff_delay, retry_transient
-from processor.sink.stripe_api import StripeGateway, is_already_exists
+from processor.sink.stripe_api import is_already_exists
+from processor.sink.transport import MeterEnsurer, StripeTransport
 from processor.sink.watermark import OffsetTracker, Token
 
 __all__ = ["DEFAULT_CONCURRENCY", "Outcome", "SinkEngine", "dlq_value"]
@@ -104,8 +105,8 @@ class SinkEngine:
         self,
         *,
         mode: str,
-        gateway: StripeGateway,
-        registry: MeterRegistry,
+        gateway: StripeTransport,
+        registry: MeterEnsurer,
         limiter: AsyncRateLimiter,
         metrics: SinkMetrics,
         dead_letter: Callable[[str, bytes], Awaitable[None]],
