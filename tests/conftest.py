@@ -124,3 +124,22 @@ def redis_client(redis_url: str) -> Iterator[SyncRedis]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+#: Fixtures that start (or reach) a broker or Redis; a test that uses one, directly or through another
+#: fixture, is an integration test.
+SERVICE_FIXTURES = frozenset({"kafka_bootstrap", "redis_url"})
+#: Directories whose tests run whole programs (``meterstream up``, subprocess pipelines, a Redis Cluster,
+#: a browser) rather than only calling code.
+SERVICE_DIRECTORIES = frozenset({"e2e", "faults", "cluster"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a service ``integration``, so ``make unit`` (``-m "not integration"``)
+    runs exactly the tests that need none, wherever they live."""
+    root = Path(__file__).parent
+    for item in items:
+        parts = item.path.relative_to(root).parts
+        uses = SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if uses or (parts and parts[0] in SERVICE_DIRECTORIES):
+            item.add_marker(pytest.mark.integration)
