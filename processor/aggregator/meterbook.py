@@ -3,13 +3,21 @@
 Each record on the compacted ``meters`` topic is a version of a meter, effective from its Kafka timestamp.
 Judging an event by the version effective at the event's *received* time (not "whatever we know now")
 makes replays give the same answers as the live run (docs/semantics.md, "Meters over time").
+
+Log compaction keeps only each meter's latest record, so a reader that starts after compaction may first
+meet a meter at a later version (``updated > created``): the creation record, effective from ``created``,
+is gone. The book puts that history back itself, the moment it first sees a meter: the meter existed,
+active, from ``created``. Every reader of the topic (the live processor, ``rebuild``, ``errors replay``)
+adds records through this one class, so all of them judge the same event the same way whether or not the
+topic was compacted. (A deactivate-then-reactivate period that compaction erased cannot be recovered:
+docs/operations.md.)
 """
 
 from __future__ import annotations
 
 import bisect
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from processor.meters.model import Meter
 
@@ -45,6 +53,10 @@ class MeterBook:
         if hist is None:
             hist = self._by_id[meter.id] = _History()
             self._by_name.setdefault(meter.event_name, []).append(meter.id)
+            created_ms = meter.created * 1000
+            if meter.updated > meter.created and 0 < created_ms < effective_ms:
+                # The first record seen is a later version: compaction removed the creation record.
+                hist.add(created_ms, replace(meter, status="active", deactivated_at=None, updated=meter.created))
         hist.add(effective_ms, meter)
 
     def add_record(self, effective_ms: int, value: bytes | None) -> Meter | None:

@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -32,7 +32,7 @@ from processor.errors import TopicError
 from processor.kafka.clients import consumer_config
 from processor.meters.model import Meter
 
-__all__ = ["RangeRead", "committed_offsets", "load_meters", "meter_history", "to_raw"]
+__all__ = ["RangeRead", "committed_offsets", "load_meters", "to_raw"]
 
 log = logging.getLogger(__name__)
 
@@ -229,36 +229,16 @@ def to_raw(msg: Message, prefix: str) -> RawRecord:
     return RawRecord(topic[len(prefix) :], partition, offset, msg.timestamp()[1], msg.value())
 
 
-def meter_history(records: Sequence[tuple[int, Meter]]) -> list[tuple[int, Meter]]:
-    """Meter versions ``(effective_ms, meter)`` from ``meters`` topic records, with the history compaction
-    removed put back where it can be: when the earliest record left for a meter is a later version
-    (``updated > created``), the meter existed, active, from ``created``. (Deactivated-then-reactivated
-    periods that compaction erased cannot be recovered: docs/operations.md.)"""
-    out: list[tuple[int, Meter]] = []
-    seen: set[str] = set()
-    for effective_ms, meter in sorted(records, key=lambda r: r[0]):
-        if meter.id not in seen:
-            seen.add(meter.id)
-            created_ms = meter.created * 1000
-            if meter.updated > meter.created and 0 < created_ms < effective_ms:
-                out.append((created_ms, replace(meter, status="active", deactivated_at=None, updated=meter.created)))
-        out.append((effective_ms, meter))
-    return out
-
-
 def load_meters(settings: Settings) -> tuple[MeterBook, dict[str, Meter]]:
-    """Every meter version on the ``meters`` topic, as the processor judges events by them, and the latest
-    version of each meter by id."""
-    found: list[tuple[int, Meter]] = []
+    """Every meter version on the ``meters`` topic, as the processor judges events by them (the book
+    restores what compaction removed), and the latest version of each meter by id."""
+    found: list[tuple[int, bytes | None]] = []
     for batch in RangeRead(settings, ["meters"]).messages():
-        for msg in batch:
-            scratch = MeterBook()
-            meter = scratch.add_record(msg.timestamp()[1], msg.value())
-            if meter is not None:
-                found.append((msg.timestamp()[1], meter))
+        found.extend((msg.timestamp()[1], msg.value()) for msg in batch)
     book = MeterBook()
     latest: dict[str, Meter] = {}
-    for effective_ms, meter in meter_history(found):
-        book.add(effective_ms, meter)
-        latest[meter.id] = meter
+    for effective_ms, value in sorted(found, key=lambda r: r[0]):
+        meter = book.add_record(effective_ms, value)
+        if meter is not None:
+            latest[meter.id] = meter
     return book, latest

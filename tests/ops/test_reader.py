@@ -7,9 +7,10 @@ from dataclasses import replace
 
 import pytest
 
+from processor.aggregator.meterbook import MeterBook
 from processor.config import Settings
 from processor.meters.model import Meter
-from processor.ops.reader import RangeRead, meter_history
+from processor.ops.reader import RangeRead
 from tests.pipeline import producer
 
 BASE = 1_700_000_000_000
@@ -45,14 +46,26 @@ def test_time_filter_stops_and_ends(settings: Settings) -> None:
     assert [m.value() for batch in rest.messages() for m in batch if m.partition() == 0] == [b"2", b"3", b"4"]
 
 
-def test_meter_history_restores_compacted_versions() -> None:
+def test_the_meter_book_restores_compacted_versions() -> None:
     created = Meter("mtr_a", "A", "a", "sum", created=1000, updated=1000)
     renamed = replace(created, display_name="A2", updated=2000)
     # uncompacted: the creation record is there, nothing is added
-    assert meter_history([(1_000_000, created), (2_000_000, renamed)]) == [(1_000_000, created), (2_000_000, renamed)]
+    book = MeterBook()
+    book.add(1_000_000, created)
+    book.add(2_000_000, renamed)
+    assert book.by_event_name("a", 999_999) is None
+    assert book.by_event_name("a", 1_500_000) == created and book.by_event_name("a", 2_000_000) == renamed
     # compacted: only the rename is left; the meter existed (active) from its creation
-    restored = meter_history([(2_000_000, renamed)])
-    assert [t for t, _ in restored] == [1_000_000, 2_000_000]
+    compacted = MeterBook()
+    compacted.add(2_000_000, renamed)
+    assert compacted.by_event_name("a", 999_999) is None
+    restored = compacted.by_event_name("a", 1_000_000)
+    assert restored is not None and restored.active and restored.updated == 1000
+    assert compacted.by_event_name("a", 2_000_000) == renamed
+    # only the deactivation is left: active from creation until the deactivation
     deactivated = renamed.deactivated(3000)
-    first = meter_history([(3_000_000, deactivated)])[0][1]
-    assert first.active and first.updated == 1000
+    gone = MeterBook()
+    gone.add(3_000_000, deactivated)
+    first = gone.by_event_name("a", 2_500_000)
+    assert first is not None and first.active and first.updated == 1000
+    assert gone.by_event_name("a", 3_000_000) == deactivated and gone.latest("mtr_a") == deactivated
