@@ -19,7 +19,7 @@ cancellation not yet delivered                         send: repeating one never
 
 23 h, not 24: an hour of margin for clocks and for the time between our received time and Stripe's.
 Sending goes through the sink's own :class:`~processor.sink.engine.SinkEngine` (same batching, rate
-limit, retries, meter ensuring, Stripe DLQ) with a :class:`~.delivery.RecordingGateway`, so what the
+limit, retries, meter ensuring, Stripe DLQ) with a :class:`~.delivery.RecordingStripeApi`, so what the
 replay sends is recorded too and a second replay skips it.
 """
 
@@ -39,9 +39,9 @@ from processor.config import Settings
 from processor.errors import KafkaDeliveryError
 from processor.kafka.clients import producer_config
 from processor.ops.reader import RangeRead
-from processor.sink.delivery import DeliveryLog, DeliveryStatus, RecordingGateway, lookup_statuses, received_ms_of
+from processor.sink.delivery import DeliveryLog, DeliveryStatus, RecordingStripeApi, lookup_statuses, received_ms_of
 from processor.sink.engine import SinkEngine
-from processor.sink.meters import MeterRegistry
+from processor.sink.meters import StripeMeters
 from processor.sink.metrics import SinkMetrics
 from processor.sink.ratelimit import AsyncRateLimiter
 from processor.sink.records import AcceptedRecord, parse_accepted
@@ -185,7 +185,7 @@ async def _send(settings: Settings, plan: ReplayPlan, on_done: Callable[[int], N
     redis = async_redis(settings, decode_responses=True)
     limiter = AsyncRateLimiter(settings.stripe_rate)
     metrics = SinkMetrics(settings.stripe_mode)
-    gateway = RecordingGateway(settings, DeliveryLog(redis, keys), acquire=limiter.acquire)
+    stripe = RecordingStripeApi(settings, DeliveryLog(redis, keys), acquire=limiter.acquire)
     dlq = Producer(producer_config(settings))
     dlq_topic = settings.topic_prefix + "meter-events-stripe-dlq"
     done = asyncio.Event()
@@ -212,15 +212,15 @@ async def _send(settings: Settings, plan: ReplayPlan, on_done: Callable[[int], N
 
     engine = SinkEngine(
         mode=settings.stripe_mode,
-        gateway=gateway,
-        registry=MeterRegistry(settings, gateway, redis),
+        stripe=stripe,
+        registry=StripeMeters(settings, stripe, redis),
         limiter=limiter,
         metrics=metrics,
         dead_letter=dead_letter,
         ack=ack,
     )
     try:
-        await gateway.open()
+        await stripe.open()
         await engine.start()
         for item in items:
             await engine.submit((ACCEPTED, item.partition), item.offset, item.key, item.value, item)
@@ -230,6 +230,6 @@ async def _send(settings: Settings, plan: ReplayPlan, on_done: Callable[[int], N
         if engine.failure is not None:
             raise engine.failure
     finally:
-        await gateway.close()
+        await stripe.close()
         await redis.aclose()
     return metrics.snapshot()

@@ -42,9 +42,9 @@ from faust.types import TP
 from processor.config import Settings
 from processor.errors import ConfigError, KafkaDeliveryError, MeterstreamError, SinkError
 from processor.kafka.faust_config import faust_broker_settings
-from processor.sink.delivery import DeliveryLog, RecordingGateway
+from processor.sink.delivery import DeliveryLog, RecordingStripeApi
 from processor.sink.engine import SinkEngine
-from processor.sink.meters import MeterRegistry
+from processor.sink.meters import StripeMeters
 from processor.sink.metrics import SinkMetrics
 from processor.sink.ratelimit import AsyncRateLimiter
 from processor.state.connect import async_redis
@@ -132,16 +132,16 @@ class SinkService:
         self.redis = async_redis(settings, decode_responses=True)
         # Every request that carries records goes through the delivery record, so `meterstream replay` can
         # prove later which old records never reached Stripe.
-        self.gateway = RecordingGateway(
+        self.stripe = RecordingStripeApi(
             settings,
             DeliveryLog(self.redis, self.keys),
             acquire=self.limiter.acquire,
             on_request=self._count_request,
         )
-        self.registry = MeterRegistry(settings, self.gateway, self.redis, on_retry=lambda: self.metrics.incr("retried"))
+        self.registry = StripeMeters(settings, self.stripe, self.redis, on_retry=lambda: self.metrics.incr("retried"))
         self.engine = SinkEngine(
             mode=settings.stripe_mode,
-            gateway=self.gateway,
+            stripe=self.stripe,
             registry=self.registry,
             limiter=self.limiter,
             metrics=self.metrics,
@@ -198,7 +198,7 @@ class SinkService:
     async def _open(self) -> None:
         async with self._open_lock:
             if not self._opened:
-                await self.gateway.open()
+                await self.stripe.open()
                 await self.engine.start()
                 self._opened = True
                 log.info(
@@ -247,7 +247,7 @@ class SinkService:
                 await self.app.consumer.commit()
             log.info("sink drained (%s); totals %s", "complete" if finished else "partial", self.metrics.snapshot())
         await self._flush_metrics()
-        await self.gateway.close()
+        await self.stripe.close()
         with contextlib.suppress(Exception):
             await self.redis.aclose()
 

@@ -14,8 +14,8 @@ prove Stripe never got it. This record is that proof. Per accepted record (event
 
 Keys: ``<prefix>:dlv:{<meter>:<day>}`` per meter and UTC day of the record's received time, fields
 ``e``/``c`` + the identifier digest (16 bytes), TTL 40 days (``DELIVERY_TTL_S``), written in one
-pipeline per request. The sink opts in by using :class:`RecordingGateway` instead of
-:class:`~processor.sink.stripe_api.StripeGateway` (``meterstream replay`` always does); from then on
+pipeline per request. The sink opts in by using :class:`RecordingStripeApi` instead of
+:class:`~processor.sink.stripe_api.StripeApi` (``meterstream replay`` always does); from then on
 every sink process must, or "absent" proves nothing.
 """
 
@@ -29,10 +29,10 @@ from typing import Any
 from processor.config import Settings
 from processor.errors import RetryableSinkError, StateError, StripeRejectedError
 from processor.sink.records import AcceptedRecord
-from processor.sink.stripe_api import StripeGateway, is_already_exists
+from processor.sink.stripe_api import StripeApi, is_already_exists
 from processor.state.keys import DAY_S, DELIVERY_TTL_S, Keys, identifier_digest
 
-__all__ = ["DeliveryLog", "DeliveryStatus", "RecordingGateway", "lookup_statuses", "record_field"]
+__all__ = ["DeliveryLog", "DeliveryStatus", "RecordingStripeApi", "lookup_statuses", "record_field"]
 
 # Mark an attempt unless the record is already attempted or delivered (a refused record may be retried).
 _ATTEMPT = """
@@ -106,8 +106,8 @@ class DeliveryLog:
             raise RetryableSinkError(f"cannot write the delivery record: {exc}") from exc
 
 
-class RecordingGateway(StripeGateway):
-    """A :class:`StripeGateway` that keeps the delivery record around every request that carries records."""
+class RecordingStripeApi(StripeApi):
+    """A :class:`StripeApi` that keeps the delivery record around every request that carries records."""
 
     def __init__(self, settings: Settings, log: DeliveryLog, **kwargs: Any) -> None:
         super().__init__(settings, **kwargs)
@@ -127,16 +127,16 @@ class RecordingGateway(StripeGateway):
         await self.log.finished(records, accepted=True)
 
     async def send_v1_event(self, record: AcceptedRecord) -> None:
-        await self._recorded([record], lambda: super(RecordingGateway, self).send_v1_event(record))
+        await self._recorded([record], lambda: super(RecordingStripeApi, self).send_v1_event(record))
 
     async def send_v1_cancel(self, record: AcceptedRecord) -> None:
-        await self._recorded([record], lambda: super(RecordingGateway, self).send_v1_cancel(record))
+        await self._recorded([record], lambda: super(RecordingStripeApi, self).send_v1_cancel(record))
 
     async def send_v2_cancel(self, record: AcceptedRecord) -> None:
-        await self._recorded([record], lambda: super(RecordingGateway, self).send_v2_cancel(record))
+        await self._recorded([record], lambda: super(RecordingStripeApi, self).send_v2_cancel(record))
 
     async def send_stream(self, records: Sequence[AcceptedRecord]) -> None:
-        await self._recorded(records, lambda: super(RecordingGateway, self).send_stream(records))
+        await self._recorded(records, lambda: super(RecordingStripeApi, self).send_stream(records))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ benchmarks without a consumer group.
 Flow of one record:
 
 1. ``submit`` waits for room (at most ``max_pending`` records are held), parses the record, makes sure
-   its meter exists in Stripe (:class:`~.meters.MeterRegistry`), tracks its offset
+   its meter exists in Stripe (:class:`~.meters.StripeMeters`), tracks its offset
    (:class:`~.watermark.OffsetTracker`) and queues it by customer (:class:`~.planner.Planner`). A record
    that cannot be parsed goes to the DLQ at once.
 2. The dispatcher waits for a free request slot and a rate token, asks the planner for the next request
@@ -105,7 +105,7 @@ class SinkEngine:
         self,
         *,
         mode: str,
-        gateway: StripeTransport,
+        stripe: StripeTransport,
         registry: MeterEnsurer,
         limiter: AsyncRateLimiter,
         metrics: SinkMetrics,
@@ -119,7 +119,7 @@ class SinkEngine:
         if mode not in DEFAULT_CONCURRENCY:
             raise ConfigError(f"METERSTREAM_STRIPE_MODE must be v2_stream or v1, got {mode!r}")
         self.mode = mode
-        self.gateway = gateway
+        self.stripe = stripe
         self.registry = registry
         self.limiter = limiter
         self.metrics = metrics
@@ -334,11 +334,11 @@ class SinkEngine:
     async def _deliver(self, unit: Unit[_Pending]) -> list[Outcome]:
         records = [item.value.record for item in unit.items]
         if unit.kind == "cancel":
-            send_cancel = self.gateway.send_v2_cancel if self.mode == "v2_stream" else self.gateway.send_v1_cancel
+            send_cancel = self.stripe.send_v2_cancel if self.mode == "v2_stream" else self.stripe.send_v1_cancel
             return [await self._attempts(lambda: send_cancel(records[0]), "cancellation")]
         if self.mode == "v1":
-            return [await self._attempts(lambda: self.gateway.send_v1_event(records[0]), "v1 event")]
-        outcome = await self._attempts(lambda: self.gateway.send_stream(records), "stream batch")
+            return [await self._attempts(lambda: self.stripe.send_v1_event(records[0]), "v1 event")]
+        outcome = await self._attempts(lambda: self.stripe.send_stream(records), "stream batch")
         if outcome.status != "rejected" or len(records) == 1:
             return [outcome] * len(records)
         # Stripe refused the whole batch: resend event by event (same order) to find the culprit(s).
@@ -346,7 +346,7 @@ class SinkEngine:
         outcomes = []
         for record in records:
             await self.limiter.acquire()
-            outcomes.append(await self._attempts(functools.partial(self.gateway.send_stream, [record]), "stream event"))
+            outcomes.append(await self._attempts(functools.partial(self.stripe.send_stream, [record]), "stream event"))
         return outcomes
 
     async def _attempts(self, send: Callable[[], Awaitable[None]], what: str) -> Outcome:

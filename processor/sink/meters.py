@@ -32,10 +32,10 @@ from processor.config import Settings
 from processor.errors import StateError, StripeRejectedError
 from processor.meters.model import Meter
 from processor.sink.retry import retry_transient
-from processor.sink.stripe_api import StripeGateway
+from processor.sink.stripe_api import StripeApi
 from processor.state.keys import Keys
 
-__all__ = ["MeterRegistry", "create_params", "order_sensitive", "settings_mismatch"]
+__all__ = ["StripeMeters", "create_params", "order_sensitive", "settings_mismatch"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -82,20 +82,20 @@ def settings_mismatch(meter: Meter, stripe_meter: dict[str, Any]) -> list[str]:
     ]
 
 
-class MeterRegistry:
+class StripeMeters:
     """Local meter id → our :class:`Meter`, ensured in Stripe. Concurrency-safe (one ensure at a time)."""
 
     def __init__(
         self,
         settings: Settings,
-        gateway: StripeGateway,
+        stripe: StripeApi,
         redis: aioredis.Redis | aioredis.RedisCluster,
         *,
         rng: random.Random | None = None,
         on_retry: Callable[[], None] = lambda: None,
     ) -> None:
         self._keys = Keys(settings.redis_prefix)
-        self._gateway = gateway
+        self._stripe = stripe
         self._redis = redis
         self._rng = rng or random.Random()
         self._on_retry = on_retry
@@ -136,7 +136,7 @@ class MeterRegistry:
             if meter.active and stripe_meter.get("status") == "inactive":
                 log.warning("reactivating Stripe meter %s (%s is active here)", stripe_meter.get("id"), meter.id)
                 stripe_id = str(stripe_meter["id"])
-                stripe_meter = await self._call(lambda: self._gateway.reactivate_meter(stripe_id), "reactivating")
+                stripe_meter = await self._call(lambda: self._stripe.reactivate_meter(stripe_id), "reactivating")
             stripe_id = str(stripe_meter["id"])
             await self._remember(meter.id, stripe_id)
             self._ensured[meter_id] = meter
@@ -167,13 +167,13 @@ class MeterRegistry:
             data = json.loads(raw)
         except ValueError:
             return None
-        if not isinstance(data, dict) or data.get("api_base") != self._gateway.api_base:
+        if not isinstance(data, dict) or data.get("api_base") != self._stripe.api_base:
             return None  # found for another Stripe account or server: look again
         stripe_id = data.get("stripe_id")
         return stripe_id if isinstance(stripe_id, str) else None
 
     async def _remember(self, meter_id: str, stripe_id: str) -> None:
-        value = json.dumps({"stripe_id": stripe_id, "api_base": self._gateway.api_base}, separators=(",", ":"))
+        value = json.dumps({"stripe_id": stripe_id, "api_base": self._stripe.api_base}, separators=(",", ":"))
         try:
             await self._redis.hset(self._keys.sink_stripe_meters, meter_id, value)
         except RedisError as exc:
@@ -183,21 +183,21 @@ class MeterRegistry:
         stripe_id = await self._remembered(meter.id)
         if stripe_id is not None:
             try:
-                found = await self._call(lambda: self._gateway.retrieve_meter(stripe_id), "retrieving a meter")
+                found = await self._call(lambda: self._stripe.retrieve_meter(stripe_id), "retrieving a meter")
             except StripeRejectedError as exc:
                 log.info("remembered Stripe meter %s for %s is gone (%s); looking again", stripe_id, meter.id, exc)
             else:
                 if found.get("event_name") == meter.event_name:
                     return found
-        found_by_name = self._pick(await self._call(self._gateway.list_meters, "listing meters"), meter.event_name)
+        found_by_name = self._pick(await self._call(self._stripe.list_meters, "listing meters"), meter.event_name)
         if found_by_name is not None:
             return found_by_name
         params = create_params(meter)
         try:
-            return await self._call(lambda: self._gateway.create_meter(params), "creating a meter")
+            return await self._call(lambda: self._stripe.create_meter(params), "creating a meter")
         except StripeRejectedError:
             # Another sink process may have created it a moment ago (event_name taken): look once more.
-            found_by_name = self._pick(await self._call(self._gateway.list_meters, "listing meters"), meter.event_name)
+            found_by_name = self._pick(await self._call(self._stripe.list_meters, "listing meters"), meter.event_name)
             if found_by_name is not None:
                 return found_by_name
             raise

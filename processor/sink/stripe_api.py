@@ -1,6 +1,6 @@
 """The boundary to Stripe: the official SDK, its exceptions translated, v2 sessions kept fresh.
 
-Everything that talks to Stripe goes through :class:`StripeGateway`, and every SDK call in it sits
+Everything that talks to Stripe goes through :class:`StripeApi`, and every SDK call in it sits
 inside :func:`map_stripe_errors`, so no ``stripe.*Error`` (or aiohttp error) leaves this module:
 
 - transient failures (see :func:`~processor.sink.retry.should_retry`) → :class:`RetryableSinkError`;
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from stripe.params.v2.billing import MeterEventAdjustmentCreateParams as V2AdjustmentParams
     from stripe.params.v2.billing import MeterEventStreamCreateParams
 
-__all__ = ["SESSION_REFRESH_MARGIN_S", "StripeGateway", "base_addresses", "is_already_exists", "map_stripe_errors"]
+__all__ = ["SESSION_REFRESH_MARGIN_S", "StripeApi", "base_addresses", "is_already_exists", "map_stripe_errors"]
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def _parse_iso(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-class StripeGateway:
+class StripeApi:
     """The Stripe calls the sink makes. Construct, then ``await open()``; ``await close()`` at the end."""
 
     def __init__(
@@ -153,7 +153,7 @@ class StripeGateway:
     @property
     def client(self) -> stripe.StripeClient:
         if self._client is None:
-            raise RuntimeError("StripeGateway.open() was not awaited")
+            raise RuntimeError("StripeApi.open() was not awaited")
         return self._client
 
     # ---- meters -----------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ the offsets; it does not care how a request reaches Stripe. Keeping that behind 
 lets the engine's whole logic (batching, retries, splitting a refused batch, the DLQ, in-order
 acknowledgement) run in unit tests against an in-memory Stripe (``tests/sink/fake_stripe.py``), while the
 integration tests keep the real SDK over HTTP against the emulator. The production implementation is
-:class:`~processor.sink.delivery.RecordingGateway` (the SDK, plus the delivery record ``replay`` reads).
+:class:`~processor.sink.delivery.RecordingStripeApi` (the SDK, plus the delivery record ``replay`` reads).
 
 Contract of every ``send_*`` method: return when Stripe accepted the request; raise
 :class:`~processor.errors.RetryableSinkError` for a transient failure (429, 5xx, network, an expired v2

@@ -146,11 +146,11 @@ def test_replay_sends_exactly_what_cannot_double_bill(
 def test_recording_gateway_keeps_the_delivery_record(
     stripe_settings: Settings, redis_client: redis.Redis, emulator: Emulator
 ) -> None:
-    """What the sink gets by using RecordingGateway: `a` before a request, `d` / `r` after Stripe answered."""
+    """What the sink gets by using RecordingStripeApi: `a` before a request, `d` / `r` after Stripe answered."""
     import asyncio
 
     from processor.errors import StripeRejectedError
-    from processor.sink.delivery import DeliveryLog, RecordingGateway, lookup_statuses
+    from processor.sink.delivery import DeliveryLog, RecordingStripeApi, lookup_statuses
 
     settings = stripe_settings
     keys = Keys(settings.redis_prefix)
@@ -167,7 +167,7 @@ def test_recording_gateway_keeps_the_delivery_record(
         async def acquire() -> None:
             seen.append("token")
 
-        gateway = RecordingGateway(settings, DeliveryLog(client, keys), acquire=acquire)
+        gateway = RecordingStripeApi(settings, DeliveryLog(client, keys), acquire=acquire)
         await gateway.open()
         try:
             await gateway.send_v1_event(good)

@@ -20,10 +20,10 @@ from processor.emulator import EmulatorConfig, EmulatorServer, FaultConfig
 from processor.errors import ConfigError
 from processor.meters.model import Meter
 from processor.sink.engine import SinkEngine
-from processor.sink.meters import MeterRegistry
+from processor.sink.meters import StripeMeters
 from processor.sink.metrics import SinkMetrics
 from processor.sink.ratelimit import AsyncRateLimiter
-from processor.sink.stripe_api import StripeGateway
+from processor.sink.stripe_api import StripeApi
 from processor.state.connect import async_redis
 from processor.state.keys import Keys
 from tests.sink.conftest import API_KEY, EmulatorControl, cancel, event
@@ -87,7 +87,7 @@ async def _harness(settings: Settings, redis_client: aioredis.Redis, **kwargs: A
         if name == "v2.meter_event_session":
             metrics.incr("sessions")
 
-    gateway = StripeGateway(settings, acquire=limiter.acquire, on_request=count, **kwargs)
+    gateway = StripeApi(settings, acquire=limiter.acquire, on_request=count, **kwargs)
     await gateway.open()
     holder: list[Harness] = []
 
@@ -96,8 +96,8 @@ async def _harness(settings: Settings, redis_client: aioredis.Redis, **kwargs: A
 
     engine = SinkEngine(
         mode=settings.stripe_mode,
-        gateway=gateway,
-        registry=MeterRegistry(settings, gateway, redis_client, rng=random.Random(4)),
+        stripe=gateway,
+        registry=StripeMeters(settings, gateway, redis_client, rng=random.Random(4)),
         limiter=limiter,
         metrics=metrics,
         dead_letter=dead_letter,
@@ -140,7 +140,7 @@ def test_order_and_acks_under_faults(
                 expected.setdefault(customer, []).append(identifier)
         await h.settle()
         await h.engine.drain(5)
-        await h.engine.gateway.close()
+        await h.engine.stripe.close()
         await client.aclose()
         return h
 
@@ -169,7 +169,7 @@ def test_expired_session_is_renewed_and_the_batch_resent(
         await h.submit("cus_1", event(METER, "cus_1", "after", 1))
         await h.settle()
         await h.engine.drain(5)
-        await h.engine.gateway.close()
+        await h.engine.stripe.close()
         await client.aclose()
         return h
 
@@ -195,7 +195,7 @@ def test_session_is_renewed_before_it_expires(
         await h.submit("cus_1", event(METER, "cus_1", "two", 1))
         await h.settle()
         await h.engine.drain(5)
-        await h.engine.gateway.close()
+        await h.engine.stripe.close()
         await client.aclose()
         return h
 
@@ -218,7 +218,7 @@ def test_v1_resend_of_a_delivered_identifier_counts_as_delivered(
         await h.submit("cus_1", cancel(METER, "cus_1", "same"))
         await h.settle()
         await h.engine.drain(5)
-        await h.engine.gateway.close()
+        await h.engine.stripe.close()
         await client.aclose()
         return h
 
@@ -244,7 +244,7 @@ def test_v1_permanent_rejection_is_dead_lettered_and_the_customer_moves_on(
         await h.submit("cus_1", event(METER, "cus_1", "fine", 1))
         await h.settle()
         await h.engine.drain(5)
-        await h.engine.gateway.close()
+        await h.engine.stripe.close()
         await client.aclose()
         return h
 
@@ -273,7 +273,7 @@ def test_refused_api_key_stops_the_engine_without_acknowledging(
             await asyncio.sleep(0.05)
         intake.cancel()
         await h.engine.drain(1)
-        await h.engine.gateway.close()
+        await h.engine.stripe.close()
         await client.aclose()
         return h
 

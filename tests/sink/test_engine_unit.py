@@ -60,7 +60,7 @@ def _run(mode: str, stripe: InMemoryStripe, **kwargs: Any) -> Run:
 
     engine = SinkEngine(
         mode=mode,
-        gateway=stripe,
+        stripe=stripe,
         registry=KnownMeters({SUM.id: SUM}),
         limiter=AsyncRateLimiter(1_000_000),
         metrics=SinkMetrics(mode),
