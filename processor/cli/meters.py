@@ -16,6 +16,7 @@ import click
 
 from processor.config import Settings
 from processor.meters import Meter, MeterRegistry
+from processor.meters.apply import apply_file
 from processor.meters.listing import MAX_LIMIT
 
 
@@ -148,7 +149,7 @@ def apply(settings: Settings, file: Path, dry_run: bool) -> None:
     setting are reported as errors (exit code 1); the other entries are still applied.
     """
     with _registry(settings) as registry:
-        changes = registry.apply(file, dry_run=dry_run)
+        changes = apply_file(registry, file, dry_run=dry_run)
     for change in changes:
         click.echo(("(dry run) " if dry_run and change.action not in ("unchanged", "error") else "") + change.line())
     errors = sum(1 for c in changes if c.action == "error")

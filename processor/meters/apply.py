@@ -14,16 +14,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
 
 from processor.errors import InvalidRequestError
 from processor.meters.model import CreateParams, Meter
+from processor.meters.registry import MeterRegistry
 from processor.meters.validation import validate_create_params
-
-if TYPE_CHECKING:
-    from processor.meters.registry import MeterRegistry
 
 __all__ = ["Action", "Change", "apply_entries", "apply_file", "immutable_differences", "load_file"]
 

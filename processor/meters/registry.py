@@ -29,8 +29,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import redis
 
@@ -43,9 +42,6 @@ from processor.meters.topic import DELIVERY_TIMEOUT_S, MeterTopicWriter, read_me
 from processor.meters.validation import validate_create_params, validate_update_params
 from processor.state.connect import SyncRedis, sync_redis
 from processor.state.keys import Keys
-
-if TYPE_CHECKING:
-    from processor.meters.apply import Change
 
 __all__ = ["LOCK_TTL_MS", "RESERVATION_PREFIX", "MeterRegistry", "SyncReport", "new_meter_id", "read_meters_topic"]
 
@@ -271,12 +267,6 @@ class MeterRegistry:
     def reactivate(self, meter_id: str) -> Meter:
         """Accept events again (already active: returned unchanged)."""
         return self._change(meter_id, lambda m, now: m if m.active else m.reactivated(now))
-
-    def apply(self, path: str | Path, dry_run: bool = False) -> builtins.list[Change]:
-        """Make the registry match a JSON/YAML file of create params (see processor/meters/apply.py)."""
-        from processor.meters.apply import apply_file
-
-        return apply_file(self, path, dry_run=dry_run)
 
     # ---- sync -------------------------------------------------------------------------------------
     @_translate_redis

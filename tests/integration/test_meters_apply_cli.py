@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 from processor.cli import main
 from processor.config import Settings
 from processor.meters import MeterRegistry
+from processor.meters.apply import apply_file
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +43,7 @@ def test_apply_creates_then_changes_nothing(tmp_path: Path, settings: Settings) 
     path = tmp_path / "meters.yaml"
     path.write_text(METERS_YAML)
     with MeterRegistry(settings) as registry:
-        first = registry.apply(path)
+        first = apply_file(registry, path)
         assert actions(first) == [
             ("api_call", "create"),
             ("tokens", "create"),
@@ -53,7 +54,7 @@ def test_apply_creates_then_changes_nothing(tmp_path: Path, settings: Settings) 
         assert tokens is not None and tokens.event_time_window == "hour" and tokens.customer_key == "account"
         legacy = registry.find_by_event_name("legacy")
         assert legacy is not None and legacy.status == "inactive"
-        second = registry.apply(path)
+        second = apply_file(registry, path)
         assert actions(second) == [("api_call", "unchanged"), ("tokens", "unchanged"), ("legacy", "unchanged")]
         assert len(registry.list()[0]) == 3
 
@@ -63,7 +64,7 @@ def test_apply_dry_run_changes_nothing(tmp_path: Path, settings: Settings) -> No
     entries = yaml.safe_load(METERS_YAML)
     path.write_text(json.dumps(entries))
     with MeterRegistry(settings) as registry:
-        planned = registry.apply(path, dry_run=True)
+        planned = apply_file(registry, path, dry_run=True)
         assert actions(planned) == [
             ("api_call", "create"),
             ("tokens", "create"),
@@ -71,16 +72,16 @@ def test_apply_dry_run_changes_nothing(tmp_path: Path, settings: Settings) -> No
             ("legacy", "deactivate"),
         ]
         assert registry.list()[0] == []
-        registry.apply(path)
+        apply_file(registry, path)
         entries[0]["display_name"] = "Calls"
         entries[2]["status"] = "active"
         path.write_text(json.dumps(entries))
-        planned = registry.apply(path, dry_run=True)
+        planned = apply_file(registry, path, dry_run=True)
         assert actions(planned) == [("api_call", "rename"), ("tokens", "unchanged"), ("legacy", "reactivate")]
         assert "'API calls' -> 'Calls'" in planned[0].detail
         calls = registry.find_by_event_name("api_call")
         assert calls is not None and calls.display_name == "API calls"  # the dry run left it alone
-        applied = registry.apply(path)
+        applied = apply_file(registry, path)
         assert actions(applied) == actions(planned)
         calls = registry.find_by_event_name("api_call")
         legacy = registry.find_by_event_name("legacy")
@@ -92,7 +93,7 @@ def test_apply_reports_immutable_changes_and_continues(tmp_path: Path, settings:
     path = tmp_path / "meters.yml"
     path.write_text(METERS_YAML)
     with MeterRegistry(settings) as registry:
-        registry.apply(path)
+        apply_file(registry, path)
         entries = yaml.safe_load(METERS_YAML)
         entries[0]["default_aggregation"] = {"formula": "sum"}
         entries[1]["display_name"] = "Tokens!"
@@ -101,7 +102,7 @@ def test_apply_reports_immutable_changes_and_continues(tmp_path: Path, settings:
         entries.append({"display_name": "Bad", "event_name": "bad", "default_aggregation": {"formula": "max"}})
         entries.append({"display_name": "Again", "event_name": "new", "default_aggregation": {"formula": "sum"}})
         path.write_text(yaml.safe_dump(entries))
-        changes = registry.apply(path)
+        changes = apply_file(registry, path)
         assert actions(changes) == [
             ("api_call", "error"),
             ("tokens", "error"),
@@ -125,7 +126,7 @@ def test_apply_refuses_a_file_that_is_not_a_list(tmp_path: Path, settings: Setti
     path = tmp_path / "meters.yaml"
     path.write_text("display_name: x\n")
     with MeterRegistry(settings) as registry, pytest.raises(InvalidRequestError) as err:
-        registry.apply(path)
+        apply_file(registry, path)
     assert "must hold a list" in err.value.message
 
 
