@@ -13,9 +13,12 @@ from confluent_kafka import Consumer
 
 from processor.config import Settings
 
+#: The type of the ``read_topic`` fixture.
+ReadTopic = Callable[..., list[Any]]
+
 
 @pytest.fixture
-def read_topic() -> Iterator[Callable[..., list[Any]]]:
+def read_topic() -> Iterator[ReadTopic]:
     """``read_topic(settings, "meter-events", expect=N)``: every record of a topic (prefix applied) as
     confluent-kafka Messages, read from the beginning by a fresh group until ``expect`` records arrived or
     ``idle`` seconds passed with none."""

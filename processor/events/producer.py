@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -42,12 +41,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, Message
 
 from processor.config import Settings
 from processor.errors import EventValidationError, KafkaDeliveryError
 from processor.events.schema import validate_cancel, validate_event
-from processor.kafka.clients import producer_config
+from processor.kafka.produce import AckedProducer, RecordTooLargeError
 from topics import topic_name
 
 __all__ = ["DeliveryCallback", "DeliveryFailure", "MeterEventProducer"]
@@ -58,8 +57,6 @@ DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 _EVENTS = "meter-events"
 _ADJUSTMENTS = "meter-event-adjustments"
-# How long one wait for queue space lasts when librdkafka's local queue is full (BufferError).
-_QUEUE_FULL_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -122,11 +119,17 @@ class MeterEventProducer:
         self._extra = dict(kafka_config or {})
         self.events_topic = topic_name(_EVENTS, settings.topic_prefix)
         self.adjustments_topic = topic_name(_ADJUSTMENTS, settings.topic_prefix)
-        self._producer: Producer | None = None
-        self._lock = threading.Lock()
+        config: dict[str, Any] = {
+            "allow.auto.create.topics": False,
+            **self._extra,
+            "logger": logging.getLogger("processor.events.librdkafka"),
+        }
+        if on_delivery is None:
+            # Only failures need a Python callback; skipping the successful ones saves a call per record.
+            config.setdefault("delivery.report.only.error", True)
+        self._kafka = AckedProducer(settings, config=config, on_delivery=self._on_delivery)
         self._failures: list[DeliveryFailure] = []
         self._failure_count = 0
-        self._fatal: KafkaError | None = None
 
     # -- public API ---------------------------------------------------------------------------------
 
@@ -171,9 +174,9 @@ class MeterEventProducer:
         so failures surface (raised as :class:`KafkaDeliveryError`, or passed to ``on_delivery``) without
         waiting for the next send.
         """
-        served = self._producer.poll(timeout) if self._producer is not None else 0
+        served = self._kafka.poll(timeout)
         self._raise_failures()
-        return int(served)
+        return served
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait up to ``timeout`` seconds for every queued record to be acknowledged.
@@ -182,10 +185,9 @@ class MeterEventProducer:
         :class:`KafkaDeliveryError` when any record since the last check failed (unless an
         ``on_delivery`` callback owns failures).
         """
-        producer = self._producer
-        remaining = producer.flush(timeout) if producer is not None else 0
+        remaining = self._kafka.flush(timeout)
         self._raise_failures()
-        return int(remaining)
+        return remaining
 
     def close(self, timeout: float = 30.0) -> None:
         """Flush, then release the client. Raises :class:`KafkaDeliveryError` if a record failed or is
@@ -196,11 +198,11 @@ class MeterEventProducer:
                 f"{remaining} record(s) were not acknowledged within {timeout:g}s; "
                 f"the broker at {self._settings.kafka_bootstrap} may be unreachable (call close() again to keep waiting)"
             )
-        self._producer = None
+        self._kafka.close(0)
 
     def __len__(self) -> int:
         """Records queued or in flight."""
-        return len(self._producer) if self._producer is not None else 0
+        return len(self._kafka)
 
     def __enter__(self) -> MeterEventProducer:
         return self
@@ -249,54 +251,18 @@ class MeterEventProducer:
             )
         return str(in_payload)
 
-    def _client(self) -> Producer:
-        producer = self._producer
-        if producer is not None:
-            return producer
-        with self._lock:
-            if self._producer is None:
-                conf = producer_config(
-                    self._settings,
-                    **{
-                        "allow.auto.create.topics": False,
-                        **self._extra,
-                        "on_delivery": self._on_delivery,
-                        "error_cb": self._on_error,
-                        "logger": logging.getLogger("processor.events.librdkafka"),
-                    },
-                )
-                if self._user_callback is None:
-                    # Only failures need a Python callback; skipping the successful ones saves a call
-                    # per record.
-                    conf.setdefault("delivery.report.only.error", True)
-                self._producer = Producer(conf)
-            return self._producer
-
     def _produce(self, topic: str, key: str, value: Mapping[str, Any]) -> None:
-        if self._producer is not None:
-            # Serve reports that arrived since the last call, so a failure surfaces on this send.
-            self._producer.poll(0)
+        # Serve reports that arrived since the last call, so a failure surfaces on this send.
+        self._kafka.poll(0)
         self._raise_failures()
-        producer = self._client()
         data = _dumps(value)
-        key_bytes = key.encode("utf-8")
-        while True:
-            try:
-                producer.produce(topic, data, key_bytes)
-                break
-            except BufferError:
-                # The local queue is full (the broker is slow or away): serve delivery reports, which
-                # frees space as records are acknowledged or time out, then try the same record again.
-                producer.poll(_QUEUE_FULL_POLL_S)
-            except KafkaException as exc:
-                err = exc.args[0] if exc.args else None
-                if isinstance(err, KafkaError) and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                    raise EventValidationError(
-                        f"Invalid payload: the event is {len(data)} bytes, more than the broker accepts.",
-                        param="payload",
-                    ) from exc
-                raise KafkaDeliveryError(f"cannot queue a record for {topic}: {exc}") from exc
-        producer.poll(0)
+        try:
+            self._kafka.produce(topic, data, key)
+        except RecordTooLargeError as exc:
+            raise EventValidationError(
+                f"Invalid payload: the event is {len(data)} bytes, more than the broker accepts.", param="payload"
+            ) from exc
+        self._kafka.poll(0)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if self._user_callback is not None:
@@ -310,20 +276,7 @@ class MeterEventProducer:
         if len(self._failures) < 5:
             self._failures.append(DeliveryFailure(msg.topic() or "?", key, _identifier_of(msg), err.str()))
 
-    def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            # An idempotent producer that hit a fatal error cannot produce again; remember it so the
-            # next call raises and a fresh client is made.
-            self._fatal = err
-            log.error("Kafka producer fatal error: %s", err.str())
-        else:
-            log.warning("Kafka producer: %s", err.str())
-
     def _raise_failures(self) -> None:
-        fatal, self._fatal = self._fatal, None
-        if fatal is not None:
-            self._producer = None
-            raise KafkaDeliveryError(f"the Kafka producer failed and was reset: {fatal.str()}")
         if not self._failure_count:
             return
         count, failures = self._failure_count, self._failures

@@ -25,13 +25,13 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 
 from processor.config import Settings
 from processor.errors import KafkaDeliveryError, TopicError
-from processor.kafka.clients import consumer_config, producer_config
+from processor.kafka.clients import consumer_config
+from processor.kafka.produce import AckedProducer
 from processor.meters.model import Meter
 
 __all__ = ["METERS_TOPIC", "MeterTopicWriter", "meters_topic", "read_meters_topic"]
@@ -59,10 +59,9 @@ class MeterTopicWriter:
     """
 
     def __init__(self, settings: Settings, delivery_timeout: float = DELIVERY_TIMEOUT_S) -> None:
-        self._settings = settings
         self._topic = meters_topic(settings)
         self._timeout = delivery_timeout
-        self._producer: Producer | None = None
+        self._producer = AckedProducer(settings, config={"message.timeout.ms": int(delivery_timeout * 1000)})
 
     def write(self, meter: Meter) -> None:
         """Produce ``meter`` keyed by its id and wait for the broker's acknowledgement.
@@ -70,35 +69,15 @@ class MeterTopicWriter:
         Raises :class:`KafkaDeliveryError` when the record was not acknowledged (the caller must then
         treat the change as not made).
         """
-        if self._producer is None:
-            self._producer = Producer(
-                producer_config(self._settings, **{"message.timeout.ms": int(self._timeout * 1000)})
-            )
-        errors: list[KafkaError] = []
-        delivered: list[Message] = []
-
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            if err is not None:
-                errors.append(err)
-            else:
-                delivered.append(msg)
-
         try:
-            self._producer.produce(self._topic, key=meter.id, value=meter.to_json(), on_delivery=on_delivery)
-        except (BufferError, KafkaException) as exc:
-            raise KafkaDeliveryError(f"cannot produce meter {meter.id} to {self._topic}: {exc}") from exc
-        remaining = self._producer.flush(self._timeout + 5.0)
-        if errors:
-            raise KafkaDeliveryError(f"meter {meter.id} was not acknowledged by {self._topic}: {errors[0].str()}")
-        if remaining or not delivered:
-            raise KafkaDeliveryError(
-                f"meter {meter.id} was not acknowledged by {self._topic} within {self._timeout:g} s"
+            self._producer.produce_and_wait(
+                self._topic, meter.to_json().encode("utf-8"), meter.id, timeout=self._timeout + 5.0
             )
+        except KafkaDeliveryError as exc:
+            raise KafkaDeliveryError(f"meter {meter.id} was not written to {self._topic}: {exc}") from exc
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.flush(self._timeout)
-            self._producer = None
+        self._producer.close(self._timeout)
 
 
 def read_meters_topic(settings: Settings, timeout: float = 30.0) -> dict[str, Meter]:

@@ -14,10 +14,9 @@ import pytest
 
 from processor import EventValidationError, KafkaDeliveryError, MeterEventProducer, Settings
 from processor.embedded import free_port
+from tests.fixtures import ReadTopic
 
 pytestmark = pytest.mark.integration
-
-ReadTopic = Callable[..., list[Any]]
 
 
 def test_send_puts_the_event_on_meter_events_keyed_by_customer(settings: Settings, read_topic: ReadTopic) -> None:
