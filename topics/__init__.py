@@ -4,6 +4,6 @@
 KafkaTopic resources in ``deploy/``. Names take the optional ``METERSTREAM_TOPIC_PREFIX``.
 """
 
-from topics.catalog import CATALOG, TopicSpec, load_schema, topic_name
+from topics.catalog import CATALOG, Topic, TopicSpec, load_schema, topic_name
 
-__all__ = ["CATALOG", "TopicSpec", "load_schema", "topic_name"]
+__all__ = ["CATALOG", "Topic", "TopicSpec", "load_schema", "topic_name"]

@@ -5,11 +5,25 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cache
 from importlib import resources
 from typing import Any
 
-__all__ = ["CATALOG", "TopicSpec", "load_schema", "topic_name"]
+__all__ = ["CATALOG", "Topic", "TopicSpec", "load_schema", "topic_name"]
+
+
+class Topic(StrEnum):
+    """The base name of every topic (SPEC §2), before ``METERSTREAM_TOPIC_PREFIX``. Code names topics
+    only through these members, so a typo is an AttributeError at import, not a topic nobody reads."""
+
+    EVENTS = "meter-events"
+    ADJUSTMENTS = "meter-event-adjustments"
+    METERS = "meters"
+    ACCEPTED = "meter-events-accepted"
+    ERRORS = "meter-event-errors"
+    STRIPE_DLQ = "meter-events-stripe-dlq"
+
 
 _DAY_MS = 86_400_000
 
@@ -28,7 +42,7 @@ class TopicSpec:
 
 CATALOG: tuple[TopicSpec, ...] = (
     TopicSpec(
-        name="meter-events",
+        name=Topic.EVENTS,
         partitions=12,
         key="customer id",
         schema="meter-event.json",
@@ -38,7 +52,7 @@ CATALOG: tuple[TopicSpec, ...] = (
         description="Usage events, the same fields as Stripe's POST /v1/billing/meter_events.",
     ),
     TopicSpec(
-        name="meter-event-adjustments",
+        name=Topic.ADJUSTMENTS,
         partitions=12,
         key="identifier",
         schema="meter-event-adjustment.json",
@@ -46,7 +60,7 @@ CATALOG: tuple[TopicSpec, ...] = (
         description="Cancellations of meter events by identifier.",
     ),
     TopicSpec(
-        name="meters",
+        name=Topic.METERS,
         partitions=1,
         key="meter id",
         schema="meter.json",
@@ -56,7 +70,7 @@ CATALOG: tuple[TopicSpec, ...] = (
         description="Meters in Stripe's billing.meter shape; compacted, the latest record per key wins.",
     ),
     TopicSpec(
-        name="meter-events-accepted",
+        name=Topic.ACCEPTED,
         partitions=12,
         key="customer id",
         schema="accepted.json",
@@ -64,7 +78,7 @@ CATALOG: tuple[TopicSpec, ...] = (
         description="Accepted events and resolved cancellations, normalised, with the meter id.",
     ),
     TopicSpec(
-        name="meter-event-errors",
+        name=Topic.ERRORS,
         partitions=3,
         key="customer id or null",
         schema="error.json",
@@ -72,7 +86,7 @@ CATALOG: tuple[TopicSpec, ...] = (
         description="Rejected records with a Stripe async error code.",
     ),
     TopicSpec(
-        name="meter-events-stripe-dlq",
+        name=Topic.STRIPE_DLQ,
         partitions=3,
         key="customer id",
         schema="stripe-dlq.json",

@@ -47,16 +47,13 @@ from processor.config import Settings
 from processor.errors import EventValidationError, KafkaDeliveryError
 from processor.events.schema import validate_cancel, validate_event
 from processor.kafka.produce import AckedProducer, RecordTooLargeError
-from topics import topic_name
+from topics import Topic, topic_name
 
 __all__ = ["DeliveryCallback", "DeliveryFailure", "MeterEventProducer"]
 
 log = logging.getLogger(__name__)
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
-
-_EVENTS = "meter-events"
-_ADJUSTMENTS = "meter-event-adjustments"
 
 
 @dataclass(frozen=True)
@@ -117,8 +114,8 @@ class MeterEventProducer:
         self._customer_param = f"payload[{customer_key}]"
         self._user_callback = on_delivery
         self._extra = dict(kafka_config or {})
-        self.events_topic = topic_name(_EVENTS, settings.topic_prefix)
-        self.adjustments_topic = topic_name(_ADJUSTMENTS, settings.topic_prefix)
+        self.events_topic = topic_name(Topic.EVENTS, settings.topic_prefix)
+        self.adjustments_topic = topic_name(Topic.ADJUSTMENTS, settings.topic_prefix)
         config: dict[str, Any] = {
             "allow.auto.create.topics": False,
             **self._extra,

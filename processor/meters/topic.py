@@ -33,12 +33,13 @@ from processor.errors import KafkaDeliveryError, TopicError
 from processor.kafka.clients import consumer_config
 from processor.kafka.produce import AckedProducer
 from processor.meters.model import Meter
+from topics import Topic
 
 __all__ = ["METERS_TOPIC", "MeterTopicWriter", "meters_topic", "read_meters_topic"]
 
 log = logging.getLogger(__name__)
 
-METERS_TOPIC = "meters"
+METERS_TOPIC = Topic.METERS
 #: How long the broker may take to acknowledge a meter record. Kept well below the registry's lock TTL,
 #: so a writer never holds the lock past its expiry while waiting for Kafka.
 DELIVERY_TIMEOUT_S = 15.0

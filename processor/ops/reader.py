@@ -31,6 +31,7 @@ from processor.config import Settings
 from processor.errors import TopicError
 from processor.kafka.clients import consumer_config
 from processor.meters.model import Meter
+from topics import Topic
 
 __all__ = ["RangeRead", "committed_offsets", "load_meters", "to_raw"]
 
@@ -233,7 +234,7 @@ def load_meters(settings: Settings) -> tuple[MeterBook, dict[str, Meter]]:
     """Every meter version on the ``meters`` topic, as the processor judges events by them (the book
     restores what compaction removed), and the latest version of each meter by id."""
     found: list[tuple[int, bytes | None]] = []
-    for batch in RangeRead(settings, ["meters"]).messages():
+    for batch in RangeRead(settings, [Topic.METERS]).messages():
         found.extend((msg.timestamp()[1], msg.value()) for msg in batch)
     book = MeterBook()
     latest: dict[str, Meter] = {}

@@ -47,12 +47,13 @@ from processor.sink.ratelimit import AsyncRateLimiter
 from processor.sink.records import AcceptedRecord, parse_accepted
 from processor.state.connect import async_redis
 from processor.state.keys import DAY_S, HOUR_S, Keys
+from topics import Topic
 
 __all__ = ["SAFE_RESEND_MS", "Decision", "ReplayPlan", "decide", "plan_replay", "run_replay"]
 
 log = logging.getLogger(__name__)
 
-ACCEPTED = "meter-events-accepted"
+ACCEPTED = Topic.ACCEPTED
 #: A resend is left to Stripe's identifier dedup only this long after we (or Stripe) first saw the record.
 SAFE_RESEND_MS = 23 * HOUR_S * 1000
 STRIPE_PAST_LIMIT_S = 35 * DAY_S
@@ -187,7 +188,7 @@ async def _send(settings: Settings, plan: ReplayPlan, on_done: Callable[[int], N
     metrics = SinkMetrics(settings.stripe_mode)
     stripe = RecordingStripeApi(settings, DeliveryLog(redis, keys), acquire=limiter.acquire)
     dlq = Producer(producer_config(settings))
-    dlq_topic = settings.topic_prefix + "meter-events-stripe-dlq"
+    dlq_topic = settings.topic_prefix + Topic.STRIPE_DLQ
     done = asyncio.Event()
     finished = 0
 

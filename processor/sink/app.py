@@ -49,6 +49,7 @@ from processor.sink.metrics import SinkMetrics
 from processor.sink.ratelimit import AsyncRateLimiter
 from processor.state.connect import async_redis
 from processor.state.keys import Keys
+from topics import Topic
 
 __all__ = ["DRAIN_TIMEOUT_S", "SinkService", "build_app", "fresh_datadir", "run_sink"]
 
@@ -125,8 +126,8 @@ class SinkService:
         self.keys = Keys(settings.redis_prefix)
         self._datadir = fresh_datadir()
         self.app = build_app(settings, self._datadir)
-        self.source = self.app.topic(settings.topic_prefix + "meter-events-accepted")
-        self.dlq = self.app.topic(settings.topic_prefix + "meter-events-stripe-dlq")
+        self.source = self.app.topic(settings.topic_prefix + Topic.ACCEPTED)
+        self.dlq = self.app.topic(settings.topic_prefix + Topic.STRIPE_DLQ)
         self.metrics = SinkMetrics(settings.stripe_mode)
         self.limiter = AsyncRateLimiter(settings.stripe_rate)
         self.redis = async_redis(settings, decode_responses=True)

@@ -74,3 +74,11 @@ def test_event_schema_accepts_stripe_shape() -> None:
     jsonschema.validate({"event_name": "api", "payload": {"stripe_customer_id": "cus_1", "value": 3}}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"event_name": "api", "payload": {"nested": {"x": 1}}}, schema)
+
+
+def test_every_topic_is_named_once_by_the_catalog_and_the_enum() -> None:
+    from topics import CATALOG, Topic
+
+    assert [spec.name for spec in CATALOG] == list(Topic)
+    assert all(isinstance(spec.name, Topic) for spec in CATALOG)
+    assert Topic.ACCEPTED == "meter-events-accepted" and f"p.{Topic.EVENTS}" == "p.meter-events"
