@@ -12,10 +12,9 @@ from collections.abc import Iterable
 
 from processor.errors import InvalidRequestError, MeterValidationError
 from processor.meters.model import Meter
+from processor.wire.pagination import MAX_LIMIT, PageParams, page_bounds
 
 __all__ = ["MAX_LIMIT", "STATUSES", "order_key", "paginate"]
-
-MAX_LIMIT = 100
 STATUSES = ("active", "inactive")
 
 
@@ -32,7 +31,8 @@ def paginate(
     starting_after: str | None = None,
     ending_before: str | None = None,
 ) -> tuple[list[Meter], bool]:
-    """One page of ``meters`` and ``has_more``, with Stripe's list params and errors.
+    """One page of ``meters`` and ``has_more``, with Stripe's list params and errors (the limit, cursor and
+    page arithmetic are :mod:`processor.wire.pagination`'s, shared with every list of the HTTP API).
 
     ``starting_after`` pages towards older meters, ``ending_before`` towards newer ones (the page holds
     the ``limit`` meters just before the cursor, still newest first); ``has_more`` says whether more lie
@@ -42,33 +42,23 @@ def paginate(
         raise MeterValidationError(
             "Invalid status: must be one of active or inactive", param="status", code="parameter_invalid_string"
         )
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise MeterValidationError(
-            f"Invalid limit: must be an integer between 1 and {MAX_LIMIT}, got {limit!r}",
-            param="limit",
-            code="parameter_invalid_integer",
-        )
-    if starting_after is not None and ending_before is not None:
-        raise InvalidRequestError(
-            "You may only specify one of these parameters: ending_before, starting_after.",
-            param="starting_after",
-            code="parameters_exclusive",
-        )
+    page = PageParams.checked(limit, starting_after, ending_before)
     ordered = sorted(meters, key=order_key, reverse=True)
 
     def position(cursor: str, param: str) -> int:
         for index, meter in enumerate(ordered):
             if meter.id == cursor:
                 return index
-        raise InvalidRequestError(f"No such billing.meter: '{cursor}'", param=param, code="resource_missing")
+        raise InvalidRequestError(f"No such billing.meter: '{cursor[:100]}'", param=param, code="resource_missing")
 
-    if ending_before is not None:
-        before = [m for m in ordered[: position(ending_before, "ending_before")] if _keep(m, status)]
-        page = before[-limit:]
-        return page, len(before) > limit
-    start = position(starting_after, "starting_after") + 1 if starting_after is not None else 0
-    after = [m for m in ordered[start:] if _keep(m, status)]
-    return after[:limit], len(after) > limit
+    # Cursors are positions in the unfiltered order; the status filter applies to what lies beyond them.
+    if page.ending_before is not None:
+        candidates = [m for m in ordered[: position(page.ending_before, "ending_before")] if _keep(m, status)]
+    else:
+        start = position(page.starting_after, "starting_after") + 1 if page.starting_after is not None else 0
+        candidates = [m for m in ordered[start:] if _keep(m, status)]
+    lo, hi, more = page_bounds(len(candidates), page)
+    return candidates[lo:hi], more
 
 
 def _keep(meter: Meter, status: str | None) -> bool:

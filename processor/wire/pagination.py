@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from processor.errors import InvalidRequestError
 from processor.wire.params import get_int, get_str
 
-__all__ = ["PageParams", "list_object", "page_bounds", "paginate_by_id"]
+__all__ = ["MAX_LIMIT", "PageParams", "list_object", "page_bounds", "paginate_by_id"]
 
 T = TypeVar("T")
 
@@ -39,12 +39,24 @@ class PageParams:
         limit = get_int(params, "limit", minimum=1, maximum=MAX_LIMIT)
         after = get_str(params, "starting_after", max_length=5000)
         before = get_str(params, "ending_before", max_length=5000)
-        if after is not None and before is not None:
+        return cls.checked(DEFAULT_LIMIT if limit is None else limit, after, before)
+
+    @classmethod
+    def checked(cls, limit: int, starting_after: str | None, ending_before: str | None) -> PageParams:
+        """Page params from values already typed (the CLI, the registry): the rules every list shares."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise InvalidRequestError(
+                f"Invalid limit: must be an integer between 1 and {MAX_LIMIT}, got {limit!r}",
+                param="limit",
+                code="parameter_invalid_integer",
+            )
+        if starting_after is not None and ending_before is not None:
             raise InvalidRequestError(
                 "You may only specify one of these parameters: ending_before, starting_after.",
                 param="ending_before",
+                code="parameters_exclusive",
             )
-        return cls(DEFAULT_LIMIT if limit is None else limit, after, before)
+        return cls(limit, starting_after, ending_before)
 
 
 def page_bounds(
