@@ -9,9 +9,9 @@ from aiohttp import web
 from processor.emulator.api_v1 import EMULATOR
 from processor.emulator.inputs import adjustment_input, event_input
 from processor.emulator.meters import new_id
-from processor.emulator.values import format_iso
 from processor.errors import InvalidRequestError
 from processor.wire import json_response, meter_event_session, presented_key, read_params, reject_unknown
+from processor.wire.times import format_iso
 
 __all__ = ["STREAM_PATH", "routes"]
 

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from processor.emulator.state import EventInput
-from processor.emulator.values import parse_iso
 from processor.errors import InvalidRequestError
 from processor.wire import get_int, get_map, get_str, param_name, reject_unknown
+from processor.wire.times import parse_iso
 
 __all__ = ["adjustment_input", "event_input"]
 

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from processor.emulator.clock import Clock
 from processor.emulator.state import Emulator, EventInput
-from processor.emulator.values import ValueProblem, format_iso, parse_iso, parse_value
+from processor.emulator.values import ValueProblem, parse_value
+from processor.wire.times import format_iso, parse_iso
 
 H, D = 3600, 86400
 START = 1_800_000_000 // D * D + 12 * H
