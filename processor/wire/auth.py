@@ -36,9 +36,11 @@ def presented_key(request: web.Request) -> str | None:
     if scheme.lower() == "bearer":
         return value
     if scheme.lower() == "basic":
+        # A header may carry any bytes (aiohttp hands non-ASCII ones over as surrogate escapes): b64decode
+        # refuses non-ASCII text with a plain ValueError, which is not a binascii.Error. Both mean "no key".
         try:
             decoded = base64.b64decode(value, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, ValueError):
             return None
         return decoded.partition(":")[0] or None
     return None
@@ -58,7 +60,10 @@ class KeyChecker:
 
     def accepts(self, key: str) -> bool:
         if self._keys:
-            presented = key.encode("utf-8")
+            try:
+                presented = key.encode("utf-8")
+            except UnicodeEncodeError:  # bytes that were not UTF-8 (surrogate escapes): no key has them
+                return False
             ok = False
             for candidate in self._keys:  # no early exit: the time does not depend on which key matched
                 ok |= hmac.compare_digest(presented, candidate)
