@@ -25,6 +25,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from processor.errors import InvalidRequestError
+from processor.limits import MAX_JSON_DEPTH, json_problem
 from processor.wire.forms import decode_form
 
 __all__ = [
@@ -110,7 +111,7 @@ async def read_params(request: web.Request) -> dict[str, Any]:
     """The request's parameters: the query string for GET/DELETE, the form body (v1) or the JSON object
     body (v2) for POST. Raises 400 for an undecodable body, 413 (via aiohttp) for a too-large one."""
     if request.method in ("GET", "DELETE", "HEAD"):
-        return decode_form(request.query_string)
+        return decode_form(request.rel_url.raw_query_string)  # decoded once, here (yarl would decode it too)
     raw = await request.read()
     if is_v2(request.path):
         if not raw.strip():
@@ -119,14 +120,19 @@ async def read_params(request: web.Request) -> dict[str, Any]:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise InvalidRequestError("Invalid JSON in the request body.", code="parameter_invalid_json") from None
+        except RecursionError:  # {"a": times 1000: deeper than the decoder goes
+            raise InvalidRequestError(
+                f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.", code="parameter_invalid_json"
+            ) from None
         if not isinstance(body, dict):
             raise InvalidRequestError("The request body must be a JSON object.", code="parameter_invalid_json")
+        problem = json_problem(body)
+        if problem is not None:
+            param, reason = problem
+            raise InvalidRequestError(f"Invalid {param}: {reason}.", param=param, code="parameter_invalid_json")
         return body
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidRequestError("The request body is not valid UTF-8.") from None
-    return decode_form(text)
+    # Bytes that are not UTF-8 become surrogate escapes, which the form decoder refuses naming the parameter.
+    return decode_form(raw.decode("utf-8", "surrogateescape"))
 
 
 @web.middleware

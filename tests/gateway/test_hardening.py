@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from processor.gateway import GatewayServer
+from processor.limits import CUSTOMER_ID_MAX
+from tests.gateway.conftest import API_KEY
 
 
 def raw_request(gateway: GatewayServer, data: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -61,3 +63,103 @@ def test_non_ascii_credentials_are_a_401(
     status, _, body = raw_request(gateway, request_bytes("GET", "/v1/billing/meters", {"Authorization": credential}))
     assert status == 401 and stripe_error(body)["type"] == "invalid_request_error"
     no_tracebacks(caplog)
+
+
+def _post(
+    gateway: GatewayServer, path: str, body: bytes, *, json_body: bool, headers: dict[str, bytes] | None = None
+) -> tuple[int, dict[str, Any]]:
+    kind = b"application/json" if json_body else b"application/x-www-form-urlencoded"
+    all_headers = {"Authorization": f"Bearer {API_KEY}".encode(), "Content-Type": kind, **(headers or {})}
+    status, _, raw = raw_request(gateway, request_bytes("POST", path, all_headers, body))
+    return status, stripe_error(raw) if status >= 400 else json.loads(raw)
+
+
+DEEP = [b'{"a":' * 1000 + b"1" + b"}" * 1000, b'{"a":' * 1000, b"[" * 100_000 + b"]" * 100_000]
+
+
+@pytest.mark.parametrize("body", DEEP, ids=["closed", "unclosed", "arrays"])
+@pytest.mark.parametrize(
+    "path", ["/v2/billing/meter_events", "/v2/billing/meter_event_session", "/v2/billing/meter_event_adjustments"]
+)
+def test_deeply_nested_json_is_a_400(
+    gateway: GatewayServer, caplog: pytest.LogCaptureFixture, path: str, body: bytes
+) -> None:
+    """Issue 13, item 4: ``{"a":`` x 1000 was a 500 with a RecursionError traceback."""
+    status, error = _post(gateway, path, body, json_body=True)
+    assert status == 400 and error["type"] == "invalid_request_error", error
+    assert error["code"] == "parameter_invalid_json"
+    no_tracebacks(caplog)
+
+
+def test_deeply_nested_json_on_the_stream_is_a_400(gateway: GatewayServer, caplog: pytest.LogCaptureFixture) -> None:
+    status, session = _post(gateway, "/v2/billing/meter_event_session", b"{}", json_body=True)
+    assert status == 200
+    token = f"Bearer {session['authentication_token']}".encode()
+    for body in DEEP:
+        status, error = _post(
+            gateway, "/v2/billing/meter_event_stream", body, json_body=True, headers={"Authorization": token}
+        )
+        assert status == 400 and error["code"] == "parameter_invalid_json", error
+    no_tracebacks(caplog)
+
+
+BAD_TEXT_FORMS = [
+    # (form body, the parameter the 400 names) -- issue 13, item 8
+    (b"event_name=ev%C3%28&payload[stripe_customer_id]=c&payload[value]=1", "event_name"),
+    (b"event_name=ev&payload[stripe_customer_id]=c%FF&payload[value]=1", "payload[stripe_customer_id]"),
+    (b"event_name=ev%00x&payload[stripe_customer_id]=c&payload[value]=1", "event_name"),
+    (b"event_name=ev&payload[stripe_customer_id]=c%00&payload[value]=1", "payload[stripe_customer_id]"),
+    (b"event_name=ev&payload[stripe_customer_id]=c&identifier=id%00", "identifier"),
+    (b"event_name=ev&payload[stripe_customer_id]=c&payload[value]=\xff\xfe", "payload[value]"),
+]
+
+
+@pytest.mark.parametrize(("body", "param"), BAD_TEXT_FORMS)
+def test_nul_and_invalid_utf8_form_values_are_refused_by_name(gateway: GatewayServer, body: bytes, param: str) -> None:
+    """Invalid UTF-8 was stored as U+FFFD with a 200; NUL bytes were stored in names and ids."""
+    status, error = _post(gateway, "/v1/billing/meter_events", body, json_body=False)
+    assert status == 400 and error["param"] == param, error
+
+
+def test_nul_in_a_meter_name_and_a_query_is_refused(gateway: GatewayServer) -> None:
+    body = b"display_name=A%00B&event_name=nul_meter&default_aggregation[formula]=sum"
+    status, error = _post(gateway, "/v1/billing/meters", body, json_body=False)
+    assert status == 400 and error["param"] == "display_name", error
+    path = "/v1/billing/meters/mtr_x/event_summaries?customer=c%00&start_time=0&end_time=60"
+    status, _, raw = raw_request(gateway, request_bytes("GET", path, {"Authorization": f"Bearer {API_KEY}".encode()}))
+    assert status == 400 and stripe_error(raw)["param"] == "customer"
+
+
+@pytest.mark.parametrize(
+    ("event", "param"),
+    [
+        ({"event_name": "ev\u0000", "payload": {"stripe_customer_id": "c"}}, "event_name"),
+        ({"event_name": "ev", "payload": {"stripe_customer_id": "c\ud800"}}, "payload[stripe_customer_id]"),
+        ({"event_name": "ev", "payload": {"stripe_customer_id": "c"}, "identifier": "i\u0000"}, "identifier"),
+    ],
+)
+def test_nul_and_surrogates_in_v2_json_are_refused_by_name(
+    gateway: GatewayServer, event: dict[str, Any], param: str
+) -> None:
+    body = json.dumps(event).encode()  # ensure_ascii: "\\u0000" and "\\ud800" escapes, as a client sends them
+    status, error = _post(gateway, "/v2/billing/meter_events", body, json_body=True)
+    assert status == 400 and error["param"] == param, error
+
+
+@pytest.mark.parametrize("length", [CUSTOMER_ID_MAX + 1, 100_000, 400_000])
+def test_customer_ids_over_the_cap_are_refused_at_the_gateway(gateway: GatewayServer, length: int) -> None:
+    """Issue 13, item 5: a 100,000-character customer id was accepted (four 100 KB Redis key names); a
+    400,000-character one got a 200 and was rejected later by the processor."""
+    customer = "c" * length
+    form = f"event_name=ev&payload[stripe_customer_id]={customer}&payload[value]=1".encode()
+    status, error = _post(gateway, "/v1/billing/meter_events", form, json_body=False)
+    assert status == 400 and error["param"] == "payload[stripe_customer_id]", error
+    body = json.dumps({"event_name": "ev", "payload": {"stripe_customer_id": customer}}).encode()
+    status, error = _post(gateway, "/v2/billing/meter_events", body, json_body=True)
+    assert status == 400 and error["param"] == "payload[stripe_customer_id]", error
+
+
+def test_a_customer_id_at_the_cap_is_accepted(gateway: GatewayServer) -> None:
+    form = f"event_name=ev&payload[stripe_customer_id]={'c' * CUSTOMER_ID_MAX}&payload[value]=1".encode()
+    status, answer = _post(gateway, "/v1/billing/meter_events", form, json_body=False)
+    assert status == 200, answer
