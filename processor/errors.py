@@ -24,6 +24,7 @@ any of them into a clean message and an exit code, and callers can catch by fami
     │   ├── ResourceMissingError    404 resource_missing (also an unknown URL)
     │   ├── RateLimitedError        429 rate_limit (retry with backoff)
     │   ├── RequestTooLargeError    413 request_too_large (e.g. an upload over its size limit)
+    │   ├── UnreadableFileError     an import file its reader cannot finish: refused whole, nothing sent
     │   └── IdempotencyKeyError     Idempotency-Key reused with other parameters (idempotency_error)
     └── SinkError                   forwarding to Stripe failed
         ├── RetryableSinkError      429 / 5xx / connection: try again later
@@ -63,6 +64,7 @@ __all__ = [
     "StripeRejectedError",
     "TopicDriftError",
     "TopicError",
+    "UnreadableFileError",
 ]
 
 
@@ -215,6 +217,15 @@ class RequestTooLargeError(InvalidRequestError):
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message, param=param, code="request_too_large")
+
+
+class UnreadableFileError(InvalidRequestError):
+    """An import file the reader cannot finish (a JSON array broken in the middle, an unreadable CSV
+    header): the rows after the break are unknown, so the whole file is refused and nothing is sent, even
+    when invalid rows may be skipped."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="file")
 
 
 class IdempotencyKeyError(InvalidRequestError):

@@ -34,7 +34,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from processor.config import Settings
-from processor.errors import InvalidRequestError, RateLimitedError, RequestTooLargeError
+from processor.errors import InvalidRequestError, RateLimitedError, RequestTooLargeError, UnreadableFileError
 from processor.gateway.dashboard import _PAGE_HEADERS, STATIC_DIR
 from processor.gateway.state import GATEWAY, Gateway
 from processor.meters import Meter
@@ -310,8 +310,15 @@ def run_import(
         "format": checked.fmt,
         "dry_run": options.dry_run,
         "valid_rows": checked.rows,
+        # every row not valid, unread ones included: valid_rows + invalid_rows is every row of the file
         "invalid_rows": len(checked.errors),
-        "errors": [{"line": e.line, "message": e.message} for e in checked.errors[:MAX_REPORTED_ERRORS]],
+        "unread_rows": checked.unread,
+        "errors": [
+            {"line": e.line, "message": e.message, "unread": e.unread} for e in checked.errors[:MAX_REPORTED_ERRORS]
+        ],
+        "unreadable": None
+        if checked.broken is None
+        else {"line": checked.broken.line, "message": checked.broken.message},
         "errors_truncated": len(checked.errors) > MAX_REPORTED_ERRORS,
         # a second pass over the rows, so only in the preview (the page shows it before the send)
         "meters": _meters(job, find_meter) if options.dry_run else None,
@@ -330,6 +337,11 @@ def _finish(job: Importer, checked: ImportReport, options: UploadOptions, answer
     if checked.already_imported is not None and not options.force:
         answer["status"] = "already_imported"
         return
+    if checked.broken is not None:  # refused whole, whatever skip_invalid says: what follows is unknown
+        raise UnreadableFileError(
+            f"The file cannot be read past line {checked.broken.line} ({checked.broken.message}); nothing was "
+            "sent. Fix the file and upload it again."
+        )
     if checked.errors and not options.skip_invalid:
         first = checked.errors[0]
         raise InvalidRequestError(
