@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import socket
@@ -10,9 +11,12 @@ from typing import Any
 
 import pytest
 
+from processor.config import Secret, Settings
 from processor.gateway import GatewayServer
 from processor.limits import CUSTOMER_ID_MAX
-from tests.gateway.conftest import API_KEY
+from processor.state.connect import SyncRedis
+from processor.state.keys import Keys
+from tests.gateway.conftest import API_KEY, OTHER_KEY, bearer, http
 
 
 def raw_request(gateway: GatewayServer, data: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -163,3 +167,46 @@ def test_a_customer_id_at_the_cap_is_accepted(gateway: GatewayServer) -> None:
     form = f"event_name=ev&payload[stripe_customer_id]={'c' * CUSTOMER_ID_MAX}&payload[value]=1".encode()
     status, answer = _post(gateway, "/v1/billing/meter_events", form, json_body=False)
     assert status == 200, answer
+
+
+def _stream(url: str, token: str) -> int:
+    body = json.dumps({"events": [{"event_name": "ev", "payload": {"stripe_customer_id": "c"}}]}).encode()
+    status, _, _ = http(
+        f"{url}/v2/billing/meter_event_stream",
+        "POST",
+        body=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    return status
+
+
+def test_a_session_is_revoked_with_the_key_that_issued_it(gw_settings: Settings, redis_client: SyncRedis) -> None:
+    """Issue 13, item 6: a session token stayed valid after the key that issued it was removed, and anyone
+    who could write Redis could forge one."""
+    with GatewayServer(gw_settings) as both:
+        status, _, raw = http(
+            f"{both.url}/v2/billing/meter_event_session", "POST", body=b"{}", headers=bearer(OTHER_KEY)
+        )
+        assert status == 200
+        token = json.loads(raw)["authentication_token"]
+        assert _stream(both.url, token) == 200
+    only_first = gw_settings.replace(api_keys=(Secret(API_KEY),))  # OTHER_KEY removed, gateway restarted
+    with GatewayServer(only_first) as server:
+        assert _stream(server.url, token) == 401
+        # a session written into Redis by hand (the old value format: an expiry alone) is no session
+        forged = "mes_" + "ab" * 32
+        digest = hashlib.sha256(forged.encode()).hexdigest()[:40]
+        redis_client.set(Keys(gw_settings.redis_prefix).gateway_session(digest), "9999999999")
+        assert _stream(server.url, forged) == 401
+
+
+def test_failed_authentications_slow_their_client_down(gateway: GatewayServer) -> None:
+    """3,254 wrong-key guesses per second were answered. Now failures beyond the first few are held back
+    exponentially; a right key is never held."""
+    throttle = gateway.gateway.auth_throttle
+    for _ in range(throttle.free + 2):
+        status, _, raw = http(f"{gateway.url}/v1/billing/meters", headers=bearer("sk_test_wrong_wrong_wrong"))
+        assert status == 401 and stripe_error(raw)["type"] == "invalid_request_error"
+    assert throttle.failures("127.0.0.1") == throttle.free + 2
+    status, _, _ = http(f"{gateway.url}/v1/billing/meters", headers=bearer())
+    assert status == 200
