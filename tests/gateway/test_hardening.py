@@ -210,3 +210,46 @@ def test_failed_authentications_slow_their_client_down(gateway: GatewayServer) -
     assert throttle.failures("127.0.0.1") == throttle.free + 2
     status, _, _ = http(f"{gateway.url}/v1/billing/meters", headers=bearer())
     assert status == 200
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        request_bytes("GET", "/v1/billing/meters?x=" + "a" * 9000, {"Authorization": f"Bearer {API_KEY}".encode()}),
+        request_bytes("GET", "/v1/billing/meters", {"X-Long": b"a" * 9000}),
+        b"G{T /v1/billing/meters HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /v1/billing/meters HTTP/9.9\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http at all\r\n\r\n",
+        request_bytes("POST", "/v1/billing/meters", {"Content-Length": b"-1"}),
+        request_bytes("POST", "/v1/billing/meters", {"Transfer-Encoding": b"chunked"}, b"zz\r\n"),
+    ],
+    ids=["url-9k", "header-9k", "method", "version", "tls", "length", "chunk"],
+)
+def test_errors_aiohttp_answers_itself_are_in_stripes_envelope(
+    gateway: GatewayServer, caplog: pytest.LogCaptureFixture, data: bytes
+) -> None:
+    """Issue 13, item 7: these got aiohttp's plain-text 400 (and an ERROR traceback in the log)."""
+    caplog.set_level(logging.INFO)
+    status, headers, body = raw_request(gateway, data)
+    assert 400 <= status < 500 and headers["content-type"].startswith("application/json"), (status, body)
+    assert stripe_error(body)["type"] == "invalid_request_error"
+    no_tracebacks(caplog)
+
+
+def test_slow_headers_are_cut_off(gw_settings: Settings) -> None:
+    """200 clients trickling their headers were all held open. A connection that has not sent complete
+    headers by the header deadline is closed (the socket's own timeout only guards the test)."""
+    with GatewayServer(gw_settings, header_timeout_s=0.5) as server:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(b"GET /v1/billing/meters HTTP/1.1\r\nHost: x\r\n")  # never finished
+            assert sock.recv(1024) == b""  # closed by the server
+
+
+def test_a_body_shorter_than_its_content_length_is_a_408(gw_settings: Settings) -> None:
+    with GatewayServer(gw_settings, body_timeout_s=0.5) as server:
+        for path in ("/v1/billing/meter_events", "/v2/billing/meter_events"):
+            data = request_bytes("POST", path, {"Authorization": f"Bearer {API_KEY}".encode()})
+            data = data.replace(b"Content-Length: 0", b"Content-Length: 100") + b"event_name"
+            status, _, body = raw_request(server, data)
+            assert status == 408 and stripe_error(body)["type"] == "invalid_request_error", body
