@@ -102,7 +102,8 @@ def decode_pairs(pairs: list[tuple[str, str]]) -> dict[str, Any]:
             elif isinstance(child, str) or (want_list != isinstance(child, list)):
                 raise _conflict(key)
             node = child
-    return _listify(root)  # type: ignore[no-any-return]
+    # The top level stays a dict (its keys are parameter names, even "0"); only nested levels may be lists.
+    return {key: _listify(value) for key, value in root.items()}
 
 
 def _listify(value: Any) -> Any:
@@ -112,7 +113,7 @@ def _listify(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
     out = {k: _listify(v) for k, v in value.items()}
-    if out and all(k.isdigit() and (k == "0" or not k.startswith("0")) for k in out):
+    if out and all(k.isascii() and k.isdigit() and (k == "0" or not k.startswith("0")) for k in out):
         indices = sorted(int(k) for k in out)
         if indices == list(range(len(out))):
             return [out[str(i)] for i in indices]

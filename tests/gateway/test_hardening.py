@@ -253,3 +253,11 @@ def test_a_body_shorter_than_its_content_length_is_a_408(gw_settings: Settings) 
             data = data.replace(b"Content-Length: 0", b"Content-Length: 100") + b"event_name"
             status, _, body = raw_request(server, data)
             assert status == 408 and stripe_error(body)["type"] == "invalid_request_error", body
+
+
+@pytest.mark.parametrize("body", [b"0=x", b"0=x&1=y", b"payload[%C2%B2]=1&event_name=e", b"a[\xc2\xb2]=1"])
+def test_index_like_keys_are_never_a_500(gateway: GatewayServer, body: bytes) -> None:
+    """Found by the fuzz test: top-level keys 0..n decoded as a list (AttributeError), and "²" passed
+    str.isdigit() then failed int() -- both 500s."""
+    status, error = _post(gateway, "/v1/billing/meter_events", body, json_body=False)
+    assert status == 400 and error["type"] == "invalid_request_error", error
