@@ -56,10 +56,43 @@ def customer_problem(customer: str) -> str | None:
     return text_problem(customer)
 
 
-def json_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> tuple[str, str] | None:
+def json_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH, text: bool = True) -> tuple[str, str] | None:
     """The first problem of a parsed JSON value, as ``(param path, reason)``: nesting deeper than
     ``max_depth``, or a string (key or value) with a NUL or a lone surrogate. Iterative, so a value of any
-    depth is walked without recursion; ``None`` when the value is clean."""
+    depth is walked without recursion; ``None`` when the value is clean.
+
+    The walk that finds a problem tracks depths only (it runs on every v2 request); the path that names the
+    parameter is built by a second walk, only when there is a problem. ``text=False`` skips the string
+    checks, for a caller who knows none can fail (JSON text without any ``\\u`` escape cannot decode to
+    a NUL or a lone surrogate)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return _locate(value, max_depth)
+        if isinstance(node, str):
+            if text and ("\x00" in node or not _utf8(node)):
+                return _locate(value, max_depth)
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                if text and isinstance(key, str) and ("\x00" in key or not _utf8(key)):
+                    return _locate(value, max_depth)
+                stack.append((child, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+    return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _locate(value: Any, max_depth: int) -> tuple[str, str]:
+    """The path and reason of the first problem :func:`json_problem` found (the slow walk, with paths)."""
     stack: list[tuple[Any, tuple[str, ...]]] = [(value, ())]
     while stack:
         node, path = stack.pop()
@@ -74,13 +107,11 @@ def json_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> tuple[str, s
                 key_text = str(key)
                 problem = text_problem(key_text)
                 if problem is not None:
-                    return _name(
-                        (*path, key_text.encode("utf-8", "replace").decode()[:40])
-                    ), "has a key that " + problem
+                    return _name((*path, key_text)), "has a key that " + problem
                 stack.append((child, (*path, key_text)))
         elif isinstance(node, list):
             stack.extend((child, (*path, str(i))) for i, child in enumerate(node))
-    return None
+    return "body", "is not valid"
 
 
 def _name(path: tuple[str, ...]) -> str:

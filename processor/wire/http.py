@@ -164,7 +164,11 @@ async def read_params(request: web.Request) -> dict[str, Any]:
             ) from None
         if not isinstance(body, dict):
             raise InvalidRequestError("The request body must be a JSON object.", code="parameter_invalid_json")
-        problem = json_problem(body)
+        # Only a \u escape can decode to a NUL or a lone surrogate (raw control characters and bytes that
+        # are not UTF-8 fail json.loads), and only brackets can nest: skip what cannot fail.
+        deep = raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH
+        escaped = b"\\u" in raw
+        problem = json_problem(body, text=escaped) if deep or escaped else None
         if problem is not None:
             param, reason = problem
             raise InvalidRequestError(f"Invalid {param}: {reason}.", param=param, code="parameter_invalid_json")
