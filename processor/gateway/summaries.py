@@ -25,6 +25,7 @@ from typing import Any
 
 from processor.errors import InvalidRequestError
 from processor.gateway.state import Gateway
+from processor.limits import CUSTOMER_ID_MAX
 from processor.state.keys import DAY_S, HOUR_S
 from processor.state.summaries import Summary, summarize, usage_windows, window_values
 from processor.wire import PageParams, get_enum, get_int, get_str, list_object, page_bounds, reject_unknown
@@ -82,7 +83,7 @@ async def list_event_summaries(gw: Gateway, meter_id: str, params: Mapping[str, 
     """The list object Stripe answers for these query params."""
     reject_unknown(params, _ALLOWED)
     meter = await gw.meter(meter_id)
-    customer = get_str(params, "customer", required=True, max_length=5000)
+    customer = get_str(params, "customer", required=True, max_length=CUSTOMER_ID_MAX)  # no longer id exists
     start = get_int(params, "start_time", required=True)
     end = get_int(params, "end_time", required=True)
     grouping = get_enum(params, "value_grouping_window", ("day", "hour"))

@@ -159,6 +159,8 @@ def test_pagination(client: stripe.StripeClient, gw_settings: Settings) -> None:
         ({"limit": 0}, "limit"),
         ({"starting_after": "mtrusg_bogus"}, "starting_after"),
         ({"colour": "red"}, "colour"),
+        ({"customer": "c" * 256}, "customer"),  # no customer id is longer (processor/limits.py)
+        ({"limit": 101}, "limit"),
     ],
 )
 def test_parameter_rules(client: stripe.StripeClient, change: dict[str, Any], param: str) -> None:
