@@ -24,6 +24,7 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ from processor.limits import MAX_JSON_DEPTH, json_problem
 
 __all__ = [
     "FORMATS",
-    "MAX_LINE_BYTES",
+    "MAX_LINE_CHARS",
     "Row",
     "detect_format",
     "iter_rows",
@@ -47,9 +48,9 @@ __all__ = [
 ]
 
 FORMATS = ("csv", "json", "jsonl")
-#: A physical line longer than this is an unread row (it is skipped without being held in memory); it is
-#: far above any event (the processor takes records up to 256 KiB).
-MAX_LINE_BYTES = 1 << 20
+#: A physical line longer than this (in characters) is an unread row, skipped without being held in memory;
+#: it is far above any event (the processor takes records up to 256 KiB).
+MAX_LINE_CHARS = 1 << 20
 _UNIX = re.compile(r"^[+-]?[0-9]+(\.[0-9]+)?$")  # ASCII digits only (\d would take Arabic-Indic digits)
 _DATETIME_FORMATS = (
     "%Y-%m-%d",
@@ -156,7 +157,7 @@ def _normalise(obj: Any) -> dict[str, Any]:
 
 
 class _Unreadable(Exception):
-    """A physical line the reader cannot take (not UTF-8, longer than :data:`MAX_LINE_BYTES`)."""
+    """A physical line the reader cannot take (not UTF-8, longer than :data:`MAX_LINE_CHARS`)."""
 
     def __init__(self, line: int, reason: str) -> None:
         super().__init__(reason)
@@ -166,40 +167,43 @@ class _Unreadable(Exception):
 
 class _Lines:
     """The file's physical lines, decoded one at a time (a bad line is one unread row, not the end of the
-    file), with a push-back so a CSV reader can start again right after a row it could not read."""
+    file), with a push-back so a CSV reader can start again right after a row it could not read.
+
+    Lines end at ``\\n``, ``\\r\\n`` or a lone ``\\r`` and keep their ending (what the csv module wants, as
+    with ``newline=""``); bytes that are not UTF-8 are decoded as surrogate escapes and make their line
+    unread, never the whole file."""
 
     def __init__(self, fh: IO[bytes]) -> None:
-        self._fh = fh
+        self._text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
         self.count = 0  # physical lines read from the file
-        self._back: list[tuple[int, bytes | None]] = []
-        #: the lines handed out since the current row started: (line number, bytes; None = too long)
-        self.taken: list[tuple[int, bytes | None]] = []
+        self._back: list[tuple[int, str | None]] = []
+        #: the lines handed out since the current row started: (line number, text; None = too long)
+        self.taken: list[tuple[int, str | None]] = []
 
     def __iter__(self) -> _Lines:
         return self
 
     def __next__(self) -> str:
-        number, raw = self._back.pop() if self._back else self._read()
-        self.taken.append((number, raw))
-        if raw is None:
-            raise _Unreadable(number, f"line {number} is longer than {MAX_LINE_BYTES:,} bytes")
+        number, line = self._back.pop() if self._back else self._read()
+        self.taken.append((number, line))
+        if line is None:
+            raise _Unreadable(number, f"line {number} is longer than {MAX_LINE_CHARS:,} characters")
         try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _Unreadable(number, f"line {number} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            line.encode("utf-8")  # surrogate escapes (bytes that were not UTF-8) cannot be encoded
+        except UnicodeEncodeError:
+            raise _Unreadable(number, f"line {number} is not UTF-8 text") from None
+        return line
 
-    def _read(self) -> tuple[int, bytes | None]:
-        raw = self._fh.readline(MAX_LINE_BYTES + 1)
-        if not raw:
+    def _read(self) -> tuple[int, str | None]:
+        line = self._text.readline(MAX_LINE_CHARS + 1)
+        if not line:
             raise StopIteration
         self.count += 1
-        if self.count == 1 and raw.startswith(codecs.BOM_UTF8):
-            raw = raw[len(codecs.BOM_UTF8) :]
-        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-            while (more := self._fh.readline(MAX_LINE_BYTES)) and not more.endswith(b"\n"):
+        if len(line) > MAX_LINE_CHARS and not line.endswith(("\n", "\r")):
+            while (more := self._text.readline(MAX_LINE_CHARS)) and not more.endswith(("\n", "\r")):
                 pass  # skip the rest of the line without holding it
             return self.count, None
-        return self.count, raw
+        return self.count, line
 
     def start_row(self) -> None:
         self.taken = []

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processor.ops.formats import MAX_LINE_BYTES, detect_format, iter_rows, parse_timestamp, row_identifier
+from processor.ops.formats import MAX_LINE_CHARS, detect_format, iter_rows, parse_timestamp, row_identifier
 
 T = 1_732_012_345  # 2024-11-19T10:32:25Z
 
@@ -209,7 +209,7 @@ def test_csv_and_jsonl_lines_that_are_not_utf8_are_unread_rows(tmp_path: Path) -
 def test_overlong_lines_are_unread_without_being_held(tmp_path: Path) -> None:
     path = tmp_path / "long.jsonl"
     with path.open("wb") as fh:
-        fh.write(b'{"event_name": "a", "payload": {"k": "' + b"v" * (MAX_LINE_BYTES * 3) + b'"}}\n')
+        fh.write(b'{"event_name": "a", "payload": {"k": "' + b"v" * (MAX_LINE_CHARS * 3) + b'"}}\n')
         fh.write(b'{"event_name": "b", "payload": {"k": "v"}}\n')
     rows = list(iter_rows(path, "jsonl"))
     assert rows[0].unread and rows[0].line == 1 and rows[1].event is not None and rows[1].line == 2
@@ -244,3 +244,22 @@ def test_a_json_array_broken_in_the_middle_is_a_break(tmp_path: Path) -> None:
 def test_timestamps_are_ascii_digits_only(text: str) -> None:
     with pytest.raises(ValueError, match="ASCII"):
         parse_timestamp(text)
+
+
+def test_csv_with_cr_line_endings(tmp_path: Path) -> None:
+    """Old spreadsheet exports end lines with a lone CR: each is still its own row."""
+    path = tmp_path / "mac.csv"
+    path.write_bytes(b"timestamp,event_name,payload_value\r1,a,1\r1,a,2\r")
+    rows = list(iter_rows(path, "csv"))
+    assert [(r.line, r.event["payload"]["value"] if r.event else None) for r in rows] == [(2, "1"), (3, "2")]
+
+
+def test_csv_bom_and_crlf(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b'\xef\xbb\xbftimestamp,event_name,payload_value\r\n1,a,1\r\n1,a,"2\r\n3"\r\n1,a,4\r\n')
+    rows = list(iter_rows(path, "csv"))
+    assert [(r.line, r.event["payload"]["value"] if r.event else None) for r in rows] == [
+        (2, "1"),
+        (3, "2\r\n3"),
+        (5, "4"),
+    ]
