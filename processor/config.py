@@ -71,6 +71,11 @@ _GROUP_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _CLUSTER_MODES: dict[str, bool | None] = {"auto": None, "true": True, "false": False}
 
 
+#: Shortest gateway API key accepted: 16 random characters are ~95 bits, out of reach of any guessing the
+#: gateway's failed-authentication delay allows (docs/security.md). Generated keys are 42 characters.
+MIN_API_KEY_LENGTH = 16
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, resolved and validated. Build it with :func:`load_settings`."""
@@ -255,8 +260,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     keys = tuple(Secret(k.strip()) for k in (env.get(ENV_PREFIX + "API_KEYS") or "").split(",") if k.strip())
     for k in keys:
-        if len(k.reveal()) < 8:
-            raise ConfigError(f"{ENV_PREFIX}API_KEYS: every key must be at least 8 characters")
+        if len(k.reveal()) < MIN_API_KEY_LENGTH or not k.reveal().isascii() or not k.reveal().isprintable():
+            raise ConfigError(
+                f"{ENV_PREFIX}API_KEYS: every key must be at least {MIN_API_KEY_LENGTH} printable ASCII characters "
+                "(docs/security.md: a short key is guessed)"
+            )
 
     level = (env.get(ENV_PREFIX + "LOG_LEVEL") or "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from processor.errors import BinaryNotFoundError, EmbeddedError
 
@@ -184,17 +185,28 @@ class EmbeddedKafka:
 
 
 class EmbeddedRedis:
-    """A Valkey server without persistence on a free loopback port. ``url`` is ``redis://127.0.0.1:<port>/0``."""
+    """A Valkey server without persistence on a free loopback port. ``url`` is ``redis://127.0.0.1:<port>/0``,
+    with ``:<password>@`` when a ``password`` is given (``meterstream up`` generates one: on a shared machine
+    any local user could otherwise read usage or forge a gateway session by writing Redis)."""
 
-    def __init__(self, workdir: Path | None = None, port: int | None = None, extra_args: list[str] | None = None):
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        port: int | None = None,
+        extra_args: list[str] | None = None,
+        *,
+        password: str | None = None,
+    ):
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="meterstream-redis-"))
         self.port = port or free_port()
         self.extra_args = list(extra_args or [])
+        self.password = password
         self._child: _Child | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 20.0) -> EmbeddedRedis:
         argv = [
@@ -211,6 +223,14 @@ class EmbeddedRedis:
             str(self.workdir),
             *self.extra_args,
         ]
+        if self.password:
+            # On the command line it would show in `ps`: a config file only this user can read instead.
+            conf = self.workdir / "valkey-auth.conf"
+            conf.unlink(missing_ok=True)
+            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(f"requirepass {self.password}\n")
+            argv.insert(1, str(conf))
         self._child = _Child("Valkey server", argv, self.workdir / "valkey.log")
         self._child.start()
         _wait_ready(self._child, self._probe, timeout)
@@ -220,7 +240,13 @@ class EmbeddedRedis:
     def _probe(self) -> bool:
         import redis
 
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5)
+        client = redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            password=self.password,
+            socket_connect_timeout=0.5,
+            socket_timeout=0.5,
+        )
         try:
             return bool(client.ping())
         except redis.RedisError:

@@ -24,6 +24,8 @@ any of them into a clean message and an exit code, and callers can catch by fami
     │   ├── ResourceMissingError    404 resource_missing (also an unknown URL)
     │   ├── RateLimitedError        429 rate_limit (retry with backoff)
     │   ├── RequestTooLargeError    413 request_too_large (e.g. an upload over its size limit)
+    │   ├── RequestTimeoutError     408: the request body did not arrive in time
+    │   ├── UnreadableFileError     an import file its reader cannot finish: refused whole, nothing sent
     │   └── IdempotencyKeyError     Idempotency-Key reused with other parameters (idempotency_error)
     └── SinkError                   forwarding to Stripe failed
         ├── RetryableSinkError      429 / 5xx / connection: try again later
@@ -53,6 +55,7 @@ __all__ = [
     "MeterstreamError",
     "PermissionDeniedError",
     "RateLimitedError",
+    "RequestTimeoutError",
     "RequestTooLargeError",
     "ResourceMissingError",
     "RetryableSinkError",
@@ -63,6 +66,7 @@ __all__ = [
     "StripeRejectedError",
     "TopicDriftError",
     "TopicError",
+    "UnreadableFileError",
 ]
 
 
@@ -215,6 +219,22 @@ class RequestTooLargeError(InvalidRequestError):
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message, param=param, code="request_too_large")
+
+
+class RequestTimeoutError(InvalidRequestError):
+    """The request body did not arrive within its deadline (408): a slow or lying client (a body shorter
+    than its Content-Length) does not hold a connection and a handler forever."""
+
+    http_status = 408
+
+
+class UnreadableFileError(InvalidRequestError):
+    """An import file the reader cannot finish (a JSON array broken in the middle, an unreadable CSV
+    header): the rows after the break are unknown, so the whole file is refused and nothing is sent, even
+    when invalid rows may be skipped."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="file")
 
 
 class IdempotencyKeyError(InvalidRequestError):

@@ -14,7 +14,8 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from processor.aggregator.meterbook import MeterBook
-from processor.aggregator.values import MAX_SIGNIFICANT_DIGITS, parse_whole, significant_digits
+from processor.aggregator.values import MAX_SIGNIFICANT_DIGITS, MAX_TOTAL_DIGITS, parse_whole, significant_digits
+from processor.limits import IDENTIFIER_MAX, customer_problem, text_problem
 from processor.meters.model import Meter
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
 
 PAST_LIMIT_S = 35 * 86_400
 FUTURE_LIMIT_S = 300
-MAX_IDENTIFIER = 100
+MAX_IDENTIFIER = IDENTIFIER_MAX  # one rule with the gateway and imports (processor/limits.py)
 #: Largest record value the processor accepts. Larger ones are `invalid_event`: their accepted record (the
 #: event plus the meter id and position) would not fit the 1,000,000-byte record limit of a default
 #: Kafka producer and broker, and no usage event needs this much (Stripe's own request limits are smaller).
@@ -126,7 +127,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _identifier_ok(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= MAX_IDENTIFIER
+    return isinstance(value, str) and 0 < len(value) <= MAX_IDENTIFIER and text_problem(value) is None
 
 
 def _parse_object(value: bytes | None, source: Source) -> dict[str, Any] | Rejected:
@@ -153,10 +154,11 @@ def meter_value(meter: Meter, payload: Mapping[str, Any]) -> int | tuple[str, st
     if number is None:
         what = "not found in payload" if meter.value_key not in payload else "is not a whole number"
         return "meter_event_invalid_value", f"Value key {meter.value_key} {what}."
-    if significant_digits(number) > MAX_SIGNIFICANT_DIGITS:
+    if significant_digits(number) > MAX_SIGNIFICANT_DIGITS or len(str(abs(number))) > MAX_TOTAL_DIGITS:
+        shown = str(number) if len(str(number)) <= 40 else str(number)[:40] + "..."
         return (
             "meter_event_value_too_many_digits",
-            f"The value in the event payload can have at most {MAX_SIGNIFICANT_DIGITS} digits. Received {number}.",
+            f"The value in the event payload can have at most {MAX_SIGNIFICANT_DIGITS} digits. Received {shown}.",
         )
     return number
 
@@ -197,6 +199,9 @@ def validate_event(value: bytes | None, source: Source, meters: MeterBook) -> Ev
             f"Customer mapping key {meter.customer_key} not found in payload.",
             _jsonable(data),
         )
+    problem = customer_problem(customer)
+    if problem is not None:
+        return Rejected(source, "invalid_event", f"the customer id {problem}", _jsonable(data))
 
     number: int | None = None
     if meter.formula != "count":

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-__all__ = ["MAX_SIGNIFICANT_DIGITS", "parse_whole", "significant_digits"]
+__all__ = ["MAX_SIGNIFICANT_DIGITS", "MAX_TOTAL_DIGITS", "parse_whole", "significant_digits"]
 
 MAX_SIGNIFICANT_DIGITS = 15
+#: Digits in all (``1E400`` has one significant digit but 401 digits): more are "too many digits", as the
+#: Stripe emulator answers (processor/emulator/values.py), so no value grows the aggregates without bound.
+MAX_TOTAL_DIGITS = 60
 # Guard against "1e999999999": Decimal would happily build a number with a billion digits.
 _MAX_EXPONENT = 400
 
@@ -28,7 +31,7 @@ def parse_whole(value: object) -> int | None:
         dec = Decimal(repr(value))
     elif isinstance(value, str):
         text = value.strip(" \t\n\r")
-        if not text or len(text) > 1000:
+        if not text or len(text) > 1000 or not text.isascii():  # ASCII digits only: Arabic-Indic five is not 5
             return None
         try:
             dec = Decimal(text)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
+import shlex
 import signal
 import tempfile
 import threading
@@ -38,8 +40,14 @@ COMPONENTS: list[tuple[str, list[str]]] = [
     help="Where embedded services and components write their logs (default: a temp dir).",
 )
 @click.option("--no-components", is_flag=True, help="Start only the broker, Redis and topics.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the gateway listens on (0.0.0.0: every interface; see docs/security.md first).",
+)
 @click.pass_obj
-def up(settings: Settings, state_dir: Path | None, no_components: bool) -> None:
+def up(settings: Settings, state_dir: Path | None, no_components: bool, host: str) -> None:
     """Start the broker, Redis, topics and the pipeline; run until Ctrl-C."""
     state_dir = state_dir or Path(tempfile.mkdtemp(prefix="meterstream-up-"))
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -58,7 +66,8 @@ def up(settings: Settings, state_dir: Path | None, no_components: bool) -> None:
             settings = settings.replace(kafka_bootstrap=kafka.bootstrap)
             ephemeral.append("Kafka (embedded Tansu, memory storage)")
         if not settings.redis_url:
-            redis_srv = stack.enter_context(EmbeddedRedis(workdir=state_dir))
+            # A generated password: anyone local could otherwise read usage or forge gateway sessions.
+            redis_srv = stack.enter_context(EmbeddedRedis(workdir=state_dir, password=secrets.token_urlsafe(24)))
             settings = settings.replace(redis_url=redis_srv.url)
             ephemeral.append("Redis (embedded Valkey, no persistence)")
         if ephemeral and len(ephemeral) == 1:
@@ -106,20 +115,25 @@ def up(settings: Settings, state_dir: Path | None, no_components: bool) -> None:
                     settings.stripe_api_key.reveal(),
                 )
             for name, args in COMPONENTS:
-                supervisor.add(name, *args)
+                supervisor.add(name, *args, *(["--host", host] if name == "gateway" else []))
         supervisor.start_all()
         stack.callback(supervisor.stop_all)
 
+        env_file = _write_env_file(state_dir, settings)
         click.echo("meterstream is up")
         click.echo(f"  kafka bootstrap : {settings.kafka_bootstrap}")
         click.echo(f"  redis           : {mask_secrets(settings.redis_url or '')}")  # a URL may hold a password
         click.echo(f"  topic prefix    : {settings.topic_prefix or '(none)'}")
         click.echo(f"  logs            : {state_dir}")
+        click.echo(f"  env file        : {env_file} (`. {env_file}` points the CLI at this stack; holds the password)")
         for comp in supervisor.components:
             click.echo(f"  {comp.name:<16}: running (log {comp.log_path.name})")
         if not no_components:
-            click.echo(f"  dashboard       : http://127.0.0.1:{settings.gateway_port}/ (user name: the API key)")
-            click.echo(f"  upload usage    : http://127.0.0.1:{settings.gateway_port}/upload (Stripe's CSV template)")
+            shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            where = "every interface" if host in ("0.0.0.0", "::") else "this address only"
+            click.echo(f"  gateway         : listening on {host}:{settings.gateway_port} ({where})")
+            click.echo(f"  dashboard       : http://{shown}:{settings.gateway_port}/ (user name: the API key)")
+            click.echo(f"  upload usage    : http://{shown}:{settings.gateway_port}/upload (Stripe's CSV template)")
             click.echo(
                 f"  api key         : {generated_key} (generated; set METERSTREAM_API_KEYS to choose your own)"
                 if generated_key
@@ -141,3 +155,18 @@ def up(settings: Settings, state_dir: Path | None, no_components: bool) -> None:
         watcher.start()
         stop.wait()
         click.echo("stopping...")
+
+
+def _write_env_file(state_dir: Path, settings: Settings) -> Path:
+    """``export`` lines for the broker and the Redis URL (password included), readable by this user only:
+    the banner masks the password, and other shells source this file to use the stack."""
+    path = state_dir / "meterstream.env"
+    path.unlink(missing_ok=True)
+    lines = [
+        f"export METERSTREAM_KAFKA_BOOTSTRAP={shlex.quote(settings.kafka_bootstrap or '')}",
+        f"export METERSTREAM_REDIS_URL={shlex.quote(settings.redis_url or '')}",
+    ]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from processor import limits
 from processor.errors import EventValidationError
 
 __all__ = [
@@ -31,9 +32,9 @@ __all__ = [
     "validate_event",
 ]
 
-# Stripe's limits on POST /v1/billing/meter_events (reference/stripe-meters.md §2).
-EVENT_NAME_MAX = 100
-IDENTIFIER_MAX = 100
+# Stripe's limits on POST /v1/billing/meter_events (reference/stripe-meters.md §2), shared with the processor.
+EVENT_NAME_MAX = limits.EVENT_NAME_MAX
+IDENTIFIER_MAX = limits.IDENTIFIER_MAX
 
 _EVENT_FIELDS = ("event_name", "payload", "identifier", "timestamp")
 _CANCEL_FIELDS = ("event_name", "type", "cancel")
@@ -58,12 +59,11 @@ def _type_name(value: object) -> str:
 
 
 def _check_utf8(value: str, param: str) -> None:
-    # A Python str may hold lone surrogates, which UTF-8 cannot encode: refuse them here rather than
-    # fail later while serialising (or, worse, write JSON that other readers reject).
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise EventValidationError(f"Invalid string for {param}: must be valid UTF-8 text.", param=param) from None
+    # A Python str may hold lone surrogates, which UTF-8 cannot encode, or NULs: refuse them here rather
+    # than store them changed or write JSON that other readers reject (processor/limits.py).
+    problem = limits.text_problem(value)
+    if problem is not None:
+        raise EventValidationError(f"Invalid string for {param}: {problem}.", param=param)
 
 
 def _string(value: object, param: str, *, required: bool, max_len: int) -> str | None:

@@ -22,6 +22,7 @@ from processor.events.schema import parse_cancel_object, validate_event
 from processor.gateway.ingest import EventIn, fill_event
 from processor.gateway.state import GATEWAY, Gateway
 from processor.gateway.summaries import list_event_summaries
+from processor.limits import customer_problem
 from processor.wire import (
     as_mapping,
     get_enum,
@@ -110,6 +111,11 @@ async def checked_event(gw: Gateway, params: Mapping[str, Any], timestamp: int |
             f"Customer mapping key {customer_key} not found in payload.",
             param=f"payload[{customer_key}]",
             code="parameter_missing",
+        )
+    problem = customer_problem(str(value["payload"][customer_key]))
+    if problem is not None:  # the processor refuses the same customer ids (processor/limits.py)
+        raise EventValidationError(
+            f"Invalid payload[{customer_key}]: the customer id {problem}.", param=f"payload[{customer_key}]"
         )
     return fill_event(
         value["event_name"], value["payload"], value.get("identifier"), value.get("timestamp"), customer_key

@@ -64,7 +64,9 @@ def _prefixed(err: InvalidRequestError, prefix: tuple[str, ...]) -> InvalidReque
 @routes.post("/v2/billing/meter_event_session")
 async def create_session(request: web.Request) -> web.Response:
     reject_unknown(await read_params(request), ())
-    session = await request.app[GATEWAY].sessions.create()
+    key = presented_key(request)  # the guard accepted it; the session is bound to it (revoked with it)
+    assert key is not None
+    session = await request.app[GATEWAY].sessions.create(key)
     return json_response(meter_event_session(session.id, session.token, session.created, session.expires_at))
 
 

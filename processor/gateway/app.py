@@ -4,7 +4,8 @@
 "Kafka or Redis is not answering" into Stripe's retryable ``api_error`` (503, ``Stripe-Should-Retry:
 true``) instead of an opaque 500. ``guard`` authenticates: every route but ``/healthz`` needs an API key
 (``Authorization: Bearer`` for SDKs, HTTP Basic for browsers); the v2 stream takes a session token instead,
-checked by its handler. Browser requests coming from another site are refused, because a browser attaches
+checked by its handler. Failed authentications slow their client down exponentially
+(:class:`~processor.wire.auth.FailedAuthThrottle`). Browser requests coming from another site are refused, because a browser attaches
 the dashboard's cached Basic credentials to them (cross-site request forgery).
 
 Nothing logs a credential: there is no access log, and errors never echo the presented key.
@@ -19,7 +20,15 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from processor.config import Settings
-from processor.errors import InvalidRequestError, KafkaDeliveryError, PermissionDeniedError, StateError
+from processor.errors import (
+    AuthenticationFailedError,
+    InvalidRequestError,
+    KafkaDeliveryError,
+    PermissionDeniedError,
+    RateLimitedError,
+    SessionExpiredError,
+    StateError,
+)
 from processor.gateway import api_v1, api_v2, dashboard, upload
 from processor.gateway.state import GATEWAY, Gateway
 from processor.logs import mask_secrets
@@ -67,9 +76,21 @@ def _middlewares(gw: Gateway) -> list[Middleware]:
         if path in _PUBLIC:
             return await handler(request)
         _refuse_cross_site(request)
-        if path != api_v2.STREAM_PATH:
-            require_key(request, gw.checker)
-        return await handler(request)
+        client = request.remote or "unknown"
+        throttle = gw.auth_throttle
+        if throttle.saturated(client):  # refused before any key is checked: more connections gain nothing
+            raise RateLimitedError("Too many failed authentications from this address; retry later.")
+        try:
+            if path != api_v2.STREAM_PATH:
+                require_key(request, gw.checker)
+            return await handler(request)  # the stream checks its session token itself
+        except SessionExpiredError:
+            raise  # a real token, just old: the SDK makes a new session
+        except AuthenticationFailedError:
+            delay = throttle.failed(client)
+            if delay:
+                await throttle.hold(client, delay)
+            raise
 
     return [observe, guard]
 

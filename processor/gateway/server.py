@@ -27,7 +27,8 @@ from processor.gateway.state import GATEWAY, Gateway, check_settings
 from processor.logs import configure_logging
 from processor.state.keys import GATEWAY_SESSION_TTL_S
 from processor.wire import DEFAULT_MAX_BODY
-from processor.wire.runner import AppThread
+from processor.wire.http import BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S
+from processor.wire.runner import HEADER_TIMEOUT_S, AppThread, run_app
 
 __all__ = ["GatewayServer", "serve"]
 
@@ -103,15 +104,7 @@ def _serve_one(settings: Settings, host: str, *, reuse_port: bool, metrics_dir: 
         )
 
     app.on_startup.append(_announce)
-    web.run_app(
-        app,
-        host=host,
-        port=settings.gateway_port,
-        access_log=None,
-        print=None,
-        handle_signals=True,
-        reuse_port=reuse_port or None,
-    )
+    run_app(app, host=host, port=settings.gateway_port, reuse_port=reuse_port or None)
 
 
 class GatewayServer(AppThread):
@@ -127,8 +120,11 @@ class GatewayServer(AppThread):
         max_in_flight: int | None = None,
         session_ttl_s: int = GATEWAY_SESSION_TTL_S,
         client_max_size: int = DEFAULT_MAX_BODY,
+        header_timeout_s: float = HEADER_TIMEOUT_S,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     ) -> None:
         gateway = Gateway(settings, max_in_flight=max_in_flight, session_ttl_s=session_ttl_s)
         app = build_app(settings, gateway=gateway, client_max_size=client_max_size)
-        super().__init__(app, host=host, port=port, name="gateway")
+        app[BODY_TIMEOUT] = body_timeout_s
+        super().__init__(app, host=host, port=port, name="gateway", header_timeout_s=header_timeout_s)
         self.gateway = self.app[GATEWAY]

@@ -30,6 +30,7 @@ from processor.meters.model import DEFAULT_CUSTOMER_KEY
 from processor.state.connect import AsyncRedis, SyncRedis, async_redis, sync_redis
 from processor.state.keys import GATEWAY_SESSION_TTL_S, Keys
 from processor.wire import KeyChecker
+from processor.wire.auth import FailedAuthThrottle
 
 __all__ = ["GATEWAY", "Gateway", "check_settings"]
 
@@ -69,7 +70,10 @@ class Gateway:
         self.registry = MeterRegistry(settings)
         self.redis: AsyncRedis = async_redis(settings, decode_responses=True)
         self.sync_redis: SyncRedis = sync_redis(settings, decode_responses=True)
-        self.sessions = SessionStore(self.redis, self.keys, ttl_s=session_ttl_s)
+        self.sessions = SessionStore(
+            self.redis, self.keys, ttl_s=session_ttl_s, api_keys=[k.reveal() for k in settings.api_keys]
+        )
+        self.auth_throttle = FailedAuthThrottle()
         self.metrics = GatewayMetrics(metrics_dir)
         self.pipeline = PipelineProbe(settings, self.redis, self.keys)
         self._meters_by_name: dict[str, Meter] = {}

@@ -26,23 +26,31 @@ import re
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, web
 
 from processor.config import Settings
-from processor.errors import InvalidRequestError, RateLimitedError, RequestTooLargeError
+from processor.errors import (
+    InvalidRequestError,
+    RateLimitedError,
+    RequestTimeoutError,
+    RequestTooLargeError,
+    UnreadableFileError,
+)
 from processor.gateway.dashboard import _PAGE_HEADERS, STATIC_DIR
 from processor.gateway.state import GATEWAY, Gateway
 from processor.meters import Meter
 from processor.ops.importer import Importer, ImportReport, ImportState
 from processor.wire import get_str, json_response
+from processor.wire.http import BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S
 
 __all__ = ["IMPORTS_PATH", "MAX_CONCURRENT", "MAX_FILE_BYTES", "MAX_REPORTED_ERRORS", "install"]
 
+T = TypeVar("T")
 IMPORTS_PATH = "/dashboard/api/imports"
 #: Stripe's limit for a CSV uploaded in its Dashboard ("maximum 5 MB"), read as MiB.
 MAX_FILE_BYTES = 5 * 1024 * 1024
@@ -184,9 +192,20 @@ def parse_options(fields: dict[str, str]) -> UploadOptions:
     )
 
 
-async def _read_field(part: BodyPartReader, name: str) -> str:
+async def _within(request: web.Request, step: Awaitable[T]) -> T:
+    """One read of the upload, within the app's body deadline: a client that stops sending (or sends less
+    than its Content-Length) is answered 408 rather than holding an import slot."""
+    timeout = request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)
+    try:
+        async with asyncio.timeout(timeout):
+            return await step
+    except TimeoutError:
+        raise RequestTimeoutError(f"The upload stalled: nothing arrived for {timeout:g} s.") from None
+
+
+async def _read_field(request: web.Request, part: BodyPartReader, name: str) -> str:
     data = b""
-    while chunk := await part.read_chunk(_FIELD_MAX_BYTES):
+    while chunk := await _within(request, part.read_chunk(_FIELD_MAX_BYTES)):
         data += chunk
         if len(data) > _FIELD_MAX_BYTES:
             raise InvalidRequestError(f"The value of {name} is too long.", param=name)
@@ -222,7 +241,7 @@ async def receive(request: web.Request, into: Path) -> tuple[Path, str, int, Upl
     filename = ""
     size = 0
     reader = await request.multipart()
-    while (part := await reader.next()) is not None:
+    while (part := await _within(request, reader.next())) is not None:
         _check_total(request)
         if not isinstance(part, BodyPartReader) or not part.name:
             raise InvalidRequestError("Every part of the form needs a name.", param="file")
@@ -230,14 +249,14 @@ async def receive(request: web.Request, into: Path) -> tuple[Path, str, int, Upl
             _refuse_unknown(part.name)  # before its value is read
             if part.name in fields:
                 raise InvalidRequestError(f"{part.name} is given twice.", param=part.name)
-            fields[part.name] = await _read_field(part, part.name)
+            fields[part.name] = await _read_field(request, part, part.name)
             continue
         if path is not None:
             raise InvalidRequestError("Upload one file per request.", param="file")
         filename = (part.filename or "upload.csv")[:200]
         path = into / _local_name(filename)
         with path.open("wb") as out:
-            while chunk := await part.read_chunk(_CHUNK):
+            while chunk := await _within(request, part.read_chunk(_CHUNK)):
                 size += len(chunk)
                 if size > MAX_FILE_BYTES:
                     raise _too_large()
@@ -310,8 +329,15 @@ def run_import(
         "format": checked.fmt,
         "dry_run": options.dry_run,
         "valid_rows": checked.rows,
+        # every row not valid, unread ones included: valid_rows + invalid_rows is every row of the file
         "invalid_rows": len(checked.errors),
-        "errors": [{"line": e.line, "message": e.message} for e in checked.errors[:MAX_REPORTED_ERRORS]],
+        "unread_rows": checked.unread,
+        "errors": [
+            {"line": e.line, "message": e.message, "unread": e.unread} for e in checked.errors[:MAX_REPORTED_ERRORS]
+        ],
+        "unreadable": None
+        if checked.broken is None
+        else {"line": checked.broken.line, "message": checked.broken.message},
         "errors_truncated": len(checked.errors) > MAX_REPORTED_ERRORS,
         # a second pass over the rows, so only in the preview (the page shows it before the send)
         "meters": _meters(job, find_meter) if options.dry_run else None,
@@ -330,6 +356,11 @@ def _finish(job: Importer, checked: ImportReport, options: UploadOptions, answer
     if checked.already_imported is not None and not options.force:
         answer["status"] = "already_imported"
         return
+    if checked.broken is not None:  # refused whole, whatever skip_invalid says: what follows is unknown
+        raise UnreadableFileError(
+            f"The file cannot be read past line {checked.broken.line} ({checked.broken.message}); nothing was "
+            "sent. Fix the file and upload it again."
+        )
     if checked.errors and not options.skip_invalid:
         first = checked.errors[0]
         raise InvalidRequestError(

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from processor.errors import MeterValidationError
+from processor.limits import text_problem
 from processor.meters.model import (
     DEFAULT_CUSTOMER_KEY,
     DEFAULT_VALUE_KEY,
@@ -111,6 +112,9 @@ def _string(value: object, param: str, max_len: int) -> str:
             param=param,
             code="string_too_long",
         )
+    problem = text_problem(value)  # NUL / not UTF-8: refused as everywhere (processor/limits.py)
+    if problem is not None:
+        raise MeterValidationError(f"Invalid {param}: {problem}.", param=param, code="parameter_invalid_string")
     return value
 
 

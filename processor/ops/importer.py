@@ -39,9 +39,10 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from processor.aggregator.validate import meter_value
 from processor.config import Settings
-from processor.errors import EventValidationError, KafkaDeliveryError
+from processor.errors import EventValidationError, KafkaDeliveryError, UnreadableFileError
 from processor.events.schema import validate_event
 from processor.kafka.clients import producer_config
+from processor.limits import customer_problem
 from processor.meters.model import DEFAULT_CUSTOMER_KEY, Meter
 from processor.ops.formats import detect_format, iter_rows, row_digest, row_identifier
 from processor.state.keys import OPS_RECORD_TTL_S, Keys
@@ -58,6 +59,8 @@ SAVE_EVERY_S = 1.0
 class RowError:
     line: int
     message: str
+    #: The reader could not take the row (a CSV break, bytes that are not UTF-8): "unread", not "invalid".
+    unread: bool = False
 
 
 @dataclass
@@ -97,6 +100,13 @@ class ImportReport:
     ignored: dict[str, int] = field(default_factory=dict)
     #: ``send`` stopped early because ``stop()`` said so; the state holds the progress.
     interrupted: bool = False
+    #: Where the reader could not go on (also in ``errors``): the file is refused whole, nothing is sent.
+    broken: RowError | None = None
+
+    @property
+    def unread(self) -> int:
+        """Rows the reader could not take (counted in ``errors`` too, each with its line and reason)."""
+        return sum(1 for e in self.errors if e.unread)
 
 
 def file_digest(path: Path) -> str:
@@ -135,6 +145,9 @@ class Importer:
         #: The timestamp of rows without one; None: the time this file's import first started (the state's).
         self.default_timestamp = default_timestamp
         self.digest = file_digest(path)
+        #: Where the reader cannot go on, once a whole pass over the rows (check) has looked.
+        self._break: RowError | None = None
+        self._break_known = False
 
     def _started_at(self, state: ImportState | None) -> int:
         if self.default_timestamp is not None:
@@ -196,8 +209,10 @@ class Importer:
         occurrences: dict[str, int] = {}
         now = int(self._now())
         for row in iter_rows(self.path, self.fmt):
+            if row.broken:
+                self._break = RowError(row.line, row.error or "unreadable")
             if row.event is None:
-                yield row.line, None, None, RowError(row.line, row.error or "invalid row")
+                yield row.line, None, None, RowError(row.line, row.error or "invalid row", unread=row.unread)
                 continue
             self._ignored.update(row.ignored)
             event = dict(row.event)
@@ -219,6 +234,10 @@ class Importer:
             if customer in (None, ""):
                 yield row.line, None, None, RowError(row.line, f"Customer mapping key {key} not found in payload.")
                 continue
+            problem = customer_problem(str(customer))
+            if problem is not None:  # the gateway and the processor refuse the same (processor/limits.py)
+                yield row.line, None, None, RowError(row.line, f"Invalid payload[{key}]: the customer id {problem}.")
+                continue
             problem = self._value_error(value["event_name"], value["payload"])
             if problem is not None:
                 yield row.line, None, None, RowError(row.line, problem)
@@ -237,15 +256,27 @@ class Importer:
                 continue
             yield row.line, str(customer), value, None
 
+    def _find_break(self) -> RowError | None:
+        """Where the reader cannot go on (the file's last row then), or None: one pass over the rows."""
+        if not self._break_known:
+            self._break = None
+            for row in iter_rows(self.path, self.fmt):
+                if row.broken:
+                    self._break = RowError(row.line, row.error or "unreadable")
+            self._break_known = True
+        return self._break
+
     def check(self) -> ImportReport:
         report = ImportReport(self.fmt)
         state = self.load_state()
         self._ignored.clear()
+        self._break = None
         for _, _, _value, error in self.events(self._started_at(state)):
             if error is not None:
                 report.errors.append(error)
             else:
                 report.rows += 1
+        report.broken, self._break_known = self._break, True
         report.ignored = dict(sorted(self._ignored.items()))
         if state is not None and state.finished_at is not None:
             report.already_imported = state
@@ -262,6 +293,12 @@ class Importer:
         """Produce every valid row not yet acknowledged; invalid rows are skipped (call :meth:`check` first).
         When ``stop()`` turns true the send ends early (``report.interrupted``), the progress saved to resume."""
         report = ImportReport(self.fmt)
+        broken = self._find_break()
+        if broken is not None:
+            raise UnreadableFileError(
+                f"The file cannot be read past line {broken.line} ({broken.message}); nothing was sent. "
+                "Fix the file and import it again."
+            )
         state = self.load_state()
         if state is not None and state.finished_at is not None and not force:
             report.already_imported = state

@@ -343,8 +343,8 @@ class S3Connector:
         if dry_run:
             record.status = "checked"
             return
-        if checked.errors and not self.skip_invalid:
-            record.status = "rejected"
+        if checked.broken is not None or (checked.errors and not self.skip_invalid):
+            record.status = "rejected"  # a file the reader cannot finish is refused whole (issue 13)
             return
         if checked.already_imported is not None and not force:
             record.status, record.message = "imported", "this content was imported before: nothing sent"

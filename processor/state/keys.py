@@ -137,8 +137,9 @@ class Keys:
         return f"{self.prefix}:stats:{component}"
 
     def gateway_session(self, token_digest: str) -> str:
-        """STRING expiry (unix s): a v2 meter-event session the gateway issued, keyed by a digest of its
-        token (the token itself is never stored). Valid GATEWAY_SESSION_TTL_S; the key lives twice that,
+        """STRING "<expiry (unix s)>|<key fingerprint>": a v2 meter-event session the gateway issued, keyed by a
+        digest of its token (the token itself is never stored); the fingerprint binds it to the API key that
+        created it. Valid GATEWAY_SESSION_TTL_S; the key lives twice that,
         so a late token is answered "expired" rather than "invalid"."""
         return f"{self.prefix}:gw-session:{token_digest}"
 

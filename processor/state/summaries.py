@@ -8,6 +8,10 @@ read from its bucket hash; that is exact for every formula:
 - ``last`` is the value of the latest non-empty part (parts are disjoint and in time order, so the latest
   event of the range is in the latest non-empty part).
 
+The work never grows with the width of a range: a run of whole days is read as the day hash (as many
+fields as days holding usage), and the gateway's grouped lists page over :func:`usage_windows` (the
+windows holding usage) instead of listing every window of the range.
+
 Minute buckets are kept 40 days (keys.MINUTES_TTL_S); hour and day buckets as long as Redis keeps them.
 Values are exact integers (Python ints); the gateway turns them into Stripe's float ``aggregated_value``.
 """
@@ -20,7 +24,15 @@ from typing import Any
 from processor.errors import InvalidRequestError
 from processor.state.keys import DAY_S, HOUR_S, Keys
 
-__all__ = ["Summary", "check_range", "split_range", "summarize"]
+__all__ = [
+    "MAX_GROUPED_WINDOWS",
+    "Summary",
+    "check_range",
+    "split_range",
+    "summarize",
+    "usage_windows",
+    "window_values",
+]
 
 MINUTE_S = 60
 
@@ -63,19 +75,30 @@ def check_range(start: int, end: int, grouping: str | None) -> None:
         )
 
 
-def split_range(start: int, end: int) -> list[tuple[str, int]]:
-    """``[start, end)`` as disjoint parts in time order: ("minute"|"hour"|"day", part start)."""
-    parts: list[tuple[str, int]] = []
+#: Most windows :func:`summarize` returns for one grouped range (it lists empty windows too, so its work
+#: grows with the range): 10 years of hours. The gateway pages with :func:`usage_windows` instead.
+MAX_GROUPED_WINDOWS = 87_840
+
+
+def split_range(start: int, end: int) -> list[tuple[str, int, int]]:
+    """``[start, end)`` as disjoint parts in time order: ``(kind, part start, part end)`` with kind
+    "minute", "hour" or "days" (a run of whole UTC days, read from the day hash at once).
+
+    At most 59 minutes and 23 hours on each side of one run of days, so the parts of any range, however
+    wide, are a bounded handful: the work of a summary never grows with the width of its range.
+    """
+    parts: list[tuple[str, int, int]] = []
     t = start
     while t < end:
         if t % DAY_S == 0 and t + DAY_S <= end:
-            parts.append(("day", t))
-            t += DAY_S
+            stop = t + (end - t) // DAY_S * DAY_S
+            parts.append(("days", t, stop))
+            t = stop
         elif t % HOUR_S == 0 and t + HOUR_S <= end:
-            parts.append(("hour", t))
+            parts.append(("hour", t, t + HOUR_S))
             t += HOUR_S
         else:
-            parts.append(("minute", t))
+            parts.append(("minute", t, t + MINUTE_S))
             t += MINUTE_S
     return parts
 
@@ -89,24 +112,41 @@ def _value(raw: Any) -> int | None:
     return int(text)
 
 
-def _read(client: Any, keys: Keys, meter_id: str, customer: str, parts: list[tuple[str, int]]) -> list[int | None]:
+def _field(raw: Any) -> int | None:
+    """A bucket hash's field (a window start in unix seconds) as an int; ``None`` for anything else."""
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def _read(
+    client: Any, keys: Keys, meter_id: str, formula: str, customer: str, parts: list[tuple[str, int, int]]
+) -> list[int | None]:
+    """The value of each part, in the order given. A "days" part combines the day buckets inside it with
+    the meter's formula; the day hash is read whole, so its cost is the number of days holding usage,
+    never the number of days in the part."""
     by_key: dict[str, list[int]] = {}
-    for i, (kind, t) in enumerate(parts):
-        if kind == "day":
-            key = keys.usage_day(meter_id, customer)
-        elif kind == "hour":
-            key = keys.usage_hour(meter_id, customer)
-        else:
-            key = keys.minutes(meter_id, customer, t - t % DAY_S)
+    runs: list[tuple[int, int, int]] = []  # (part index, run start, run end)
+    for i, (kind, t, stop) in enumerate(parts):
+        if kind == "days":
+            runs.append((i, t, stop))
+            continue
+        key = keys.usage_hour(meter_id, customer) if kind == "hour" else keys.minutes(meter_id, customer, t - t % DAY_S)
         by_key.setdefault(key, []).append(i)
     pipe = client.pipeline(transaction=False)
     order = list(by_key.items())
     for key, idxs in order:
         pipe.hmget(key, [str(parts[i][1]) for i in idxs])
+    if runs:
+        pipe.hgetall(keys.usage_day(meter_id, customer))
+    results = pipe.execute() if order or runs else []
     out: list[int | None] = [None] * len(parts)
-    for (_, idxs), values in zip(order, pipe.execute(), strict=True):
+    for (_, idxs), values in zip(order, results, strict=False):
         for i, raw in zip(idxs, values, strict=True):
             out[i] = _value(raw)
+    if runs:
+        days = sorted((day, raw) for f, raw in results[-1].items() if (day := _field(f)) is not None)
+        for i, lo, hi in runs:
+            out[i] = _combine(formula, [_value(raw) for day, raw in days if lo <= day < hi])
     return out
 
 
@@ -117,6 +157,29 @@ def _combine(formula: str, values: list[int | None]) -> int | None:
     if formula == "last":
         return present[-1]
     return sum(present)
+
+
+def usage_windows(
+    client: Any, keys: Keys, meter_id: str, customer: str, start: int, end: int, grouping: str
+) -> list[int]:
+    """The starts of the hour / day windows in ``[start, end)`` that hold usage, ascending.
+
+    Only the bucket hash's field names are read (HKEYS): the cost is the number of windows this customer
+    ever had usage in, never the width of the range, so a range of a million years costs what a day does.
+    """
+    check_range(start, end, grouping)
+    key = keys.usage_hour(meter_id, customer) if grouping == "hour" else keys.usage_day(meter_id, customer)
+    return sorted(t for f in client.hkeys(key) if (t := _field(f)) is not None and start <= t < end)
+
+
+def window_values(
+    client: Any, keys: Keys, meter_id: str, customer: str, grouping: str, starts: list[int]
+) -> list[int | None]:
+    """The values of the hour / day windows starting at ``starts`` (one HMGET: a page's worth)."""
+    if not starts:
+        return []
+    key = keys.usage_hour(meter_id, customer) if grouping == "hour" else keys.usage_day(meter_id, customer)
+    return [_value(raw) for raw in client.hmget(key, [str(t) for t in starts])]
 
 
 def summarize(
@@ -134,8 +197,13 @@ def summarize(
     check_range(start, end, grouping)
     if grouping is None:
         parts = split_range(start, end)
-        return [Summary(start, end, _combine(formula, _read(client, keys, meter_id, customer, parts)))]
+        return [Summary(start, end, _combine(formula, _read(client, keys, meter_id, formula, customer, parts)))]
     step = HOUR_S if grouping == "hour" else DAY_S
-    windows = [(grouping, t) for t in range(start, end, step)]
-    values = _read(client, keys, meter_id, customer, windows)
-    return [Summary(t, t + step, v) for (_, t), v in zip(windows, values, strict=True)]
+    if (end - start) // step > MAX_GROUPED_WINDOWS:
+        raise InvalidRequestError(
+            f"The range holds more than {MAX_GROUPED_WINDOWS} {grouping} windows; ask for a shorter one.",
+            param="end_time",
+        )
+    starts = list(range(start, end, step))
+    values = window_values(client, keys, meter_id, customer, grouping, starts)
+    return [Summary(t, t + step, v) for t, v in zip(starts, values, strict=True)]

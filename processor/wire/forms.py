@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from processor.errors import InvalidRequestError
+from processor.limits import text_problem
 
 __all__ = ["MAX_DEPTH", "MAX_FIELDS", "as_mapping", "decode_form", "decode_pairs"]
 
@@ -40,6 +41,18 @@ def _segments(key: str) -> list[str | object]:
     return segs
 
 
+def _check_text(key: str, value: str) -> None:
+    """Refuse a NUL or bytes that are not UTF-8 (decoded as surrogate escapes) in a key or a value, naming
+    the parameter: stored as sent they would become U+FFFD or break other readers."""
+    problem = text_problem(key)
+    if problem is not None:
+        shown = key.encode("utf-8", "replace").decode().replace("\x00", "\\0")[:100]
+        raise InvalidRequestError(f"Invalid parameter name {shown!r}: it {problem}.", param=shown)
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidRequestError(f"Invalid {key[:100]}: the value {problem}.", param=key[:100])
+
+
 def _conflict(name: str) -> InvalidRequestError:
     return InvalidRequestError(f"Invalid parameter {name}: it is given both as a value and as a hash/array", param=name)
 
@@ -54,6 +67,7 @@ def decode_pairs(pairs: list[tuple[str, str]]) -> dict[str, Any]:
         raise InvalidRequestError(f"Too many parameters (at most {MAX_FIELDS})")
     root: dict[str, Any] = {}
     for key, value in pairs:
+        _check_text(key, value)
         segs = _segments(key)
         node: Any = root
         for i, seg in enumerate(segs):
@@ -88,7 +102,8 @@ def decode_pairs(pairs: list[tuple[str, str]]) -> dict[str, Any]:
             elif isinstance(child, str) or (want_list != isinstance(child, list)):
                 raise _conflict(key)
             node = child
-    return _listify(root)  # type: ignore[no-any-return]
+    # The top level stays a dict (its keys are parameter names, even "0"); only nested levels may be lists.
+    return {key: _listify(value) for key, value in root.items()}
 
 
 def _listify(value: Any) -> Any:
@@ -98,7 +113,7 @@ def _listify(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
     out = {k: _listify(v) for k, v in value.items()}
-    if out and all(k.isdigit() and (k == "0" or not k.startswith("0")) for k in out):
+    if out and all(k.isascii() and k.isdigit() and (k == "0" or not k.startswith("0")) for k in out):
         indices = sorted(int(k) for k in out)
         if indices == list(range(len(out))):
             return [out[str(i)] for i in indices]
@@ -110,7 +125,11 @@ def decode_form(text: str) -> dict[str, Any]:
     if not text:
         return {}
     try:
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_FIELDS)
+        # surrogateescape: bytes that are not UTF-8 stay recognisable (and are refused by name), where the
+        # default would silently turn them into U+FFFD.
+        pairs = parse_qsl(
+            text, keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_FIELDS, errors="surrogateescape"
+        )
     except ValueError:
         raise InvalidRequestError(f"Too many parameters (at most {MAX_FIELDS})") from None
     return decode_pairs(pairs)

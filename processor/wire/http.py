@@ -24,10 +24,13 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from processor.errors import InvalidRequestError
+from processor.errors import InvalidRequestError, RequestTimeoutError
+from processor.limits import MAX_JSON_DEPTH, json_problem
 from processor.wire.forms import decode_form
 
 __all__ = [
+    "BODY_TIMEOUT",
+    "DEFAULT_BODY_TIMEOUT_S",
     "DEFAULT_MAX_BODY",
     "REQUEST_ID",
     "api_error_response",
@@ -35,6 +38,7 @@ __all__ = [
     "error_response",
     "is_v2",
     "json_response",
+    "protocol_error_response",
     "read_params",
     "request_id",
 ]
@@ -44,6 +48,9 @@ log = logging.getLogger(__name__)
 #: Largest request body accepted (Stripe's own limit is in this range; a v2 stream batch of 100 events
 #: with generous payloads is far below it).
 DEFAULT_MAX_BODY = 1 << 20
+#: Seconds a request body may take to arrive in full (1 MiB at ~35 KB/s); override per app with BODY_TIMEOUT.
+DEFAULT_BODY_TIMEOUT_S = 30.0
+BODY_TIMEOUT = web.AppKey("meterstream_body_timeout_s", float)
 REQUEST_ID = web.RequestKey("meterstream_request_id", str)
 _DOC_BASE = "https://stripe.com/docs/error-codes/"
 
@@ -106,12 +113,44 @@ def api_error_response(
     return json_response({"error": _error_object("api_error", message)}, status=status, headers=headers)
 
 
+_PROTOCOL_MESSAGES = {
+    400: "The request could not be read: its request line or headers are malformed or too long (at most 8 KB each).",
+    408: "The request was not received in time.",
+    413: "The request body is too large.",
+    414: "The request URL is too long.",
+    431: "The request headers are too large.",
+}
+
+
+def protocol_error_response(status: int) -> web.Response:
+    """Stripe's envelope for an error found before any route runs (aiohttp's parser, time limits): a fixed
+    message per status, nothing echoed from the request."""
+    if status >= 500:
+        return api_error_response()
+    message = _PROTOCOL_MESSAGES.get(status, "The request could not be read.")
+    code = "request_too_large" if status == 413 else None
+    response = json_response({"error": _error_object("invalid_request_error", message, code=code)}, status=status)
+    response.headers["Request-Id"] = "req_" + secrets.token_hex(7)
+    return response
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The whole body, within the app's body deadline: a client that sends less than its Content-Length
+    (or trickles it) is answered 408 instead of holding the connection."""
+    timeout = request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeoutError(f"The request body was not received within {timeout:g} s.") from None
+
+
 async def read_params(request: web.Request) -> dict[str, Any]:
     """The request's parameters: the query string for GET/DELETE, the form body (v1) or the JSON object
     body (v2) for POST. Raises 400 for an undecodable body, 413 (via aiohttp) for a too-large one."""
     if request.method in ("GET", "DELETE", "HEAD"):
-        return decode_form(request.query_string)
-    raw = await request.read()
+        return decode_form(request.rel_url.raw_query_string)  # decoded once, here (yarl would decode it too)
+    raw = await _read_body(request)
     if is_v2(request.path):
         if not raw.strip():
             return {}
@@ -119,14 +158,23 @@ async def read_params(request: web.Request) -> dict[str, Any]:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise InvalidRequestError("Invalid JSON in the request body.", code="parameter_invalid_json") from None
+        except RecursionError:  # {"a": times 1000: deeper than the decoder goes
+            raise InvalidRequestError(
+                f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.", code="parameter_invalid_json"
+            ) from None
         if not isinstance(body, dict):
             raise InvalidRequestError("The request body must be a JSON object.", code="parameter_invalid_json")
+        # Only a \u escape can decode to a NUL or a lone surrogate (raw control characters and bytes that
+        # are not UTF-8 fail json.loads), and only brackets can nest: skip what cannot fail.
+        deep = raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH
+        escaped = b"\\u" in raw
+        problem = json_problem(body, text=escaped) if deep or escaped else None
+        if problem is not None:
+            param, reason = problem
+            raise InvalidRequestError(f"Invalid {param}: {reason}.", param=param, code="parameter_invalid_json")
         return body
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidRequestError("The request body is not valid UTF-8.") from None
-    return decode_form(text)
+    # Bytes that are not UTF-8 become surrogate escapes, which the form decoder refuses naming the parameter.
+    return decode_form(raw.decode("utf-8", "surrogateescape"))
 
 
 @web.middleware
@@ -140,10 +188,12 @@ async def _stripe_errors(request: web.Request, handler: Handler) -> web.StreamRe
         body = _error_object("invalid_request_error", "The request body is too large.", code="request_too_large")
         return json_response({"error": body}, status=413)
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
-        message = f"Unrecognized request URL ({request.method}: {request.path})."
+        message = f"Unrecognized request URL ({request.method[:20]}: {request.path[:200]})."
         return json_response({"error": _error_object("invalid_request_error", message)}, status=404)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:  # redirects and the like are answers, not errors
+            raise
+        return protocol_error_response(exc.status)  # e.g. a malformed multipart body: Stripe's shape too
     except (asyncio.CancelledError, ConnectionError):
         raise
     except Exception:
@@ -155,9 +205,15 @@ async def _add_request_id(request: web.Request, response: web.StreamResponse) ->
     response.headers.setdefault("Request-Id", request_id(request))
 
 
-def create_app(*, middlewares: Iterable[Middleware] = (), client_max_size: int = DEFAULT_MAX_BODY) -> web.Application:
+def create_app(
+    *,
+    middlewares: Iterable[Middleware] = (),
+    client_max_size: int = DEFAULT_MAX_BODY,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+) -> web.Application:
     """An aiohttp app with the wire stack; ``middlewares`` run inside the error translation, so an
     :class:`InvalidRequestError` they raise is answered in Stripe's shape."""
     app = web.Application(middlewares=[_stripe_errors, *middlewares], client_max_size=client_max_size)
+    app[BODY_TIMEOUT] = body_timeout_s
     app.on_response_prepare.append(_add_request_id)
     return app

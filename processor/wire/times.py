@@ -17,7 +17,7 @@ _MAX_LEN = 64
 def parse_iso(text: object) -> int:
     """Unix seconds of an ISO 8601 date-time (fractions truncated toward the past); ``ValueError`` for
     anything else, including non-strings and absurdly long strings."""
-    if not isinstance(text, str) or len(text) > _MAX_LEN:
+    if not isinstance(text, str) or len(text) > _MAX_LEN or not text.isascii():  # ASCII digits only
         raise ValueError("not an ISO 8601 date-time")
     parsed = dt.datetime.fromisoformat(text)
     if parsed.tzinfo is None:

@@ -61,7 +61,11 @@ def running_up(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[
         if line.startswith("Press Ctrl-C"):
             break
     assert "api key" in info, "".join(lines)
+    assert cluster_wanted() or "****@" in info["redis"], info  # the embedded Valkey has a password, masked
     info["gateway"] = f"http://127.0.0.1:{port}"
+    exported = Path(info["env file"]).read_text("utf-8")  # the password is in the env file (mode 0600) only
+    assert Path(info["env file"]).stat().st_mode & 0o077 == 0
+    info["redis"] = re.search(r"METERSTREAM_REDIS_URL=(\S+)", exported).group(1)  # type: ignore[union-attr]
     yield info
     proc.send_signal(signal.SIGINT)
     try:
@@ -161,3 +165,34 @@ def test_up_create_meter_send_events_and_see_them_everywhere(running_up: dict[st
     request = urllib.request.Request(running_up["upload usage"], headers={"Authorization": f"Basic {login}"})
     with urllib.request.urlopen(request, timeout=10) as page:
         assert page.status == 200 and 'type="file"' in page.read().decode()
+
+
+def _listening(port: int) -> set[str]:
+    """The local addresses listening on ``port`` (IPv4, from /proc/net/tcp: state 0A is LISTEN)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        addr, _, hex_port = local.partition(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(".".join(str(b) for b in reversed(bytes.fromhex(addr))))
+    return found
+
+
+def test_up_is_on_loopback_and_valkey_wants_its_password(running_up: dict[str, str]) -> None:
+    """Issue 13, item 6: the gateway listened on 0.0.0.0 while the banner said 127.0.0.1, and the embedded
+    Valkey took commands from anyone local (who could forge a v2 session by writing its key)."""
+    port = int(running_up["gateway"].rsplit(":", 1)[1])
+    deadline = time.monotonic() + 60
+    while not _listening(port) and time.monotonic() < deadline:  # the gateway starts after the banner
+        time.sleep(0.2)
+    assert _listening(port) == {"127.0.0.1"}
+    if cluster_wanted():
+        return
+    import redis
+
+    url = running_up["redis"]
+    open_door = redis.Redis.from_url(re.sub(r"//:[^@]*@", "//", url), socket_timeout=5)
+    with pytest.raises(redis.AuthenticationError):
+        open_door.set("ms:gw-session:forged", "9999999999")
+    open_door.close()
+    assert sync_redis_url(url).ping()

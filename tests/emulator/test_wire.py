@@ -16,9 +16,10 @@ from processor.wire import KeyChecker, PageParams, decode_form, get_int, page_bo
 
 # Keys the SDK can encode unambiguously: no brackets, not all digits (those decode as list indices).
 keys = st.text(
-    st.characters(codec="utf-8", exclude_characters="[]", exclude_categories=("Cs",)), min_size=1, max_size=8
+    st.characters(codec="utf-8", exclude_characters="[]\x00", exclude_categories=("Cs",)), min_size=1, max_size=8
 ).filter(lambda k: not k.isdigit())
-scalars = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=10)
+# NUL is refused by the decoder (processor/limits.py), as are bytes that are not UTF-8
+scalars = st.text(st.characters(codec="utf-8", exclude_characters="\x00", exclude_categories=("Cs",)), max_size=10)
 trees = st.recursive(
     scalars,
     lambda inner: st.lists(inner, min_size=1, max_size=4) | st.dictionaries(keys, inner, min_size=1, max_size=4),

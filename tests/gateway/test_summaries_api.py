@@ -4,7 +4,9 @@ Redis, summaries out through the SDK. Expected values are computed here from the
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import tracemalloc
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +16,7 @@ import stripe
 
 from processor.config import Settings
 from tests.fixtures import values
-from tests.gateway.conftest import async_client, make_meter, run_processor
+from tests.gateway.conftest import async_client, bearer, http, make_meter, run_processor
 
 HOUR = 3600
 DAY = 86400
@@ -157,6 +159,8 @@ def test_pagination(client: stripe.StripeClient, gw_settings: Settings) -> None:
         ({"limit": 0}, "limit"),
         ({"starting_after": "mtrusg_bogus"}, "starting_after"),
         ({"colour": "red"}, "colour"),
+        ({"customer": "c" * 256}, "customer"),  # no customer id is longer (processor/limits.py)
+        ({"limit": 101}, "limit"),
     ],
 )
 def test_parameter_rules(client: stripe.StripeClient, change: dict[str, Any], param: str) -> None:
@@ -178,3 +182,46 @@ def test_unknown_meter_is_404(client: stripe.StripeClient) -> None:
             "mtr_nope", {"customer": "c", "start_time": 1_699_999_200, "end_time": 1_700_006_400}
         )
     assert info.value.http_status == 404 and info.value.code == "resource_missing"
+
+
+HUGE_END = 999_999_999_999_960  # issue 13's range end: ~31.7 million years of minutes
+
+
+def test_a_huge_range_costs_what_its_usage_costs(client: stripe.StripeClient, gw_settings: Settings, url: str) -> None:
+    """Issue 13, item 1: ``start_time=0&end_time=999999999999960`` made the gateway build every window of the
+    range (+225 MB/s past 14 GB). Now a run of days is read as the day hash and grouped lists walk only
+    the windows holding usage: the exact request answers, with the right numbers, within a small memory
+    peak (measured with tracemalloc; the gateway runs in this process)."""
+    meter = make_meter(client, "huge_range")
+    base = int(time.time()) // DAY * DAY - DAY
+    for i in range(3):
+        send(client, "huge_range", "c", i + 1, base + i * HOUR + 30, f"h{i}")
+    run_processor(gw_settings)
+    tracemalloc.start()
+    try:
+        status, _, raw = http(
+            f"{url}/v1/billing/meters/{meter.id}/event_summaries?customer=c&start_time=0&end_time={HUGE_END}",
+            headers=bearer(),
+        )
+        assert status == 200, raw
+        assert [s["aggregated_value"] for s in json.loads(raw)["data"]] == [6]
+        for grouping, end in (("hour", HUGE_END // HOUR * HOUR), ("day", HUGE_END // DAY * DAY)):
+            listed = summaries(
+                client, meter.id, customer="c", start_time=0, end_time=end, value_grouping_window=grouping
+            )
+            want = [(base + 2 * HOUR, 3), (base + HOUR, 2), (base, 1)] if grouping == "hour" else [(base, 6)]
+            assert [(s, v) for s, _, v in listed] == want
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 1024 * 1024, peak
+
+
+def test_limit_is_capped_at_100(client: stripe.StripeClient) -> None:
+    meter = make_meter(client, "capped")
+    with pytest.raises(stripe.InvalidRequestError) as info:
+        client.v1.billing.meters.event_summaries.list(
+            meter.id,
+            {"customer": "c", "start_time": 0, "end_time": HUGE_END, "limit": 101},  # type: ignore[typeddict-item]
+        )
+    assert info.value.http_status == 400 and info.value.param == "limit"

@@ -296,3 +296,64 @@ def test_template_csv_count_meter_has_no_value_column() -> None:
     assert template_csv(Meter("mtr_2", "S", "bytes", "last", value_key="n")) == (
         "timestamp,event_name,payload_stripe_customer_id,payload_n\r\n"
     )
+
+
+def test_skip_invalid_sends_the_rows_after_a_csv_break(
+    url: str, client: stripe.StripeClient, gw_settings: Settings, decoded_redis: SyncRedis
+) -> None:
+    """Issue 13, item 3: a cell over the field limit / an unclosed quote ended the reading, the answer said
+    `imported` counting the rows before it, and the valid rows after it were never sent."""
+    meter = make_meter(client, "upl_break")
+    before = (NOW - HOUR, "upl_break", "cus_b", "3")
+    after = [(NOW - HOUR, "upl_break", "cus_b", str(v)) for v in (5, 7)]
+    rows = [before, (NOW - HOUR, "upl_break", "cus_b", "9" * 200_000), *after]  # line 3: over the field limit
+    status, sent = upload(url, csv_bytes(rows), skip_invalid="true")
+    assert status == 200, sent
+    assert (sent["status"], sent["sent"], sent["valid_rows"], sent["invalid_rows"], sent["unread_rows"]) == (
+        "imported",
+        3,
+        3,
+        1,
+        1,
+    )
+    assert [(e["line"], e["unread"]) for e in sent["errors"]] == [(3, True)] and sent["unreadable"] is None
+    quoted = csv_bytes([(NOW - 2 * HOUR, "upl_break", "cus_q", '"11')]) + b"%d,upl_break,cus_q,13\n" % (NOW - 2 * HOUR)
+    status, sent = upload(url, quoted, skip_invalid="true")
+    assert status == 200, sent
+    assert (sent["sent"], sent["unread_rows"], [e["line"] for e in sent["errors"]]) == (1, 1, [2])
+    run_processor(gw_settings)
+    assert hourly(decoded_redis, gw_settings, meter.id, ["cus_b", "cus_q"]) == expected_hourly(
+        [before, *after, (NOW - 2 * HOUR, "upl_break", "cus_q", "13")]
+    )
+
+
+def test_a_file_the_reader_cannot_finish_is_refused_whole(
+    url: str, gw_settings: Settings, decoded_redis: SyncRedis
+) -> None:
+    content = (
+        b'[{"event_name": "upl_whole", "payload": {"stripe_customer_id": "c", "value": 1}},\n{oops},\n'
+        b'{"event_name": "upl_whole", "payload": {"stripe_customer_id": "c", "value": 2}}]'
+    )
+    status, checked = upload(url, content, filename="events.json", dry_run="true")
+    assert status == 200 and checked["unreadable"]["line"] == 2, checked
+    status, refused = upload(url, content, filename="events.json", skip_invalid="true")
+    assert status == 400 and refused["error"]["param"] == "file", refused
+    assert "nothing was sent" in refused["error"]["message"]
+    assert decoded_redis.get(Keys(gw_settings.redis_prefix).import_state(checked["digest"])) is None
+
+
+def test_deeply_nested_json_upload_is_accounted_for(url: str) -> None:
+    """Issue 13, item 4 (imports): a RecursionError traceback and a 500."""
+    deep = b'{"a":' * 1000 + b"1" + b"}" * 1000
+    good = b'{"event_name": "upl_deep", "payload": {"stripe_customer_id": "c", "value": 1}}'
+    status, checked = upload(url, deep + b"\n" + good + b"\n", filename="events.jsonl", dry_run="true")
+    assert status == 200 and (checked["valid_rows"], checked["invalid_rows"]) == (1, 1), checked
+    status, checked = upload(url, b"[" + deep + b"]", filename="events.json", dry_run="true")
+    assert status == 200 and checked["unreadable"] is not None, checked
+
+
+def test_customer_ids_over_the_cap_are_invalid_rows(url: str) -> None:
+    rows = [(NOW - HOUR, "upl_cap", "c" * 255, "1"), (NOW - HOUR, "upl_cap", "c" * 256, "1")]
+    status, checked = upload(url, csv_bytes(rows), dry_run="true")
+    assert status == 200 and (checked["valid_rows"], checked["invalid_rows"]) == (1, 1), checked
+    assert checked["errors"][0]["line"] == 3 and "255" in checked["errors"][0]["message"]

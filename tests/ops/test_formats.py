@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processor.ops.formats import detect_format, iter_rows, parse_timestamp, row_identifier
+from processor.ops.formats import MAX_LINE_CHARS, detect_format, iter_rows, parse_timestamp, row_identifier
 
 T = 1_732_012_345  # 2024-11-19T10:32:25Z
 
@@ -150,10 +150,116 @@ def test_identifiers_do_not_depend_on_order(rows: list[dict[str, object]]) -> No
     assert set(ids(rows)) == set(ids(list(reversed(rows))))
 
 
-def test_csv_cell_over_the_field_limit_is_a_row_error_not_a_crash(tmp_path: Path) -> None:
+def test_csv_cell_over_the_field_limit_is_an_unread_row_and_the_rows_after_it_are_read(tmp_path: Path) -> None:
+    """Issue 13, item 3: the reader stopped at this row and the valid rows after it were silently dropped."""
     path = tmp_path / "huge.csv"
     path.write_text("timestamp,event_name,payload_value\n1,a,1\n1,a," + "9" * 200_000 + "\n1,a,2\n", "utf-8")
     rows = list(iter_rows(path, "csv"))
     assert rows[0].event is not None and rows[0].line == 2
-    assert rows[1].event is None and rows[1].line == 3 and "unreadable CSV" in (rows[1].error or "")
-    assert len(rows) == 2  # the reader stops: where the next row starts is unknown
+    assert rows[1].event is None and rows[1].unread and rows[1].line == 3 and "field limit" in (rows[1].error or "")
+    assert rows[2].event is not None and rows[2].line == 4 and rows[2].event["payload"] == {"value": "2"}
+    assert len(rows) == 3 and not any(r.broken for r in rows)
+
+
+def test_csv_unclosed_quote_does_not_swallow_the_rows_after_it(tmp_path: Path) -> None:
+    path = tmp_path / "quote.csv"
+    path.write_text('timestamp,event_name,payload_value\n1,a,1\n1,a,"2\n1,a,3\n1,a,4\n', "utf-8")
+    rows = list(iter_rows(path, "csv"))
+    assert [(r.line, r.event is not None, r.unread) for r in rows] == [
+        (2, True, False),
+        (3, False, True),
+        (4, True, False),
+        (5, True, False),
+    ]
+
+
+def test_csv_unclosed_quote_over_the_field_limit(tmp_path: Path) -> None:
+    """The issue's exact case: a quote never closed, in a file whose rest passes the field limit."""
+    body = "".join(f"1,a,{i}\n" for i in range(30_000))  # ~250 KB after the quote
+    path = tmp_path / "quote.csv"
+    path.write_text('timestamp,event_name,payload_value\n1,a,"oops\n' + body, "utf-8")
+    rows = list(iter_rows(path, "csv"))
+    assert rows[0].unread and rows[0].line == 2
+    assert [r.event["payload"]["value"] for r in rows[1:] if r.event] == [str(i) for i in range(30_000)]
+    assert len(rows) == 30_001
+
+
+def test_csv_and_jsonl_lines_that_are_not_utf8_are_unread_rows(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"timestamp,event_name,payload_value\n1,a,1\n1,a,\xff\xfe\n1,a,3\n")
+    rows = list(iter_rows(path, "csv"))
+    assert [(r.line, r.event is not None, r.unread) for r in rows] == [
+        (2, True, False),
+        (3, False, True),
+        (4, True, False),
+    ]
+    assert "not UTF-8" in (rows[1].error or "")
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(
+        b'{"event_name": "a", "payload": {"k": "v"}}\n\xff\xfe\n{"event_name": "b", "payload": {"k": "v"}}\n'
+    )
+    rows = list(iter_rows(path, "jsonl"))
+    assert [(r.line, r.event is not None, r.unread) for r in rows] == [
+        (1, True, False),
+        (2, False, True),
+        (3, True, False),
+    ]
+
+
+def test_overlong_lines_are_unread_without_being_held(tmp_path: Path) -> None:
+    path = tmp_path / "long.jsonl"
+    with path.open("wb") as fh:
+        fh.write(b'{"event_name": "a", "payload": {"k": "' + b"v" * (MAX_LINE_CHARS * 3) + b'"}}\n')
+        fh.write(b'{"event_name": "b", "payload": {"k": "v"}}\n')
+    rows = list(iter_rows(path, "jsonl"))
+    assert rows[0].unread and rows[0].line == 1 and rows[1].event is not None and rows[1].line == 2
+
+
+DEEP_JSON = '{"a":' * 1000 + "1" + "}" * 1000
+
+
+def test_deeply_nested_json_rows(tmp_path: Path) -> None:
+    """Issue 13, item 4: a RecursionError traceback. A JSON Lines row is invalid; a JSON array breaks."""
+    path = tmp_path / "deep.jsonl"
+    path.write_text(DEEP_JSON + "\n" + '{"event_name": "a", "payload": {"k": "v"}}\n' + "[" * 5000 + "\n", "utf-8")
+    rows = list(iter_rows(path, "jsonl"))
+    assert [(r.line, r.event is not None) for r in rows] == [(1, False), (2, True), (3, False)]
+    assert all("nested" in (r.error or "") for r in (rows[0], rows[2]))
+    path = tmp_path / "deep.json"
+    path.write_text('[{"event_name": "a", "payload": {"k": "v"}},\n' + DEEP_JSON + "]", "utf-8")
+    rows = list(iter_rows(path, "json"))
+    assert rows[0].event is not None and rows[1].broken and rows[1].line == 2
+
+
+def test_a_json_array_broken_in_the_middle_is_a_break(tmp_path: Path) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text(
+        '[{"event_name": "a", "payload": {"k": "v"}},\n{oops},\n{"event_name": "b", "payload": {}}]', "utf-8"
+    )
+    rows = list(iter_rows(path, "json"))
+    assert rows[0].event is not None and rows[1].broken and rows[1].line == 2 and len(rows) == 2
+
+
+@pytest.mark.parametrize("text", ["\u0665", "17000000\u0660\u0660", "2024-11-19T10:32:2\u0665Z"])
+def test_timestamps_are_ascii_digits_only(text: str) -> None:
+    with pytest.raises(ValueError, match="ASCII"):
+        parse_timestamp(text)
+
+
+def test_csv_with_cr_line_endings(tmp_path: Path) -> None:
+    """Old spreadsheet exports end lines with a lone CR: each is still its own row."""
+    path = tmp_path / "mac.csv"
+    path.write_bytes(b"timestamp,event_name,payload_value\r1,a,1\r1,a,2\r")
+    rows = list(iter_rows(path, "csv"))
+    assert [(r.line, r.event["payload"]["value"] if r.event else None) for r in rows] == [(2, "1"), (3, "2")]
+
+
+def test_csv_bom_and_crlf(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b'\xef\xbb\xbftimestamp,event_name,payload_value\r\n1,a,1\r\n1,a,"2\r\n3"\r\n1,a,4\r\n')
+    rows = list(iter_rows(path, "csv"))
+    assert [(r.line, r.event["payload"]["value"] if r.event else None) for r in rows] == [
+        (2, "1"),
+        (3, "2\r\n3"),
+        (5, "4"),
+    ]

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from processor.config import Settings
+from processor.errors import UnreadableFileError
 from processor.meters.model import Meter
 from processor.ops.importer import Importer
 from processor.ops.reader import RangeRead
@@ -172,3 +173,30 @@ def test_values_the_processor_would_reject_are_reported_on_their_line(
         (4, "Value key value not found in payload."),
         (5, "The value in the event payload can have at most 15 digits. Received 1234567890123456."),
     ]
+
+
+def test_every_row_is_accounted_for_and_a_broken_file_is_refused_whole(
+    settings: Settings, meter: Meter, tmp_path: Path, read_topic: Callable[..., list[Any]]
+) -> None:
+    """Issue 13, item 3: rows after a CSV break are read (the break is one unread row); a JSON array the
+    reader cannot finish is refused whole even with --skip-invalid, and nothing of it is sent."""
+    path = tmp_path / "break.csv"
+    rows = [f"{NOW},imp_api,a1,{v}" for v in (1, "9" * 200_000, 3, 4)]
+    path.write_text("timestamp,event_name,payload_account,payload_value\n" + "\n".join(rows) + "\n", "utf-8")
+    checked = Importer(settings, path, customer_key="account").check()
+    assert (checked.rows, len(checked.errors), checked.unread, checked.broken) == (3, 1, 1, None)
+    assert checked.errors[0].line == 3 and checked.errors[0].unread
+    sent = cli(settings, "import", str(path), "--skip-invalid", "-q")
+    assert sent.exit_code == 0 and "imported 3 row(s)" in sent.output, sent.output
+    assert len(read_topic(settings, "meter-events", expect=3)) == 3
+
+    broken = tmp_path / "broken.json"
+    good = json.dumps({"event_name": "imp_api", "payload": {"account": "a2", "value": 1}, "timestamp": NOW})
+    broken.write_text(f"[{good},\n{{oops}},\n{good}]", "utf-8")
+    job = Importer(settings, broken, customer_key="account")
+    assert job.check().broken is not None
+    with pytest.raises(UnreadableFileError, match="line 2"):
+        job.send()
+    refused = cli(settings, "import", str(broken), "--skip-invalid", "-q")
+    assert refused.exit_code != 0 and "nothing was sent" in refused.output, refused.output
+    assert sum(len(b) for b in RangeRead(settings, ["meter-events"]).messages()) == 3

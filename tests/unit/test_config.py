@@ -30,6 +30,7 @@ def test_defaults() -> None:
         ("METERSTREAM_REDIS_PREFIX", "a:b"),
         ("METERSTREAM_TOPIC_PREFIX", "a b"),
         ("METERSTREAM_API_KEYS", "short"),
+        ("METERSTREAM_API_KEYS", "fifteen-chars15"),
         ("METERSTREAM_PROCESSOR_BATCH", "0"),
         ("METERSTREAM_NOT_A_SETTING", "1"),
     ],
@@ -44,13 +45,13 @@ def test_secrets_are_masked_everywhere() -> None:
     s = load_settings(
         {
             "METERSTREAM_STRIPE_API_KEY": "sk_test_abcdef123456",
-            "METERSTREAM_API_KEYS": "key-one-123,key-two-456",
+            "METERSTREAM_API_KEYS": "key-one-123456789,key-two-456789012",
         }
     )
     assert "sk_test_abcdef123456" not in repr(s)
     assert "key-one-123" not in repr(s)
     assert s.stripe_api_key.reveal() == "sk_test_abcdef123456"
-    assert [k.reveal() for k in s.api_keys] == ["key-one-123", "key-two-456"]
+    assert [k.reveal() for k in s.api_keys] == ["key-one-123456789", "key-two-456789012"]
     assert str(Secret("x")) == "Secret('**********')"
 
 

@@ -158,10 +158,12 @@ def test_parse_cancel_object() -> None:
 
 # -- properties -----------------------------------------------------------------------------------------
 
-names = st.text(min_size=1, max_size=100)
-payload_values = st.one_of(st.text(), st.integers())
-payloads = st.dictionaries(st.text(min_size=1, max_size=30), payload_values, min_size=1, max_size=8)
-identifiers = st.one_of(st.none(), st.text(min_size=1, max_size=100))
+# Valid text: any characters but NUL (refused everywhere, processor/limits.py) and surrogates (not UTF-8).
+texts = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+names = st.text(texts, min_size=1, max_size=100)
+payload_values = st.one_of(st.text(texts), st.integers())
+payloads = st.dictionaries(st.text(texts, min_size=1, max_size=30), payload_values, min_size=1, max_size=8)
+identifiers = st.one_of(st.none(), st.text(texts, min_size=1, max_size=100))
 timestamps = st.one_of(st.none(), st.integers(min_value=-(2**63), max_value=2**63 - 1))
 
 
@@ -179,7 +181,7 @@ def test_valid_events_pass_and_round_trip_through_the_topic_schema(
     assert decoded.get("timestamp") == timestamp
 
 
-@given(names, st.text(min_size=1, max_size=100))
+@given(names, st.text(texts, min_size=1, max_size=100))
 def test_valid_cancels_pass_and_round_trip_through_the_topic_schema(name: str, identifier: str) -> None:
     value = validate_cancel(name, identifier)
     decoded = json.loads(json.dumps(value, ensure_ascii=False).encode("utf-8"))

@@ -182,14 +182,16 @@ def test_validation_errors_are_invalid_request_errors() -> None:
 
 # ---- properties ------------------------------------------------------------------------------------
 
-names = st.text(min_size=1, max_size=100).filter(lambda s: s.strip() != "")
-keys = st.text(min_size=1, max_size=100).filter(lambda s: s.strip() != "")
+# Valid text: anything but NUL and lone surrogates (refused everywhere: processor/limits.py).
+_chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+names = st.text(_chars, min_size=1, max_size=100).filter(lambda s: s.strip() != "")
+keys = st.text(_chars, min_size=1, max_size=100).filter(lambda s: s.strip() != "")
 
 
 @st.composite
 def valid_params(draw: st.DrawFn) -> dict[str, Any]:
     params: dict[str, Any] = {
-        "display_name": draw(st.text(min_size=1, max_size=250).filter(lambda s: s.strip() != "")),
+        "display_name": draw(st.text(_chars, min_size=1, max_size=250).filter(lambda s: s.strip() != "")),
         "event_name": draw(names),
         "default_aggregation": {"formula": draw(st.sampled_from(["sum", "count", "last"]))},
     }
@@ -239,3 +241,13 @@ def test_arbitrary_input_either_validates_or_raises_a_stripe_error(params: dict[
         "customer_mapping",
         "value_settings",
     }
+
+
+@pytest.mark.parametrize("field", ["display_name", "event_name"])
+@pytest.mark.parametrize("bad", ["a\x00b", "a\ud800"])
+def test_nul_and_surrogates_in_meter_names_are_refused(field: str, bad: str) -> None:
+    """Issue 13: NUL bytes were stored in meter names (through the CLI as well as the API)."""
+    params = {"display_name": "D", "event_name": "e", "default_aggregation": {"formula": "sum"}, field: bad}
+    with pytest.raises(MeterValidationError) as info:
+        validate_create_params(params)
+    assert info.value.param == field

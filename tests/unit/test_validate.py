@@ -62,6 +62,17 @@ def ev(name: str = "api", **payload: object) -> dict[str, object]:
         (ev(value="1.0"), "ok"),
         (ev(value=1234567890123456), "meter_event_value_too_many_digits"),
         (ev(value=10**20), "ok"),
+        # issue 13: one rule with the gateway and imports (processor/limits.py, aggregator/values.py)
+        (ev(value="\u0665"), "meter_event_invalid_value"),  # Arabic-Indic five is not 5
+        (ev(value="\uff15"), "meter_event_invalid_value"),  # nor is a full-width 5
+        (ev(value="1E400"), "meter_event_value_too_many_digits"),  # 401 digits
+        (ev(value="1E59"), "ok"),  # 60 digits in all, one significant
+        (ev(value="1E60"), "meter_event_value_too_many_digits"),
+        (ev(stripe_customer_id="c" * 255), "ok"),
+        (ev(stripe_customer_id="c" * 256), "invalid_event"),
+        (ev(stripe_customer_id="c" * 400_000), "invalid_event"),
+        (ev(stripe_customer_id="c\u0000"), "invalid_event"),
+        ({**ev(), "identifier": "id\u0000"}, "invalid_event"),
         (ev("cnt", value="abc"), "ok"),  # count never reads the value
         ({"event_name": "cnt", "payload": {"stripe_customer_id": "c"}}, "ok"),
         ({**ev(value="1.5"), "timestamp": 1}, "meter_event_invalid_value"),  # value before timestamp
