@@ -13,7 +13,8 @@ from types import FrameType
 
 import click
 
-from processor.config import STRIPE_DEFAULT_API_BASE, Secret, Settings
+from processor.cli.up_exports import export_lines
+from processor.config import EMULATOR_KEY_PREFIX, STRIPE_DEFAULT_API_BASE, Secret, Settings
 from processor.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from processor.kafka.admin import ensure_topics
 from processor.logs import mask_secrets
@@ -79,7 +80,7 @@ def up(settings: Settings, state_dir: Path | None, no_components: bool) -> None:
         if not settings.stripe_api_key and settings.stripe_api_base == STRIPE_DEFAULT_API_BASE:
             # No Stripe configured: the sink talks to the local emulator, never to api.stripe.com.
             emulator_port = free_port()
-            emulator_key = "sk_test_emu" + secrets.token_hex(12)
+            emulator_key = EMULATOR_KEY_PREFIX + secrets.token_hex(12)
             settings = settings.replace(
                 stripe_api_base=f"http://127.0.0.1:{emulator_port}", stripe_api_key=Secret(emulator_key)
             )
@@ -135,6 +136,9 @@ def up(settings: Settings, state_dir: Path | None, no_components: bool) -> None:
             click.echo(f"  stripe          : {stripe_where}")
         if ephemeral:
             click.echo("  state           : EPHEMERAL — " + "; ".join(ephemeral) + " — lost when `up` stops")
+        click.echo("In another terminal (`. .venv/bin/activate`), paste:")
+        for line in export_lines(settings, generated_key=generated_key, emulator=emulator_port is not None):
+            click.echo(f"  {line}")
         click.echo("Press Ctrl-C to stop.", nl=True)
 
         watcher = threading.Thread(target=supervisor.watch, name="supervisor", daemon=True)
