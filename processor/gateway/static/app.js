@@ -22,7 +22,9 @@
   }
 
   async function api(path) {
-    const response = await fetch(path, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    // An absolute URL on the page's origin: a page opened as http://<key>:@host/ has credentials in its
+    // own URL, and fetch() refuses a relative path resolved against such a URL.
+    const response = await fetch(new URL(path, location.origin), { headers: { Accept: "application/json" }, credentials: "same-origin" });
     const body = parseExact(await response.text());
     if (!response.ok) {
       const message = body && body.error ? body.error.message : response.statusText;

@@ -35,7 +35,8 @@
   }
 
   async function call(path, init) {
-    const response = await fetch(path, { credentials: "same-origin", headers: { Accept: "application/json" }, ...init });
+    // location.origin: a page URL carrying credentials (http://<key>:@host/) makes fetch() refuse relative paths.
+    const response = await fetch(new URL(path, location.origin), { credentials: "same-origin", headers: { Accept: "application/json" }, ...init });
     let body = null;
     try {
       body = await response.json();
