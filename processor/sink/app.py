@@ -290,6 +290,8 @@ class SinkService:
                 await super()._stop_on_signal(sig)
 
         self._worker = _Worker(self.app, quiet=True, override_logging=False, loglevel=self.settings.log_level)
+        # faust's start-up spinner writes cursor escapes (ESC[?25h) even into a log file; logs are lines.
+        self._worker.spinner = None
         try:
             self._worker.execute_from_commandline()
         except SystemExit as exc:

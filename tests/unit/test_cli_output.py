@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import shlex
 import sys
+from collections import Counter
 
 import click
 import pytest
@@ -16,6 +17,7 @@ from processor.cli.timerange import UNITS, resolve_range
 from processor.cli.up_exports import export_lines
 from processor.cli.usage import usage_table
 from processor.config import ConfigError, Secret, Settings, load_settings
+from processor.logs import activity_report
 from processor.meters.model import Meter
 from processor.ops.console import Progress
 from processor.state.summaries import Summary
@@ -150,3 +152,14 @@ def test_usage_table_names_meter_and_customer_and_reads_empty_buckets() -> None:
     last = Meter("mtr_2", "Seats", "seats", "last", created=1)
     _, body = _table(usage_table(last, "cus_1", rows, 0, 2 * DAY, "day"))
     assert [row[-1] for row in body] == ["(none)", "25"]  # no total: `last` values do not add up
+
+
+def test_the_activity_line_counts_the_interval_and_says_idle_once() -> None:
+    start = Counter({"records": 100, "accepted": 90, "duplicate": 10})
+    busy = Counter({"records": 160, "accepted": 140, "duplicate": 20})
+    line, idle = activity_report(start, busy, 2, 30.2, was_idle=False)
+    assert line == "in the last 30 s: 60 records in 2 batch(es) (accepted 50, duplicate 10); 160 since start"
+    assert not idle
+    line, idle = activity_report(busy, busy, 0, 30.0, was_idle=False)
+    assert line == "idle: no records in the last 30 s (160 since start)" and idle
+    assert activity_report(busy, busy, 0, 30.0, was_idle=True) == (None, True)  # not every 30 s
