@@ -7,6 +7,7 @@ check something exit 1 when they found a difference (so scripts and cron jobs ca
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -302,7 +303,8 @@ def import_file(
         for name, count in checked.ignored.items():
             click.echo(f"  ignored the unknown field {name!r} in {count} row(s)")
         for error in checked.errors[:20]:
-            click.echo(f"  line {error.line}: {error.message}")
+            where = "" if error.column is None else f" ({error.column} = {json.dumps(error.cell)})"
+            click.echo(f"  line {error.line}: {error.message}{where}")
         if len(checked.errors) > 20:
             click.echo(f"  ... {len(checked.errors) - 20} more")
         done = checked.already_imported
