@@ -201,6 +201,7 @@ class Processor:
         if deferred:
             self._rewind(deferred)
         metrics.observe_batch(out.stats, time.perf_counter() - started, len(records))
+        metrics.note_processed(records)
         self.stats.update(out.stats)
         self.stats["records"] += len(records)
         self.batches += 1
