@@ -2,7 +2,9 @@
 
 kustomize cannot be installed here (no internet beyond package registries), so the tests build each
 kustomization themselves: resources (files and directories), ``namespace``, ``labels`` (metadata only,
-``includeSelectors: false``), ``images``, ``replicas`` and strategic-merge ``patches`` given by ``path``.
+``includeSelectors: false``), ``images``, ``replicas``, strategic-merge ``patches`` given by ``path``, and
+``configMapGenerator`` from ``files`` (with ``options.labels``; only with
+``generatorOptions: {disableNameSuffixHash: true}``, so names stay what the manifests say).
 Anything else in a kustomization is refused, so a field this builder does not understand cannot be
 silently ignored by the tests. Strategic merge is approximated the way kustomize merges the fields we
 patch: maps merge recursively, lists of named maps (containers, env, ports, volumes) merge by ``name``,
@@ -19,7 +21,18 @@ import yaml
 
 __all__ = ["KNOWN_FIELDS", "Built", "build", "load_docs", "merge", "resource_id"]
 
-KNOWN_FIELDS = {"apiVersion", "kind", "namespace", "labels", "resources", "images", "replicas", "patches"}
+KNOWN_FIELDS = {
+    "apiVersion",
+    "kind",
+    "namespace",
+    "labels",
+    "resources",
+    "images",
+    "replicas",
+    "patches",
+    "configMapGenerator",
+    "generatorOptions",
+}
 
 Resource = dict[str, Any]
 
@@ -76,6 +89,27 @@ def _containers(resource: Resource) -> list[dict[str, Any]]:
     return [*spec.get("initContainers", []), *spec.get("containers", [])]
 
 
+def _generated_config_maps(directory: Path, k: dict[str, Any]) -> list[Resource]:
+    generators = k.get("configMapGenerator", [])
+    if not generators:
+        return []
+    assert k.get("generatorOptions") == {"disableNameSuffixHash": True}, "only disableNameSuffixHash: true"
+    out = []
+    for entry in generators:
+        assert set(entry) <= {"name", "files", "options"}, f"unsupported configMapGenerator fields: {entry}"
+        assert set(entry.get("options", {})) <= {"labels"}, f"unsupported options: {entry}"
+        data = {}
+        for name in entry["files"]:
+            path = directory / name
+            assert "=" not in name and path.is_file(), f"{directory}: generator file {name} does not exist"
+            data[path.name] = path.read_text()
+        metadata: dict[str, Any] = {"name": entry["name"]}
+        if entry.get("options", {}).get("labels"):
+            metadata["labels"] = dict(entry["options"]["labels"])
+        out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data})
+    return out
+
+
 def build(directory: Path) -> Built:
     """Build the kustomization in ``directory``; assertion errors name what is wrong."""
     kfile = directory / "kustomization.yaml"
@@ -97,6 +131,7 @@ def build(directory: Path) -> Built:
         else:
             resources.extend(load_docs(path))
             files.append(path)
+    resources.extend(_generated_config_maps(directory, k))
     ids = [resource_id(r) for r in resources]
     assert len(ids) == len(set(ids)), f"{kfile}: duplicate resources"
 
