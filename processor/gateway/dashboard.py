@@ -37,7 +37,12 @@ _PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-_ASSETS = {"app.js": "text/javascript", "chart.js": "text/javascript", "style.css": "text/css"}
+_ASSETS = {
+    "app.js": "text/javascript",
+    "chart.js": "text/javascript",
+    "ops.js": "text/javascript",
+    "style.css": "text/css",
+}
 
 routes = web.RouteTableDef()
 

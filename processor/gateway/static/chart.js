@@ -64,9 +64,15 @@
       svg.appendChild(bar);
     });
     if (points.length) {
+      // A time axis: a tick and a label every `every` bars (about six labels), not only at the ends.
       const fmt = opts.format || String;
-      svg.appendChild(el("text", { x: pad.left, y: height - 8 }, fmt(points[0].start)));
-      svg.appendChild(el("text", { x: width - pad.right, y: height - 8, "text-anchor": "end" }, fmt(points[points.length - 1].start)));
+      const every = Math.max(1, Math.ceil(points.length / 6));
+      for (let i = 0; i < points.length; i += every) {
+        const x = pad.left + i * step + step / 2;
+        svg.appendChild(el("line", { class: "axis tick", x1: x, x2: x, y1: height - pad.bottom, y2: height - pad.bottom + 4 }));
+        const anchor = i === 0 ? "start" : "middle";
+        svg.appendChild(el("text", { class: "xlabel", x: i === 0 ? pad.left : x, y: height - 8, "text-anchor": anchor, "data-start": points[i].start }, fmt(points[i].start)));
+      }
     }
     container.replaceChildren(svg);
   }
