@@ -20,7 +20,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from processor.config import Settings
 from processor.errors import InvalidRequestError, KafkaDeliveryError, PermissionDeniedError, StateError
-from processor.gateway import api_v1, api_v2, dashboard, upload
+from processor.gateway import api_v1, api_v2, dashboard, explorer, upload
 from processor.gateway.state import GATEWAY, Gateway
 from processor.logs import mask_secrets
 from processor.wire import DEFAULT_MAX_BODY, api_error_response, create_app, require_key
@@ -96,6 +96,7 @@ def build_app(
     app.add_routes(api_v2.routes)
     upload.install(app)  # before the dashboard: /static/upload.js is served by upload, not /static/{name}
     app.add_routes(dashboard.routes)
+    explorer.install(app)
 
     async def _start(_: web.Application) -> None:
         await gw.start()

@@ -11,6 +11,7 @@ import http.server
 import io
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ import stripe
 
 from processor.config import Settings
 from processor.embedded import free_port
+from processor.gateway.explorer import ExplorerQuery, read_tail
 from tests.gateway.conftest import make_meter, requires_chromium, run_processor
 
 pytestmark = requires_chromium
@@ -168,3 +170,61 @@ def test_customer_page_csv_top_customers_and_the_chart(
     top = list(csv.reader(io.StringIO(open(download.value.path(), encoding="utf-8").read())))
     assert top[1] == ["1", "cus_x", "1500"]  # the exact value, no thousands separator
     assert problems == []
+
+
+def test_events_explorer_finds_accepted_and_rejected_events(
+    browser_page: tuple[Any, list[str]], client: stripe.StripeClient, url: str, gw_settings: Settings
+) -> None:
+    page, problems = browser_page
+    expect = expect_()
+    make_meter(client, "exp_calls")
+    for i in range(5):
+        client.v1.billing.meter_events.create(
+            {
+                "event_name": "exp_calls",
+                "identifier": f"exp-{i}",
+                "payload": {"stripe_customer_id": f"cus_{i % 2}", "value": str(i + 1)},
+            }
+        )
+    client.v1.billing.meter_events.create(
+        {
+            "event_name": "no_such_meter",
+            "identifier": "lost-1",
+            "payload": {"stripe_customer_id": "cus_0", "value": "3"},
+        }
+    )
+    run_processor(gw_settings)
+
+    page.goto(f"{url}/?refresh=60")
+    page.fill("#ev-meter", "exp_calls")
+    page.fill("#ev-customer", "cus_0")
+    page.click("#ev-search")
+    expect(page.locator("#events-panel")).to_have_attribute("data-state", "found")
+    rows = page.eval_on_selector_all("#ev-table tbody tr", "rs => rs.map(r => [...r.cells].map(c => c.innerText))")
+    assert sorted(r[3] for r in rows) == ["exp-0", "exp-2", "exp-4"]  # accepted, that meter, that customer
+    by_id = {r[3]: r for r in rows}
+    assert by_id["exp-2"][1:3] == ["exp_calls", "cus_0"]
+    assert '"value":' in by_id["exp-2"][6] and "3" in by_id["exp-2"][6]  # the payload as accepted
+
+    page.select_option("#ev-kind", "rejected")
+    page.fill("#ev-meter", "")
+    page.fill("#ev-customer", "")
+    page.fill("#ev-identifier", "lost")
+    page.click("#ev-search")
+    expect(page.locator("#events-panel")).to_have_attribute("data-kind", "rejected")
+    expect(page.locator("#ev-table tbody tr")).to_have_count(1)
+    cells = page.locator("#ev-table tbody tr td").all_inner_texts()
+    assert cells[1:5] == ["no_such_meter", "cus_0", "lost-1", "no_meter"]
+    assert cells[5].strip() != ""  # Stripe's message comes with the code
+    page.fill("#ev-identifier", "nothing-like-this")
+    page.click("#ev-search")
+    expect(page.locator("#events-panel")).to_have_attribute("data-state", "none")
+    expect(page.locator("#ev-note")).to_contain_text("No rejected events match among the last 300 records")
+    assert problems == []
+
+    # the read is bounded: only the newest `tail` records of each partition are looked at
+    everything = read_tail(gw_settings, ExplorerQuery("accepted", limit=200))
+    assert sorted(r["identifier"] for r in everything["data"]) == [f"exp-{i}" for i in range(5)]
+    newest = read_tail(gw_settings, ExplorerQuery("accepted", limit=200), tail=1)
+    per_partition = Counter(r["partition"] for r in everything["data"])
+    assert newest["scanned"] == len(per_partition) and len(newest["data"]) == len(per_partition)

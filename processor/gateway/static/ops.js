@@ -188,6 +188,37 @@
     note.textContent = `${customer}: ${meters.length} meter(s), ${windows} ${grouping === "hour" ? "hour" : "day"}(s) from ${$("#cust-from").value} to ${$("#cust-to").value} (UTC).`;
   }
 
+  // ---- events explorer ----------------------------------------------------------------------------
+  async function searchEvents(event) {
+    if (event) event.preventDefault();
+    const kind = $("#ev-kind").value;
+    const q = new URLSearchParams({ kind, limit: "100" });
+    for (const [id, name] of [["#ev-meter", "meter"], ["#ev-customer", "customer"], ["#ev-identifier", "identifier"]]) {
+      const v = $(id).value.trim();
+      if (v) q.set(name, v);
+    }
+    $("#ev-note").textContent = "Searching…";
+    const found = await call(`/dashboard/api/events?${q}`);
+    $("#ev-table tbody").replaceChildren(...found.data.map((r) => {
+      const tr = cells(document.createElement("tr"), [
+        new Date(r.time * 1000).toISOString().slice(0, 19).replace("T", " "),
+        r.event_name || "",
+        r.customer || "",
+        r.identifier || "",
+        kind === "rejected" ? (r.code || "") : (r.kind === "cancel" ? "(cancellation)" : ""),
+        r.message || "",
+        r.payload ? JSON.stringify(r.payload) : "",
+      ], [null, null, null, "ident", "code", null, "payload"]);
+      tr.dataset.identifier = r.identifier || "";
+      return tr;
+    }));
+    const section = $("#events-panel");
+    section.dataset.state = found.data.length ? "found" : "none";
+    section.dataset.kind = kind;
+    $("#ev-note").textContent = (found.data.length ? `${found.data.length}${found.has_more ? "+" : ""} ${kind} event(s)` : `No ${kind} events match`) +
+      ` among the last ${found.tail_per_partition} records of each partition of ${found.topic} (${found.scanned} read).`;
+  }
+
   // ---- CSV export ---------------------------------------------------------------------------------
   function csvCell(text) {
     return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
@@ -230,6 +261,9 @@
       $("#cust-note").textContent = `error: ${err.message}`;
     }));
     document.addEventListener("click", exportCsv);
+    $("#ev-form").addEventListener("submit", (e) => searchEvents(e).catch((err) => {
+      $("#ev-note").textContent = `error: ${err.message}`;
+    }));
     const now = Math.floor(Date.now() / 1000);
     dateInput($("#cust-from"), now - 6 * DAY);
     dateInput($("#cust-to"), now);
