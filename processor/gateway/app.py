@@ -20,7 +20,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from processor.config import Settings
 from processor.errors import InvalidRequestError, KafkaDeliveryError, PermissionDeniedError, StateError
-from processor.gateway import api_v1, api_v2, dashboard, explorer, upload
+from processor.gateway import api_v1, api_v2, dashboard, explorer, history, upload
 from processor.gateway.state import GATEWAY, Gateway
 from processor.logs import mask_secrets
 from processor.wire import DEFAULT_MAX_BODY, api_error_response, create_app, require_key
@@ -106,4 +106,5 @@ def build_app(
 
     app.on_startup.append(_start)
     app.on_cleanup.append(_close)
+    history.install(app)  # after _start: the sampler uses the gateway's clients
     return app
