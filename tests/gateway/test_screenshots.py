@@ -85,9 +85,27 @@ def test_screenshots_for_the_docs(
     expect(page.locator("#top tbody tr").first).to_be_visible()
     expect(page.locator("#health")).to_have_attribute("data-status", "ok")
     expect(page.locator("#accepted")).not_to_have_text("\u2013")  # the placeholder dash
+    expect(page.locator("#history")).to_have_attribute("data-state", "drawn")
     shoot(page, out, "dashboard")
     shoot(page, out, "dashboard-usage", "#usage-panel")
     shoot(page, out, "dashboard-pipeline", "#pipeline-panel")
+
+    page.click("#meter-admin summary")
+    shoot(page, out, "dashboard-meters", "#meters-panel")
+    page.select_option("#ev-kind", "rejected")
+    page.click("#ev-search")
+    expect(page.locator("#events-panel")).to_have_attribute("data-state", "found")
+    page.select_option("#ev-kind", "accepted")
+    page.fill("#ev-customer", "cus_acme")
+    page.click("#ev-search")
+    expect(page.locator("#events-panel")).to_have_attribute("data-kind", "accepted")
+    expect(page.locator("#events-panel")).to_have_attribute("data-state", "found")
+    shoot(page, out, "dashboard-events", "#events-panel")
+    page.fill("#cust-id", "cus_acme")
+    page.click("#cust-show")
+    expect(page.locator("#customer-panel")).to_have_attribute("data-state", "shown")
+    page.click("#customer-panel details summary")
+    shoot(page, out, "dashboard-customer", "#customer-panel")
 
     csv = tmp_path / "usage.csv"
     hour = now - now % HOUR
