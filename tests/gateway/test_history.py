@@ -113,8 +113,10 @@ def test_history_charts_have_time_axes(
     expect = pytest.importorskip("playwright.sync_api").expect
     now = int(time.time()) // SAMPLE_S * SAMPLE_S
     key = Keys(gw_settings.redis_prefix).dashboard_history()
-    for i in range(20):  # the last five minutes: 100 events/s, the sink 30 s behind
-        t = now - (19 - i) * SAMPLE_S
+    # five minutes: 100 events/s, the sink 30 s behind; the newest two intervals ahead of the clock, so the
+    # gateway's own sampler (which never overwrites an interval) cannot add a newer sample during the test
+    for i in range(20):
+        t = now + 2 * SAMPLE_S - (19 - i) * SAMPLE_S
         redis_client.hset(
             key, str(t), json.dumps(s(t, i * 1500, (i * 1500, i * 1500), (max(0, (i - 2) * 1500), i * 1500)))
         )
@@ -127,4 +129,7 @@ def test_history_charts_have_time_axes(
     assert values.count(100.0) >= 18
     behind = page.eval_on_selector_all("#hist-sink-behind circle.point", "cs => cs.map(c => Number(c.dataset.value))")
     assert behind.count(30.0) >= 17
+    # and on the cards, in words: the sink (Stripe) is 30 s behind, the processor caught up
+    expect(page.locator("#sink-behind")).to_have_text("30 s")
+    expect(page.locator("#proc-behind")).to_have_text("caught up")
     assert problems == []
