@@ -60,7 +60,10 @@ def _row(kind: str, partition: int, offset: int, timestamp_ms: int, value: bytes
         return None
     if not isinstance(data, dict):
         return None
-    where = {"partition": partition, "offset": offset, "time": timestamp_ms // 1000}
+    # when the pipeline received the original event (both topics carry it), else the record's own time
+    received = data.get("received_at")
+    when = received if isinstance(received, int) and not isinstance(received, bool) else timestamp_ms
+    where = {"partition": partition, "offset": offset, "time": when // 1000}
     if kind == "accepted":
         return {
             **where,
