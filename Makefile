@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit bench clean install
+.PHONY: up test lint typecheck unit bench clean install screenshots
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit("meterstream needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -40,6 +40,11 @@ PYTEST_ARGS ?= -n 3
 test: lint typecheck
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 	METERSTREAM_TEST_REDIS_CLUSTER=1 $(BIN)/pytest -q tests/e2e tests/cluster $(PYTEST_ARGS)
+
+# The screenshots of docs/operating.md, retaken by the browser test that checks the pages render them
+# (tests/gateway/test_screenshots.py; needs Debian's chromium).
+screenshots: $(STAMP)
+	METERSTREAM_TEST_SCREENSHOTS=$(CURDIR)/docs/images $(BIN)/pytest -q -n 0 tests/gateway/test_screenshots.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -1,6 +1,9 @@
 """Processor throughput, beside the raw confluent-kafka ceiling, on the embedded broker and Valkey.
 
-    python -m bench processor [--events N] [--processors K]
+    python -m bench processor [--events N] [--processors K] [--durable]
+
+``--durable`` runs it on the stack of ``meterstream up --data`` (Tansu on the local object store, Valkey
+with AOF) instead of the memory-only one.
 
 1. produce N meter events (1,000 customers, unique identifiers, a raw sum meter and a pre-aggregated one);
 2. ceiling: a plain confluent-kafka consumer that reads and json-decodes all N (nothing else);
@@ -17,6 +20,7 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -25,12 +29,14 @@ import resource
 import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from processor.config import Settings, load_settings
+from processor.durable import DurableKafka, DurableState, durable_redis
 from processor.embedded import EmbeddedKafka, EmbeddedRedis
 from processor.kafka.admin import ensure_topics
 from processor.meters.model import Meter
@@ -159,10 +165,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="bench processor")
     ap.add_argument("--events", type=int, default=int(os.environ.get("BENCH_EVENTS", "200000")))
     ap.add_argument("--processors", type=int, default=1, help="group members (child processes)")
+    ap.add_argument(
+        "--durable", action="store_true", help="the stack of `up --data`: Tansu on the local object store, Valkey AOF"
+    )
     args, _ = ap.parse_known_args()
     n = args.events
     work = tempfile.mkdtemp(prefix="bench-")
-    with EmbeddedKafka(workdir=work) as kafka, EmbeddedRedis(workdir=work) as redis_srv:
+    with contextlib.ExitStack() as stack:
+        if args.durable:
+            state = DurableState.load(Path(work) / "data")
+            kafka: Any = stack.enter_context(DurableKafka(Path(work) / "data", state, Path(work)))
+            redis_srv = stack.enter_context(durable_redis(Path(work) / "data", state))
+        else:
+            kafka = stack.enter_context(EmbeddedKafka(workdir=work))
+            redis_srv = stack.enter_context(EmbeddedRedis(workdir=work))
         env = {
             "METERSTREAM_KAFKA_BOOTSTRAP": kafka.bootstrap,
             "METERSTREAM_REDIS_URL": redis_srv.url,
@@ -189,7 +205,7 @@ def main() -> None:
         claim_keys = [k for _, k in zip(range(2000), client.scan_iter(match="ms:id:*", count=1000), strict=False)]
         usage = [int(client.memory_usage(k) or 0) for k in claim_keys]
         out = {
-            "bench": "processor",
+            "bench": "processor (durable: up --data)" if args.durable else "processor",
             "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_implementation()} "
             f"{platform.python_version()}",
             "events": n,

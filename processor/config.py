@@ -24,6 +24,12 @@ __all__ = ["ENV_PREFIX", "Secret", "Settings", "load_settings"]
 
 ENV_PREFIX = "METERSTREAM_"
 STRIPE_DEFAULT_API_BASE = "https://api.stripe.com"
+#: Keys ``meterstream up`` generates for its local Stripe emulator start with this; such a key must never be
+#: sent to api.stripe.com (it would leak a local secret to Stripe and fail confusingly), see load_settings.
+EMULATOR_KEY_PREFIX = "sk_test_emu"
+#: The hint of every "not set" error: `up` may already be running in another terminal, in which case the
+#: fix is to paste the export lines it printed, not to start it.
+_UP_HINT = "(the `export` lines `meterstream up` printed set it; or point it at your own {what})"
 
 
 class Secret:
@@ -108,9 +114,7 @@ class Settings:
         """librdkafka config: bootstrap plus security pass-through plus ``extra`` (dots as underscores
         are not translated: pass real librdkafka names via a dict if needed)."""
         if not self.kafka_bootstrap:
-            raise ConfigError(
-                "METERSTREAM_KAFKA_BOOTSTRAP is not set (run `meterstream up` to use the embedded broker)"
-            )
+            raise ConfigError("METERSTREAM_KAFKA_BOOTSTRAP is not set " + _UP_HINT.format(what="Kafka cluster"))
         conf: dict[str, Any] = {"bootstrap.servers": self.kafka_bootstrap}
         for name, value in self.kafka_security:
             conf[name] = value.reveal() if isinstance(value, Secret) else value
@@ -119,7 +123,7 @@ class Settings:
 
     def require_redis_url(self) -> str:
         if not self.redis_url:
-            raise ConfigError("METERSTREAM_REDIS_URL is not set (run `meterstream up` to use the embedded Valkey)")
+            raise ConfigError("METERSTREAM_REDIS_URL is not set " + _UP_HINT.format(what="Redis"))
         return self.redis_url
 
     def replace(self, **changes: Any) -> Settings:
@@ -257,6 +261,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not 0 < rate <= 100_000:
         raise ConfigError(f"{ENV_PREFIX}STRIPE_RATE must be > 0 and <= 100000, got {rate}")
     api_base = _url(env, "STRIPE_API_BASE", ("http", "https")) or STRIPE_DEFAULT_API_BASE
+    stripe_key = env.get(ENV_PREFIX + "STRIPE_API_KEY") or ""
+    if stripe_key.startswith(EMULATOR_KEY_PREFIX) and api_base.rstrip("/") == STRIPE_DEFAULT_API_BASE:
+        raise ConfigError(
+            f"{ENV_PREFIX}STRIPE_API_KEY is a key of the local Stripe emulator (`meterstream up` printed it) but "
+            f"{ENV_PREFIX}STRIPE_API_BASE is not set, so it would be sent to {STRIPE_DEFAULT_API_BASE}: "
+            f"export {ENV_PREFIX}STRIPE_API_BASE as `up` printed it too"
+        )
 
     keys = tuple(Secret(k.strip()) for k in (env.get(ENV_PREFIX + "API_KEYS") or "").split(",") if k.strip())
     for k in keys:
@@ -291,7 +302,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redis_prefix=redis_prefix,
         processor_group=groups["PROCESSOR_GROUP"],
         sink_group=groups["SINK_GROUP"],
-        stripe_api_key=Secret(env.get(ENV_PREFIX + "STRIPE_API_KEY") or ""),
+        stripe_api_key=Secret(stripe_key),
         stripe_api_base=api_base.rstrip("/"),
         stripe_mode=mode,
         stripe_rate=rate,

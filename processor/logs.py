@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections import Counter
 
-__all__ = ["SecretMaskingFilter", "configure_logging", "mask_secrets"]
+__all__ = ["SecretMaskingFilter", "activity_report", "configure_logging", "mask_secrets"]
 
 _PATTERNS = [
     # Stripe keys and tokens: sk_test_..., rk_live_..., ek_..., whsec_...
@@ -59,3 +60,29 @@ def configure_logging(level: str = "INFO") -> None:
     # librdkafka and faust are chatty at INFO; their warnings still pass.
     for noisy in ("faust", "mode", "aiokafka", "kafka", "urllib3", "stripe"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def activity_report(
+    before: Counter[str], after: Counter[str], batches: int, seconds: float, *, was_idle: bool
+) -> tuple[str | None, bool]:
+    """The periodic activity line of a long-running component, and whether it is now idle.
+
+    Counts are *of the interval* and say so ("in the last 30 s"), with the running total labelled "since
+    start": a line of bare running totals repeated every 30 s by an idle processor reads as if it kept
+    processing. An idle interval is logged once (when activity stops), not every time.
+    ``before``/``after`` are the counters at the start and end of the interval (``records`` plus outcome
+    counts such as ``accepted``); ``batches`` is the number of batches in the interval.
+    """
+    records = after["records"] - before["records"]
+    if records <= 0:
+        if was_idle:
+            return None, True
+        return f"idle: no records in the last {seconds:.0f} s ({after['records']:,} since start)", True
+    delta = Counter({k: after[k] - before[k] for k in after if k != "records" and after[k] - before[k] > 0})
+    detail = ", ".join(f"{k} {n:,}" for k, n in delta.most_common(8))
+    line = (
+        f"in the last {seconds:.0f} s: {records:,} records in {batches:,} batch(es)"
+        + (f" ({detail})" if detail else "")
+        + f"; {after['records']:,} since start"
+    )
+    return line, False

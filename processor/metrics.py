@@ -9,7 +9,11 @@ the batch took and how many records it held) and, when it knows it, the lag of a
 - ``meterstream_processor_rejected_total{code}``: records sent to ``meter-event-errors``, by Stripe code;
 - ``meterstream_processor_batch_seconds``: histogram of the time from consume to stored progress;
 - ``meterstream_processor_batch_records``: histogram of records per batch;
-- ``meterstream_processor_lag_records{topic,partition}``: records behind the high watermark.
+- ``meterstream_processor_lag_records{topic,partition}``: records behind the high watermark;
+- ``meterstream_processor_lag_seconds{topic,partition}``: how far behind in time — at scrape time, the
+  age of the newest record processed on a partition that still has records waiting (0 when caught up).
+  Computed when scraped, so it keeps growing while the processor is stuck (what an alert needs);
+- ``meterstream_processor_last_record_timestamp_seconds{topic,partition}``: that record's Kafka timestamp.
 
 The same counters (summed over every processor of the group) are also in Redis (``Keys.stats``) and
 re-exported by the gateway's ``/metrics`` as ``meterstream_pipeline_*``; these per-process metrics add
@@ -19,9 +23,14 @@ this module never changes what another component exports.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = [
     "BATCH_RECORDS",
@@ -31,6 +40,7 @@ __all__ = [
     "REGISTRY",
     "REJECTED",
     "clear_lag",
+    "note_processed",
     "observe_batch",
     "set_lag",
     "start_metrics_server",
@@ -84,13 +94,82 @@ def observe_batch(stats: Mapping[str, int], seconds: float, records: int) -> Non
     BATCH_RECORDS.observe(records)
 
 
+class _LagSeconds(Collector):
+    """``lag_seconds`` and ``last_record_timestamp_seconds`` per partition, computed when scraped."""
+
+    def __init__(self, clock: Any = time.time) -> None:
+        self._lock = threading.Lock()
+        self._newest_ms: dict[tuple[str, str], int] = {}
+        self._lag: dict[tuple[str, str], int] = {}
+        self._clock = clock
+
+    def processed(self, newest_ms: Mapping[tuple[str, int], int]) -> None:
+        with self._lock:
+            for (topic, partition), ms in newest_ms.items():
+                key = (topic, str(partition))
+                self._newest_ms[key] = max(ms, self._newest_ms.get(key, 0))
+
+    def set_lag(self, topic: str, partition: int, lag: int) -> None:
+        with self._lock:
+            self._lag[(topic, str(partition))] = lag
+
+    def forget(self, topic: str, partition: int) -> None:
+        with self._lock:
+            self._lag.pop((topic, str(partition)), None)
+            self._newest_ms.pop((topic, str(partition)), None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._lag.clear()
+            self._newest_ms.clear()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = self._clock()
+        seconds = GaugeMetricFamily(
+            "meterstream_processor_lag_seconds",
+            "Seconds the processor is behind on a partition: age of the newest processed record while records wait.",
+            labels=["topic", "partition"],
+        )
+        newest = GaugeMetricFamily(
+            "meterstream_processor_last_record_timestamp_seconds",
+            "Kafka timestamp of the newest record processed on a partition.",
+            labels=["topic", "partition"],
+        )
+        with self._lock:
+            for key, lag in sorted(self._lag.items()):
+                ms = self._newest_ms.get(key)
+                behind = 0.0 if lag <= 0 or ms is None else max(0.0, now - ms / 1000)
+                seconds.add_metric(list(key), behind)
+            for key, ms in sorted(self._newest_ms.items()):
+                newest.add_metric(list(key), ms / 1000)
+        yield seconds
+        yield newest
+
+
+LAG_SECONDS = _LagSeconds()
+REGISTRY.register(LAG_SECONDS)
+
+
+def note_processed(records: Iterable[Any]) -> None:
+    """Remember the newest Kafka timestamp per partition of a processed batch (``RawRecord``-like:
+    ``topic``, ``partition``, ``received_ms``)."""
+    newest: dict[tuple[str, int], int] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        if r.received_ms > newest.get(key, -1):
+            newest[key] = r.received_ms
+    LAG_SECONDS.processed(newest)
+
+
 def set_lag(topic: str, partition: int, lag: int) -> None:
     """The lag of one partition (``topic`` without the prefix)."""
     LAG.labels(topic, str(partition)).set(max(0, lag))
+    LAG_SECONDS.set_lag(topic, partition, max(0, lag))
 
 
 def clear_lag(topic: str, partition: int) -> None:
     """Forget a partition's lag (revoked: another member reports it now)."""
+    LAG_SECONDS.forget(topic, partition)
     try:
         LAG.remove(topic, str(partition))
     except KeyError:

@@ -31,6 +31,7 @@ from processor.aggregator.validate import Source
 from processor.config import Settings
 from processor.errors import KafkaDeliveryError
 from processor.kafka.clients import consumer_config, producer_config
+from processor.logs import activity_report
 from processor.state.connect import sync_redis
 from processor.state.store import StateStore
 
@@ -200,6 +201,7 @@ class Processor:
         if deferred:
             self._rewind(deferred)
         metrics.observe_batch(out.stats, time.perf_counter() - started, len(records))
+        metrics.note_processed(records)
         self.stats.update(out.stats)
         self.stats["records"] += len(records)
         self.batches += 1
@@ -318,16 +320,16 @@ class Processor:
         """Process until ``stop`` is set; the batch in progress always completes."""
         self._setup()
         last_report = time.monotonic()
+        reported, reported_batches, idle = Counter(self.stats), self.batches, False
         while not stop.is_set():
             self.poll_batch()
             if time.monotonic() - last_report > 30:
-                log.info(
-                    "processed %d records in %d batches: %s",
-                    self.stats["records"],
-                    self.batches,
-                    dict(self.stats.most_common(8)),
+                line, idle = activity_report(
+                    reported, self.stats, self.batches - reported_batches, time.monotonic() - last_report, was_idle=idle
                 )
-                last_report = time.monotonic()
+                if line is not None:
+                    log.info("%s", line)
+                reported, reported_batches, last_report = Counter(self.stats), self.batches, time.monotonic()
 
     def drain(self, idle: float = 2.0, timeout: float = 120.0) -> int:
         """Process until nothing arrived for ``idle`` seconds after partitions were assigned (tests, bench).

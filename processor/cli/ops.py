@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
-from processor.cli.usage import parse_time
+from processor.cli.errors_cmd import errors
+from processor.cli.timerange import parse_time, range_options, resolve_range
 from processor.config import Settings
 from processor.ops.console import Progress, echo_decisions, iso
 
@@ -32,17 +30,15 @@ def _time(value: str | None, name: str) -> int | None:
         raise click.BadParameter(str(exc.message), param_hint=name) from None
 
 
-def _required_time(value: str | None, name: str) -> int:
-    parsed = _time(value, name)
-    if parsed is None:
-        raise click.UsageError(f"Missing option '{name}'.")
-    return parsed
+def _range(start: str | None, end: str | None, last: str | None, align: int = 60) -> tuple[int, int]:
+    lo, hi = resolve_range(start, end, last, align=align)
+    assert lo is not None and hi is not None
+    return lo, hi
 
 
 # ---- rebuild -----------------------------------------------------------------------------------------
 @click.command("rebuild")
-@click.option("--from", "start", help="Range start (unix seconds or ISO 8601); widened to the UTC day.")
-@click.option("--to", "end", help="Range end, exclusive; widened to the end of its UTC day.")
+@range_options("Range (widened to whole UTC days)", to_help="Range end, exclusive; widened to the end of its UTC day.")
 @click.option("--meter", help="Only this meter (id or event_name).")
 @click.option("--customer", help="Only this customer.")
 @click.option("--diff", "show_diff", is_flag=True, help="List every differing bucket; exit 1 when any differs.")
@@ -60,6 +56,7 @@ def rebuild(
     settings: Settings,
     start: str | None,
     end: str | None,
+    last: str | None,
     meter: str | None,
     customer: str | None,
     show_diff: bool,
@@ -83,9 +80,7 @@ def rebuild(
         client = sync_redis(settings)
         click.echo(f"deleted {cleanup_shadows(client, settings.redis_prefix, all_runs=True)} key(s) of old shadows")
         return
-    lo, hi = _required_time(start, "--from"), _required_time(end, "--to")
-    if hi <= lo:
-        raise click.UsageError("--to must be after --from")
+    lo, hi = _range(start, end, last, align=86400)
     if set_progress and (not swap or meter is not None or customer is not None):
         raise click.UsageError("--set-progress needs --swap of every meter and customer")
     with (
@@ -129,15 +124,21 @@ def rebuild(
 
 # ---- replay ------------------------------------------------------------------------------------------
 @click.command("replay")
-@click.option("--from", "start", required=True, help="Received time from (unix seconds or ISO 8601).")
-@click.option("--to", "end", required=True, help="Received time to, exclusive.")
+@range_options("Received time", to_help="Received time to, exclusive.")
 @click.option("--meter", help="Only this meter (id or event_name).")
 @click.option("--dry-run", is_flag=True, help="Only say what would and would not be sent.")
 @click.option("--list", "list_items", is_flag=True, help="One line per record with its decision.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_obj
 def replay(
-    settings: Settings, start: str, end: str, meter: str | None, dry_run: bool, list_items: bool, quiet: bool
+    settings: Settings,
+    start: str | None,
+    end: str | None,
+    last: str | None,
+    meter: str | None,
+    dry_run: bool,
+    list_items: bool,
+    quiet: bool,
 ) -> None:
     """Send accepted records of a time range to Stripe again (after a Stripe outage, a sink bug, a lost
     consumer group), never double-billing: records Stripe may already count and can no longer
@@ -149,7 +150,7 @@ def replay(
     from processor.ops.replay import plan_replay, run_replay
     from processor.state.connect import sync_redis
 
-    lo, hi = _required_time(start, "--from"), _required_time(end, "--to")
+    lo, hi = _range(start, end, last)
     client = sync_redis(settings)
     with Progress("reading meter-events-accepted", quiet=quiet) as progress:
         plan = plan_replay(settings, client, lo * 1000, hi * 1000, meter=meter, on_consumed=progress)
@@ -179,18 +180,28 @@ def replay(
 @click.command("reconcile")
 @click.option("--meter", required=True, help="Meter id or event_name.")
 @click.option("--customer", help="One customer (default: every customer of the meter, with a summary).")
-@click.option("--from", "start", required=True, help="Start (unix seconds or ISO 8601), aligned to --group.")
-@click.option("--to", "end", required=True, help="End, exclusive, aligned to --group.")
+@range_options("Range (aligned to --group)", to_help="End, exclusive, aligned to --group.")
 @click.option("--group", type=click.Choice(["hour", "day"]), default="day", show_default=True, help="Bucket size.")
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True, help="Drift lines per customer.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress.")
 @click.pass_obj
 def reconcile(
-    settings: Settings, meter: str, customer: str | None, start: str, end: str, group: str, limit: int
+    settings: Settings,
+    meter: str,
+    customer: str | None,
+    start: str | None,
+    end: str | None,
+    last: str | None,
+    group: str,
+    limit: int,
+    quiet: bool,
 ) -> None:
     """Compare the Redis aggregates with Stripe's event summaries bucket by bucket; exit 1 on drift.
+    Progress (customers compared of the total) goes to stderr: one customer is one or more Stripe reads
+    at METERSTREAM_STRIPE_RATE per second, so a meter with 10,000 customers takes minutes.
 
     \b
-    meterstream reconcile --meter api_requests --customer cus_123 --from 2026-11-01 --to 2026-11-08
+    meterstream reconcile --meter api_requests --customer cus_123 --last 7d
     meterstream reconcile --meter api_requests --from 2026-11-01 --to 2026-12-01   # every customer
     """
     from processor.cli.usage import find_meter
@@ -199,7 +210,7 @@ def reconcile(
     from processor.state.connect import sync_redis
     from processor.state.keys import Keys
 
-    lo, hi = _required_time(start, "--from"), _required_time(end, "--to")
+    lo, hi = _range(start, end, last, align=86400 if group == "day" else 3600)
     client = sync_redis(settings, decode_responses=True)
     try:
         m = find_meter(client, Keys(settings.redis_prefix), meter)
@@ -210,24 +221,27 @@ def reconcile(
             f" against Stripe meter {job.stripe_meter_id()}: {len(customers)} customer(s)"
         )
         drifting = buckets = 0
-        for name in customers:
-            try:
-                result = job.compare(name, lo, hi, group)
-            except InvalidRequestError as exc:
-                raise click.UsageError(f"{exc.message} ({exc.param})") from None
-            if not result.drift:
-                if customer is not None:
-                    click.echo(f"{name}: no drift in {result.windows} {group}(s)")
-                continue
-            drifting += 1
-            buckets += len(result.drift)
-            click.echo(f"{name}: {len(result.drift)} {group}(s) drift")
-            for d in result.drift[:limit]:
-                ours = "-" if d.ours is None else str(d.ours)
-                theirs = "-" if d.stripe is None else str(d.stripe)
-                click.echo(f"  {iso(d.start)}  redis={ours}  stripe={theirs}")
-            if len(result.drift) > limit:
-                click.echo(f"  ... {len(result.drift) - limit} more")
+        with Progress("customers compared", quiet=quiet or customer is not None) as progress:
+            progress.total(len(customers))
+            for name in customers:
+                try:
+                    result = job.compare(name, lo, hi, group)
+                except InvalidRequestError as exc:
+                    raise click.UsageError(f"{exc.message} ({exc.param})") from None
+                progress(1)
+                if not result.drift:
+                    if customer is not None:
+                        click.echo(f"{name}: no drift in {result.windows} {group}(s)")
+                    continue
+                drifting += 1
+                buckets += len(result.drift)
+                click.echo(f"{name}: {len(result.drift)} {group}(s) drift")
+                for d in result.drift[:limit]:
+                    ours = "-" if d.ours is None else str(d.ours)
+                    theirs = "-" if d.stripe is None else str(d.stripe)
+                    click.echo(f"  {iso(d.start)}  redis={ours}  stripe={theirs}")
+                if len(result.drift) > limit:
+                    click.echo(f"  ... {len(result.drift) - limit} more")
     finally:
         client.close()
     click.echo(f"{drifting} of {len(customers)} customer(s) drift ({buckets} bucket(s))")
@@ -289,7 +303,8 @@ def import_file(
         for name, count in checked.ignored.items():
             click.echo(f"  ignored the unknown field {name!r} in {count} row(s)")
         for error in checked.errors[:20]:
-            click.echo(f"  line {error.line}: {error.message}")
+            where = "" if error.column is None else f" ({error.column} = {json.dumps(error.cell)})"
+            click.echo(f"  line {error.line}: {error.message}{where}")
         if len(checked.errors) > 20:
             click.echo(f"  ... {len(checked.errors) - 20} more")
         done = checked.already_imported
@@ -309,132 +324,6 @@ def import_file(
         client.close()
     resumed = f" ({report.skipped_done} acknowledged by an earlier run)" if report.skipped_done else ""
     click.echo(f"imported {report.sent} row(s) into {settings.topic_prefix}meter-events{resumed}")
-
-
-# ---- errors ------------------------------------------------------------------------------------------
-@click.group("errors")
-def errors() -> None:
-    """Read the error topic (meter-event-errors) and replay rejected events once their cause is fixed."""
-
-
-_error_filters = [
-    click.option("--code", "codes", multiple=True, help="Stripe error code (repeatable), e.g. no_meter."),
-    click.option("--meter", help="Meter id or event_name of the rejected events."),
-    click.option("--from", "start", help="Received time from (unix seconds or ISO 8601)."),
-    click.option("--to", "end", help="Received time to, exclusive."),
-]
-
-
-def _with_filters(f: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed(_error_filters):
-        f = option(f)
-    return f
-
-
-def _read_errors(
-    settings: Settings, codes: tuple[str, ...], meter: str | None, start: str | None, end: str | None
-) -> Any:
-    from processor.ops.reader import load_meters
-    from processor.ops.rejected import read_errors
-
-    names: list[str] = []
-    if meter is not None:
-        _, latest = load_meters(settings)
-        names = [latest[meter].event_name] if meter in latest else [meter]
-    lo, hi = _time(start, "--from"), _time(end, "--to")
-    return read_errors(
-        settings,
-        codes=codes,
-        event_names=names,
-        start_ms=None if lo is None else lo * 1000,
-        end_ms=None if hi is None else hi * 1000,
-    )
-
-
-def _error_line(e: Any) -> str:
-    when = iso((e.received_at or 0) // 1000)
-    return f"{when}  {e.code:<34} {e.ref:<32} {e.event_name or '-':<24} {e.message}"
-
-
-@errors.command("list")
-@_with_filters
-@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True, help="Lines shown.")
-@click.option("--json", "as_json", is_flag=True, help="Print the error records as JSON lines.")
-@click.pass_obj
-def errors_list(
-    settings: Settings,
-    codes: tuple[str, ...],
-    meter: str | None,
-    start: str | None,
-    end: str | None,
-    limit: int,
-    as_json: bool,
-) -> None:
-    """List rejected records (oldest first) and count them by code."""
-    found = _read_errors(settings, codes, meter, start, end)
-    for e in found[:limit]:
-        click.echo(json.dumps(e.raw, ensure_ascii=False) if as_json else _error_line(e))
-    if as_json:
-        return
-    if len(found) > limit:
-        click.echo(f"... {len(found) - limit} more (raise --limit)")
-    by_code = Counter(e.code for e in found)
-    click.echo(f"{len(found)} error(s): " + ", ".join(f"{c} {n}" for c, n in by_code.most_common()))
-
-
-@errors.command("show")
-@click.argument("ref")
-@click.pass_obj
-def errors_show(settings: Settings, ref: str) -> None:
-    """Print the full error record(s) of one original record, REF = <topic>/<partition>/<offset> as
-    `errors list` shows it."""
-    from processor.errors import InvalidRequestError
-    from processor.ops.rejected import read_errors
-
-    found = [e for e in read_errors(settings) if e.ref == ref]
-    if not found:
-        raise InvalidRequestError(f"no error record for {ref} on the error topic", code="resource_missing")
-    for e in found:
-        click.echo(json.dumps(e.raw, indent=2, ensure_ascii=False))
-
-
-@errors.command("replay")
-@_with_filters
-@click.option("--dry-run", is_flag=True, help="Only say what would and would not be replayed.")
-@click.option("--list", "list_items", is_flag=True, help="One line per error with its decision.")
-@click.pass_obj
-def errors_replay(
-    settings: Settings,
-    codes: tuple[str, ...],
-    meter: str | None,
-    start: str | None,
-    end: str | None,
-    dry_run: bool,
-    list_items: bool,
-) -> None:
-    """Re-publish rejected events whose cause is fixed (e.g. no_meter after the meter was created),
-    each at most once, with its original identifier and time.
-
-    \b
-    meterstream errors replay --code no_meter --meter api_requests --dry-run
-    """
-    from processor.ops.reader import load_meters
-    from processor.ops.rejected import plan_errors_replay, run_errors_replay
-    from processor.state.connect import sync_redis
-    from processor.state.keys import Keys
-
-    found = _read_errors(settings, codes, meter, start, end)
-    book, _ = load_meters(settings)
-    client = sync_redis(settings)
-    plan = plan_errors_replay(client, Keys(settings.redis_prefix), book, found)
-    echo_decisions(Counter((i.send, i.reason) for i in plan), "will replay", "will not replay")
-    if list_items:
-        for item in plan:
-            click.echo(f"  {'send' if item.send else 'skip'}  {_error_line(item.error)}  -> {item.reason}")
-    if dry_run:
-        return
-    result = run_errors_replay(settings, client, plan)
-    click.echo(f"replayed {result.published} record(s) into their input topics")
 
 
 # ---- correct -----------------------------------------------------------------------------------------

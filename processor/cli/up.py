@@ -6,7 +6,6 @@ import contextlib
 import logging
 import os
 import secrets
-import shlex
 import signal
 import tempfile
 import threading
@@ -15,7 +14,9 @@ from types import FrameType
 
 import click
 
-from processor.config import STRIPE_DEFAULT_API_BASE, Secret, Settings
+from processor.cli.up_exports import export_lines
+from processor.config import EMULATOR_KEY_PREFIX, STRIPE_DEFAULT_API_BASE, Secret, Settings
+from processor.durable import DurableKafka, DurableState, durable_redis
 from processor.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from processor.kafka.admin import ensure_topics
 from processor.logs import mask_secrets
@@ -39,6 +40,13 @@ COMPONENTS: list[tuple[str, list[str]]] = [
     default=None,
     help="Where embedded services and components write their logs (default: a temp dir).",
 )
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Durable mode: keep the embedded broker's topics and Valkey's data (AOF) in this directory.",
+)
 @click.option("--no-components", is_flag=True, help="Start only the broker, Redis and topics.")
 @click.option(
     "--host",
@@ -47,8 +55,15 @@ COMPONENTS: list[tuple[str, list[str]]] = [
     help="Address the gateway listens on (0.0.0.0: every interface; see docs/security.md first).",
 )
 @click.pass_obj
-def up(settings: Settings, state_dir: Path | None, no_components: bool, host: str) -> None:
-    """Start the broker, Redis, topics and the pipeline; run until Ctrl-C."""
+def up(settings: Settings, state_dir: Path | None, data_dir: Path | None, no_components: bool, host: str) -> None:
+    """Start the broker, Redis, topics and the pipeline; run until Ctrl-C.
+
+    Without --data the embedded broker and Valkey keep everything in memory (lost when `up` stops);
+    with --data DIR they keep it in DIR, and `up --data DIR` again continues where it stopped.
+    """
+    durable = DurableState.load(data_dir) if data_dir is not None else None
+    if data_dir is not None and state_dir is None:
+        state_dir = data_dir / "logs"
     state_dir = state_dir or Path(tempfile.mkdtemp(prefix="meterstream-up-"))
     state_dir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
@@ -61,6 +76,15 @@ def up(settings: Settings, state_dir: Path | None, no_components: bool, host: st
 
     with contextlib.ExitStack() as stack:
         ephemeral: list[str] = []
+        if data_dir is not None and durable is not None:
+            if settings.kafka_bootstrap or settings.redis_url:
+                raise click.UsageError(
+                    "--data keeps the embedded broker's and Valkey's state; unset METERSTREAM_KAFKA_BOOTSTRAP "
+                    "and METERSTREAM_REDIS_URL (your own cluster keeps its own state)"
+                )
+            kafka_d = stack.enter_context(DurableKafka(data_dir, durable, state_dir))
+            redis_d = stack.enter_context(durable_redis(data_dir, durable))
+            settings = settings.replace(kafka_bootstrap=kafka_d.bootstrap, redis_url=redis_d.url)
         if not settings.kafka_bootstrap:
             kafka = stack.enter_context(EmbeddedKafka(workdir=state_dir))
             settings = settings.replace(kafka_bootstrap=kafka.bootstrap)
@@ -81,14 +105,20 @@ def up(settings: Settings, state_dir: Path | None, no_components: bool, host: st
         generated_key = None
         if not settings.api_keys:
             # The gateway refuses to run without a key; shaped like a Stripe test key so log masking catches it.
-            generated_key = "sk_test_ms" + secrets.token_hex(16)
+            generated_key = (
+                durable.secret("api_key", "sk_test_ms") if durable is not None else "sk_test_ms" + secrets.token_hex(16)
+            )
             settings = settings.replace(api_keys=(Secret(generated_key),))
 
         emulator_port = None
         if not settings.stripe_api_key and settings.stripe_api_base == STRIPE_DEFAULT_API_BASE:
             # No Stripe configured: the sink talks to the local emulator, never to api.stripe.com.
-            emulator_port = free_port()
-            emulator_key = "sk_test_emu" + secrets.token_hex(12)
+            emulator_port = durable.port("emulator") if durable is not None else free_port()
+            emulator_key = (
+                durable.secret("emulator_key", EMULATOR_KEY_PREFIX)
+                if durable is not None
+                else EMULATOR_KEY_PREFIX + secrets.token_hex(12)
+            )
             settings = settings.replace(
                 stripe_api_base=f"http://127.0.0.1:{emulator_port}", stripe_api_key=Secret(emulator_key)
             )
@@ -119,13 +149,14 @@ def up(settings: Settings, state_dir: Path | None, no_components: bool, host: st
         supervisor.start_all()
         stack.callback(supervisor.stop_all)
 
-        env_file = _write_env_file(state_dir, settings)
+        exports = export_lines(settings, generated_key=generated_key, emulator=emulator_port is not None)
+        env_file = _write_env_file(state_dir, exports)
         click.echo("meterstream is up")
         click.echo(f"  kafka bootstrap : {settings.kafka_bootstrap}")
         click.echo(f"  redis           : {mask_secrets(settings.redis_url or '')}")  # a URL may hold a password
         click.echo(f"  topic prefix    : {settings.topic_prefix or '(none)'}")
         click.echo(f"  logs            : {state_dir}")
-        click.echo(f"  env file        : {env_file} (`. {env_file}` points the CLI at this stack; holds the password)")
+        click.echo(f"  env file        : {env_file} (the export lines below; `. {env_file}` in a script)")
         for comp in supervisor.components:
             click.echo(f"  {comp.name:<16}: running (log {comp.log_path.name})")
         if not no_components:
@@ -149,6 +180,14 @@ def up(settings: Settings, state_dir: Path | None, no_components: bool, host: st
             click.echo(f"  stripe          : {stripe_where}")
         if ephemeral:
             click.echo("  state           : EPHEMERAL — " + "; ".join(ephemeral) + " — lost when `up` stops")
+        elif data_dir is not None:
+            click.echo(
+                f"  state           : DURABLE in {data_dir} (broker topics and Valkey AOF); "
+                "the local Stripe emulator's ledger is in memory"
+            )
+        click.echo("In another terminal (`. .venv/bin/activate`), paste:")
+        for line in exports:
+            click.echo(f"  {line}")
         click.echo("Press Ctrl-C to stop.", nl=True)
 
         watcher = threading.Thread(target=supervisor.watch, name="supervisor", daemon=True)
@@ -157,16 +196,12 @@ def up(settings: Settings, state_dir: Path | None, no_components: bool, host: st
         click.echo("stopping...")
 
 
-def _write_env_file(state_dir: Path, settings: Settings) -> Path:
-    """``export`` lines for the broker and the Redis URL (password included), readable by this user only:
-    the banner masks the password, and other shells source this file to use the stack."""
+def _write_env_file(state_dir: Path, exports: list[str]) -> Path:
+    """The same ``export`` lines as the banner's, readable by this user only, so a script or another shell
+    can source them (``. meterstream.env``) instead of pasting."""
     path = state_dir / "meterstream.env"
     path.unlink(missing_ok=True)
-    lines = [
-        f"export METERSTREAM_KAFKA_BOOTSTRAP={shlex.quote(settings.kafka_bootstrap or '')}",
-        f"export METERSTREAM_REDIS_URL={shlex.quote(settings.redis_url or '')}",
-    ]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines) + "\n")
+        fh.write("\n".join(exports) + "\n")
     return path

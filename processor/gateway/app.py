@@ -29,7 +29,7 @@ from processor.errors import (
     SessionExpiredError,
     StateError,
 )
-from processor.gateway import api_v1, api_v2, dashboard, upload
+from processor.gateway import api_v1, api_v2, dashboard, explorer, history, upload
 from processor.gateway.state import GATEWAY, Gateway
 from processor.logs import mask_secrets
 from processor.wire import DEFAULT_MAX_BODY, api_error_response, create_app, require_key
@@ -117,6 +117,7 @@ def build_app(
     app.add_routes(api_v2.routes)
     upload.install(app)  # before the dashboard: /static/upload.js is served by upload, not /static/{name}
     app.add_routes(dashboard.routes)
+    explorer.install(app)
 
     async def _start(_: web.Application) -> None:
         await gw.start()
@@ -126,4 +127,5 @@ def build_app(
 
     app.on_startup.append(_start)
     app.on_cleanup.append(_close)
+    history.install(app)  # after _start: the sampler uses the gateway's clients
     return app

@@ -18,6 +18,7 @@ from typing import Any, cast
 from aiohttp import web
 
 from processor.errors import InvalidRequestError
+from processor.gateway.metrics import PipelineSnapshot
 from processor.gateway.state import GATEWAY, Gateway
 from processor.state.keys import DAY_S
 from processor.wire import get_int, get_str, json_response
@@ -36,7 +37,13 @@ _PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-_ASSETS = {"app.js": "text/javascript", "chart.js": "text/javascript", "style.css": "text/css"}
+_ASSETS = {
+    "app.js": "text/javascript",
+    "chart.js": "text/javascript",
+    "history.js": "text/javascript",
+    "ops.js": "text/javascript",
+    "style.css": "text/css",
+}
 
 routes = web.RouteTableDef()
 
@@ -67,9 +74,25 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
+    """The gateway's and the pipeline's metrics, and ``meterstream_dependency_up{dependency}``: 1 when
+    Redis / Kafka answer this gateway, 0 when not (the "Redis down" alert; the scrape itself still works
+    without Redis, it then only lacks the pipeline counters)."""
     gw = _gw(request)
-    body = gw.metrics.render(await gw.pipeline.snapshot())
+    health = await gw.pipeline.health()
+    snapshot = await gw.pipeline.snapshot() if health["redis"]["ok"] and health["kafka"]["ok"] else PipelineSnapshot()
+    body = gw.metrics.render(snapshot) + dependency_lines(health)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def dependency_lines(health: dict[str, Any]) -> bytes:
+    """Prometheus text of ``meterstream_dependency_up`` from a ``PipelineProbe.health()`` answer."""
+    lines = [
+        "# HELP meterstream_dependency_up Whether the gateway reaches a dependency (1) or not (0).",
+        "# TYPE meterstream_dependency_up gauge",
+    ]
+    for name in ("kafka", "redis"):
+        lines.append(f'meterstream_dependency_up{{dependency="{name}"}} {1 if health[name]["ok"] else 0}')
+    return ("\n".join(lines) + "\n").encode()
 
 
 async def _meter_param(gw: Gateway, query: dict[str, Any]) -> str:

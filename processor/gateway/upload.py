@@ -28,6 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -127,12 +128,25 @@ async def template(request: web.Request) -> web.Response:
     )
 
 
-def template_csv(meter: Meter) -> str:
-    """``timestamp,event_name,payload_<customer key>[,payload_<value key>]`` (count meters read no value)."""
+def template_csv(meter: Meter, now: int | None = None) -> str:
+    """``timestamp,event_name,payload_<customer key>[,payload_<value key>]`` (count meters read no value),
+    and one example row (this hour, customer ``cus_EXAMPLE``, value 1) that shows every cell's format;
+    an operator replaces it with the real rows."""
     columns = ["timestamp", "event_name", f"payload_{meter.customer_key}"]
+    t = int(time.time()) if now is None else now
+    example = [
+        datetime.fromtimestamp(t - t % 3600, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        meter.event_name,
+        "cus_EXAMPLE",
+    ]
     if meter.formula != "count":
         columns.append(f"payload_{meter.value_key}")
-    return ",".join(columns) + "\r\n"
+        example.append("1")
+    return "\r\n".join(",".join(_csv_cell(c) for c in cells) for cells in (columns, example)) + "\r\n"
+
+
+def _csv_cell(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
 
 
 # ---- the import endpoint -------------------------------------------------------------------------------
@@ -333,7 +347,8 @@ def run_import(
         "invalid_rows": len(checked.errors),
         "unread_rows": checked.unread,
         "errors": [
-            {"line": e.line, "message": e.message, "unread": e.unread} for e in checked.errors[:MAX_REPORTED_ERRORS]
+            {"line": e.line, "message": e.message, "unread": e.unread, "column": e.column, "cell": e.cell}
+            for e in checked.errors[:MAX_REPORTED_ERRORS]
         ],
         "unreadable": None
         if checked.broken is None

@@ -32,6 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +56,20 @@ FUTURE_S = 300
 SAVE_EVERY_S = 1.0
 
 
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclass(frozen=True)
 class RowError:
+    """A row that will not be sent. ``column``/``cell``: the file's column at fault and what the row holds
+    there (``""`` for an empty or missing cell), when one column is at fault — so the upload page and the
+    CLI can show the bad cell, not only the rule it breaks."""
+
     line: int
     message: str
+    column: str | None = None
+    cell: str | None = None
     #: The reader could not take the row (a CSV break, bytes that are not UTF-8): "unread", not "invalid".
     unread: bool = False
 
@@ -195,6 +206,10 @@ class Importer:
         found = self._meter(event_name)
         return found.customer_key if found is not None else DEFAULT_CUSTOMER_KEY
 
+    def _value_key(self, event_name: str) -> str:
+        found = self._meter(event_name)
+        return found.value_key if found is not None else "value"
+
     def _value_error(self, event_name: str, payload: dict[str, Any]) -> str | None:
         """What the processor would reject about the row's value, with its message, when the meter is known:
         a row the processor is certain to reject is reported on its line instead of counted as valid."""
@@ -232,27 +247,43 @@ class Importer:
             key = self._customer_key(value["event_name"])
             customer = value["payload"].get(key)
             if customer in (None, ""):
-                yield row.line, None, None, RowError(row.line, f"Customer mapping key {key} not found in payload.")
+                message = f"Customer mapping key {key} not found in payload."
+                yield row.line, None, None, RowError(row.line, message, f"payload_{key}", "")
                 continue
             problem = customer_problem(str(customer))
             if problem is not None:  # the gateway and the processor refuse the same (processor/limits.py)
-                yield row.line, None, None, RowError(row.line, f"Invalid payload[{key}]: the customer id {problem}.")
-                continue
-            problem = self._value_error(value["event_name"], value["payload"])
-            if problem is not None:
-                yield row.line, None, None, RowError(row.line, problem)
-                continue
-            ts = value["timestamp"]
-            if ts < now - PAST_S:
-                yield row.line, None, None, RowError(row.line, "Timestamp must be within the past 35 days.")
-                continue
-            if ts > now + FUTURE_S:
                 yield (
                     row.line,
                     None,
                     None,
-                    RowError(row.line, "Timestamp must not be more than 5 minutes in the future."),
+                    RowError(
+                        row.line,
+                        f"Invalid payload[{key}]: the customer id {problem}.",
+                        f"payload_{key}",
+                        str(customer)[:200],
+                    ),
                 )
+                continue
+            problem = self._value_error(value["event_name"], value["payload"])
+            if problem is not None:
+                value_key = self._value_key(value["event_name"])
+                cell = value["payload"].get(value_key)
+                yield (
+                    row.line,
+                    None,
+                    None,
+                    RowError(row.line, problem, f"payload_{value_key}", "" if cell is None else str(cell)),
+                )
+                continue
+            ts = value["timestamp"]
+            late = ts < now - PAST_S
+            if late or ts > now + FUTURE_S:
+                message = (
+                    "Timestamp must be within the past 35 days."
+                    if late
+                    else "Timestamp must not be more than 5 minutes in the future."
+                )
+                yield row.line, None, None, RowError(row.line, message, "timestamp", _iso(ts))
                 continue
             yield row.line, str(customer), value, None
 

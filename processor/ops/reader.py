@@ -58,7 +58,8 @@ class RangeRead:
         read to EOF.
     :param on_consumed: called with the number of records consumed (kept or filtered) after each batch.
     :param on_total: called once the partitions are assigned, with the number of records the read will
-        consume when every partition has a stop offset (``None`` otherwise: it ends at EOF).
+        consume up to the stop offsets (partitions read to EOF may add more; ``None`` when no partition has
+        a stop offset).
 
     After :meth:`records` is exhausted, :attr:`ends` holds the next offset of every partition, i.e.
     exactly what was covered: a later read can continue from there.
@@ -124,7 +125,10 @@ class RangeRead:
             stop = self.stops.get(key)
             if stop is not None:
                 total += max(0, stop - tp.offset)
-        self.total = total if all(_key(t.topic[len(prefix) :], t.partition) in self.stops for t in tps) else None
+        # Partitions without a stop are read to EOF and their size is unknown here (Tansu's ListOffsets high
+        # watermark is wrong): the total counts the bounded ones, which for rebuild are all that ever held
+        # a record the processor saw (the others are empty or new), so a progress bar still has a length.
+        self.total = total if any(_key(t.topic[len(prefix) :], t.partition) in self.stops for t in tps) else None
         if self.on_total is not None:
             self.on_total(self.total)
         return tps

@@ -91,7 +91,10 @@ class Reconciler:
     ) -> None:
         if client is None:
             if not settings.stripe_api_key:
-                raise ConfigError("METERSTREAM_STRIPE_API_KEY is not set (reconcile asks Stripe's summaries)")
+                raise ConfigError(
+                    "METERSTREAM_STRIPE_API_KEY is not set (reconcile asks Stripe's summaries; for the local "
+                    "emulator paste the METERSTREAM_STRIPE_API_KEY/_API_BASE export lines `meterstream up` printed)"
+                )
             base = settings.stripe_api_base
             client = stripe.StripeClient(
                 settings.stripe_api_key.reveal(),

@@ -34,7 +34,7 @@ from processor.kafka.clients import producer_config
 from processor.ops.reader import RangeRead
 from processor.state.keys import DAY_S, HOUR_S, OPS_RECORD_TTL_S, Keys
 
-__all__ = ["ErrorRecord", "Replayable", "plan_errors_replay", "read_errors", "run_errors_replay"]
+__all__ = ["ErrorRecord", "Replayable", "plan_errors_replay", "read_errors", "replay_marks", "run_errors_replay"]
 
 log = logging.getLogger(__name__)
 
@@ -159,22 +159,28 @@ def _record_key(keys: Keys, error: ErrorRecord) -> str:
     return keys.ops_record(RECORD_KIND, received_s - received_s % DAY_S)
 
 
+def replay_marks(client: Any, keys: Keys, errors: list[ErrorRecord]) -> list[str | None]:
+    """The errors-replayed record of each error: ``d<ms>`` (replayed), ``p<ms>`` (started) or None."""
+    pipe = client.pipeline(transaction=False)
+    for error in errors:
+        pipe.hget(_record_key(keys, error), error.ref)
+    marks = pipe.execute() if errors else []
+    return [m.decode() if isinstance(m, bytes) else m for m in marks]
+
+
 def plan_errors_replay(
     client: Any, keys: Keys, book: MeterBook, errors: list[ErrorRecord], now_ms: int | None = None
 ) -> list[Replayable]:
     """Decide for every error whether it is replayed (pure apart from reading Redis)."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     plan = [Replayable(e) for e in errors]
-    pipe = client.pipeline(transaction=False)
-    for item in plan:
-        pipe.hget(_record_key(keys, item.error), item.error.ref)
-    marks = pipe.execute() if plan else []
+    marks = replay_marks(client, keys, errors)
     chosen: set[tuple[str, str]] = set()
     for item, mark in zip(plan, marks, strict=True):
         _judge(item, book, now_ms)
         if not item.send:
             continue
-        text = mark.decode() if isinstance(mark, bytes) else mark
+        text = mark
         if text and text.startswith("d"):
             item.send, item.reason = False, "already replayed"
         elif text and now_ms - int(text[1:]) >= 23 * HOUR_S * 1000:

@@ -271,6 +271,8 @@ class SinkService:
                     self.loop.run_until_complete(service._stopping)
 
         self._worker = _Worker(self.app, quiet=True, override_logging=False, loglevel=self.settings.log_level)
+        # faust's start-up spinner writes cursor escapes (ESC[?25h) even into a log file; logs are lines.
+        self._worker.spinner = None
         try:
             self._worker.execute_from_commandline()
         except SystemExit as exc:

@@ -192,3 +192,9 @@ class Keys:
     def all_pattern(self) -> str:
         """SCAN MATCH pattern for every key under this prefix (rebuild/cleanup)."""
         return f"{self.prefix}:*"
+
+    def dashboard_history(self) -> str:
+        """HASH sample time (unix seconds, a multiple of the sampling interval) → JSON of the pipeline's
+        counters and offsets then; written by the gateways (HSETNX: one sample per interval whichever
+        gateway takes it), trimmed to the last ~70 minutes, read by the dashboard's history charts."""
+        return f"{self.prefix}:dash:history"

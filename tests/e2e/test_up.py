@@ -6,14 +6,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,57 +17,10 @@ from click.testing import CliRunner
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from processor.cli import main
-from processor.embedded import free_port
 from processor.state.connect import sync_redis_url
 from tests.conftest import cluster_wanted
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture
-def running_up(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
-    env["METERSTREAM_GATEWAY_PORT"] = str(port)
-    if cluster_wanted():  # the cluster run: every component of `up` on the session's Redis Cluster
-        env["METERSTREAM_REDIS_URL"] = request.getfixturevalue("redis_url")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "processor", "up", "--state-dir", str(tmp_path)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    info: dict[str, str] = {}
-    lines: list[str] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        m = re.match(r"\s+([a-z -]+?)\s*: (\S+)", line)
-        if m:
-            info[m.group(1).strip()] = m.group(2)
-        k = re.search(r"local emulator, key (sk_test_\w+)", line)
-        if k:
-            info["stripe key"] = k.group(1)
-        if line.startswith("Press Ctrl-C"):
-            break
-    assert "api key" in info, "".join(lines)
-    assert cluster_wanted() or "****@" in info["redis"], info  # the embedded Valkey has a password, masked
-    info["gateway"] = f"http://127.0.0.1:{port}"
-    exported = Path(info["env file"]).read_text("utf-8")  # the password is in the env file (mode 0600) only
-    assert Path(info["env file"]).stat().st_mode & 0o077 == 0
-    info["redis"] = re.search(r"METERSTREAM_REDIS_URL=(\S+)", exported).group(1)  # type: ignore[union-attr]
-    yield info
-    proc.send_signal(signal.SIGINT)
-    try:
-        assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 def test_up_create_meter_send_events_and_see_them_everywhere(running_up: dict[str, str]) -> None:

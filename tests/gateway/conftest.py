@@ -115,17 +115,31 @@ requires_chromium = pytest.mark.skipif(
 
 
 @pytest.fixture
-def browser_page(url: str) -> Iterator[tuple[Any, list[str]]]:
-    """A page in headless Chromium with the API key as HTTP Basic credentials, and its console errors."""
+def chromium() -> Iterator[Any]:
+    """Headless Chromium (Playwright's Browser); each test opens its own contexts."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    problems: list[str] = []
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
-            context = browser.new_context(http_credentials={"username": API_KEY, "password": ""})
-            page = context.new_page()
-            page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
-            page.on("pageerror", lambda exc: problems.append(str(exc)))
-            yield page, problems
+            yield browser
         finally:
             browser.close()
+
+
+def watch_problems(page: Any) -> list[str]:
+    """Console errors and uncaught exceptions of ``page``, collected as they happen."""
+    problems: list[str] = []
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    return problems
+
+
+@pytest.fixture
+def browser_page(chromium: Any, url: str) -> Iterator[tuple[Any, list[str]]]:
+    """A page in headless Chromium with the API key as HTTP Basic credentials, and its console errors."""
+    context = chromium.new_context(http_credentials={"username": API_KEY, "password": ""})
+    try:
+        page = context.new_page()
+        yield page, watch_problems(page)
+    finally:
+        context.close()

@@ -13,7 +13,7 @@ import pytest
 import stripe
 
 from processor.config import Settings
-from tests.gateway.conftest import make_meter, requires_chromium, run_processor
+from tests.gateway.conftest import API_KEY, make_meter, requires_chromium, run_processor, watch_problems
 
 HOUR = 3600
 DAY = 86400
@@ -105,3 +105,26 @@ def test_dashboard(
     expect(page.locator(f"#chart rect.bar[data-start='{today}']")).to_have_attribute("data-value", want_today)
     expect(page.locator("#accepted")).to_have_text("8")
     assert problems == []
+
+
+@pytest.mark.parametrize("path", ["/", "/upload"])
+def test_pages_work_when_the_url_carries_the_key(
+    chromium: Any, client: stripe.StripeClient, url: str, gw_settings: Settings, path: str
+) -> None:
+    """``http://<key>:@host/`` is how a link or a headless browser logs in; fetch() refuses relative paths
+    on such a page unless they are made absolute on the page's origin."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    make_meter(client, "cred_calls")
+    context = chromium.new_context()  # no stored credentials: only the ones in the URL
+    try:
+        page = context.new_page()
+        problems = watch_problems(page)
+        page.goto(url.replace("http://", f"http://{API_KEY}:@") + path + "?refresh=1")
+        if path == "/":
+            expect(page.locator("#meters tbody tr")).to_have_count(1)
+            expect(page.locator("#health")).to_have_attribute("data-status", "ok")
+        else:
+            expect(page.locator("#template-meter option")).to_have_count(1)
+        assert problems == []
+    finally:
+        context.close()

@@ -48,9 +48,14 @@ def test_healthz_degraded_when_services_are_unreachable(gw_settings: Settings) -
     )
     with GatewayServer(dead) as server:
         status, _, raw = http(server.url + "/healthz")
+        scraped, _, metrics_raw = http(server.url + "/metrics", headers=bearer())
     body = json.loads(raw)
     assert status == 503 and body["status"] == "degraded"
     assert body["redis"]["ok"] is False and body["kafka"]["ok"] is False
+    # /metrics still answers, saying what is down (deploy/monitoring alerts on it)
+    assert scraped == 200
+    for dependency in ("redis", "kafka"):
+        assert _metric(metrics_raw.decode(), "meterstream_dependency_up", dependency=dependency) == 0
 
 
 def test_every_route_but_healthz_needs_a_key(url: str) -> None:
@@ -116,6 +121,8 @@ def test_metrics(client: stripe.StripeClient, url: str, gw_settings: Settings, r
     assert _metric(text, "meterstream_pipeline_processor_records_total", kind="event", result="new") == 3
     assert _metric(text, "meterstream_pipeline_processor_rejected_total", code="no_meter") == 1
     assert _metric(text, "meterstream_pipeline_sink_records_total", counter="delivered", mode="v2_stream") == 3
+    assert _metric(text, "meterstream_dependency_up", dependency="redis") == 1
+    assert _metric(text, "meterstream_dependency_up", dependency="kafka") == 1
     lag = _metric(
         text,
         "meterstream_pipeline_consumer_lag",

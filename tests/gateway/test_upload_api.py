@@ -153,6 +153,10 @@ def test_invalid_rows_are_reported_per_line_and_block_the_send(
     assert "stripe_customer_id" in by_line[4]
     assert "yesterday" in by_line[5]
     assert "35 days" in by_line[6]
+    cells = {e["line"]: (e["column"], e["cell"]) for e in checked["errors"]}
+    assert cells[4] == ("payload_stripe_customer_id", "")  # the bad cell: its column and content
+    assert cells[6][0] == "timestamp" and cells[6][1].endswith("Z")
+    assert cells[3] == cells[5] == (None, None)  # row-level errors name no single cell
     assert checked["meters"] == [
         {"event_name": "nobody_meters_this", "rows": 1, "meter": None},
         {"event_name": "upl_bad", "rows": 1, "meter": {"id": meter.id, "display_name": "Upl Bad", "formula": "sum", "status": "active"}},
@@ -232,7 +236,7 @@ def test_template_has_the_meters_payload_keys(url: str, client: stripe.StripeCli
     )
     status, headers, raw = http(f"{url}{IMPORTS}/template?meter={meter.id}", headers=bearer())
     assert status == 200
-    assert raw == b"timestamp,event_name,payload_account,payload_tokens\r\n"
+    assert raw.split(b"\r\n")[0] == b"timestamp,event_name,payload_account,payload_tokens"
     assert headers["Content-Type"].startswith("text/csv")
     assert 'filename="upl_tokens.csv"' in headers["Content-Disposition"]
     status, _, raw = http(f"{url}{IMPORTS}/template?meter=mtr_nope", headers=bearer())
@@ -292,9 +296,12 @@ def test_parse_options() -> None:
 
 
 def test_template_csv_count_meter_has_no_value_column() -> None:
-    assert template_csv(Meter("mtr_1", "C", "calls", "count")) == "timestamp,event_name,payload_stripe_customer_id\r\n"
-    assert template_csv(Meter("mtr_2", "S", "bytes", "last", value_key="n")) == (
-        "timestamp,event_name,payload_stripe_customer_id,payload_n\r\n"
+    now = 1_796_600_000
+    assert template_csv(Meter("mtr_1", "C", "calls", "count"), now) == (
+        "timestamp,event_name,payload_stripe_customer_id\r\n2026-12-06T23:00:00Z,calls,cus_EXAMPLE\r\n"
+    )
+    assert template_csv(Meter("mtr_2", "S", "by,tes", "last", value_key="n"), now) == (
+        'timestamp,event_name,payload_stripe_customer_id,payload_n\r\n2026-12-06T23:00:00Z,"by,tes",cus_EXAMPLE,1\r\n'
     )
 
 

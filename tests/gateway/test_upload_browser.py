@@ -41,7 +41,8 @@ def test_upload_page(
         f"{hour + 10},page_calls,acct_1,40\n"
         f"{hour + 20},page_calls,acct_1,2\n"
         f"not-a-time,page_calls,acct_1,9\n"  # line 4
-        f"{hour + 30},page_calls,acct_2,7\n",
+        f"{hour + 30},page_calls,acct_2,7\n"
+        f"{hour + 40},page_calls,acct_3,abc\n",  # line 6: the value is no number
         "utf-8",
     )
 
@@ -50,16 +51,31 @@ def test_upload_page(
         "href", f"/dashboard/api/imports/template?meter={meter.id}"
     )
     template = page.request.get(f"{url}/dashboard/api/imports/template?meter={meter.id}")
-    assert template.text() == "timestamp,event_name,payload_account,payload_value\r\n"
+    header, example = template.text().splitlines()
+    assert header == "timestamp,event_name,payload_account,payload_value"
+    assert example.split(",")[1:] == ["page_calls", "cus_EXAMPLE", "1"]
+    # the template as downloaded passes the check: its example row shows formats the importer accepts
+    sample = tmp_path / "template.csv"
+    sample.write_bytes(template.body())
+    page.set_input_files("#file", str(sample))
+    page.click("#check")
+    expect(page.locator("#report")).to_have_attribute("data-state", "checked")
+    expect(page.locator("#valid-rows")).to_have_text("1")
+    expect(page.locator("#invalid-rows")).to_have_text("0")
 
     page.set_input_files("#file", str(csv))
     page.click("#check")
     expect(page.locator("#report")).to_have_attribute("data-state", "checked")
     expect(page.locator("#valid-rows")).to_have_text("3")
-    expect(page.locator("#invalid-rows")).to_have_text("1")
+    expect(page.locator("#invalid-rows")).to_have_text("2")
     error_row = page.locator("#errors tbody tr[data-line='4']")
     expect(error_row).to_contain_text("not-a-time")
-    assert page.locator("#errors tbody tr").count() == 1
+    assert page.locator("#errors tbody tr").count() == 2
+    # the bad cell is shown: its column and what the file holds there
+    bad_value = page.locator("#errors tbody tr[data-line='6']")
+    expect(bad_value).to_have_attribute("data-column", "payload_value")
+    cells = bad_value.locator("td").all_inner_texts()
+    assert cells[:3] == ["6", "payload_value", '"abc"'], cells
     expect(page.locator("#involved tbody tr")).to_contain_text(meter.id)
     assert page.is_hidden("#already")
 
@@ -72,6 +88,7 @@ def test_upload_page(
     page.click("#send")
     expect(page.locator("#result")).to_have_attribute("data-state", "imported")
     expect(page.locator("#result-text")).to_contain_text("Sent 3 row(s)")
+    expect(page.locator("#message")).to_contain_text("Done.")
     run_processor(gw_settings)
     keys = Keys(gw_settings.redis_prefix)
     with sync_redis_url(redis_url, decode_responses=True) as r:
@@ -89,6 +106,8 @@ def test_upload_page(
     page.click("#send")
     expect(page.locator("#result")).to_have_attribute("data-state", "already_imported")
     expect(page.locator("#result")).to_have_attribute("data-sent", "0")
+    expect(page.locator("#result-text")).to_contain_text("Nothing sent")
+    expect(page.locator("#message")).to_have_text("")  # no "Done." next to "Nothing sent"
 
     # over 5 MB: refused in the page, before any upload
     big = tmp_path / "big.csv"

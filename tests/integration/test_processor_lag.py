@@ -23,6 +23,15 @@ def _lags() -> dict[tuple[str, str], float]:
     }
 
 
+def _lag_seconds() -> dict[tuple[str, str], float]:
+    return {
+        (s.labels["topic"], s.labels["partition"]): s.value
+        for family in metrics.LAG_SECONDS.collect()
+        for s in family.samples
+        if s.name == "meterstream_processor_lag_seconds"
+    }
+
+
 def test_partition_lags_reads_only_assigned_known_lags() -> None:
     stats = {
         "topics": {
@@ -45,6 +54,7 @@ def test_lag_is_reported_while_a_backlog_drains_and_is_zero_after(settings_facto
     settings = settings_factory(METERSTREAM_PROCESSOR_BATCH="50")
     put_workload(settings, make_workload(20_000, seed=11), partitions=3)
     metrics.LAG.clear()
+    metrics.LAG_SECONDS.clear()
     proc = Processor(settings)
     try:
         seen_backlog = False
@@ -53,6 +63,8 @@ def test_lag_is_reported_while_a_backlog_drains_and_is_zero_after(settings_facto
             proc.poll_batch(0.5)
             seen_backlog = any(v > 0 for (topic, _), v in _lags().items() if topic == "meter-events")
         assert seen_backlog, "no positive lag was ever reported for meter-events"
+        # behind in time as well: the records waiting are newer than the newest one processed
+        assert any(v > 0 for (topic, _), v in _lag_seconds().items() if topic == "meter-events"), _lag_seconds()
         proc.drain(idle=1.5, timeout=180)
         # One more statistics interval after the last commit, then every partition with data reads 0.
         until = time.monotonic() + 3 * LAG_INTERVAL_MS / 1000
@@ -60,5 +72,7 @@ def test_lag_is_reported_while_a_backlog_drains_and_is_zero_after(settings_facto
             proc.poll_batch(0.2)
         lags = {k: v for k, v in _lags().items() if k[0] == "meter-events"}
         assert lags and all(v == 0 for v in lags.values()), lags
+        seconds = {k: v for k, v in _lag_seconds().items() if k[0] == "meter-events"}
+        assert seconds.keys() == lags.keys() and all(v == 0 for v in seconds.values()), seconds
     finally:
         proc.close()

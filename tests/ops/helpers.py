@@ -62,3 +62,18 @@ def cli(settings: Settings, *args: str, input: str | None = None) -> Result:
     env: dict[str, Any] = settings.to_env()
     result = CliRunner().invoke(main, list(args), env=env, input=input, catch_exceptions=False)
     return result
+
+
+def progress_lines(stderr: str, label: str) -> list[tuple[int, int]]:
+    """The ``label: done/total (pct%)`` lines a command printed on stderr without a terminal, checked to
+    be plain lines (newline-terminated, no carriage return, no terminal escape)."""
+    assert "\x1b" not in stderr and "\r" not in stderr, repr(stderr)
+    assert stderr == "" or stderr.endswith("\n"), repr(stderr)
+    found = []
+    for line in stderr.splitlines():
+        if line.startswith(label + ": "):
+            done, _, rest = line[len(label) + 2 :].partition("/")
+            total, _, pct = rest.partition(" ")
+            assert pct == f"({int(done) * 100 // int(total)}%)", line
+            found.append((int(done), int(total)))
+    return found

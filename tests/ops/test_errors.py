@@ -4,6 +4,7 @@ meter is created, through the real processor, at most once."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -15,6 +16,17 @@ from tests.ops.helpers import cli, run_processor
 from tests.pipeline import event_value, producer, put_meters, usage_snapshot
 
 pytestmark = pytest.mark.integration
+
+COLUMNS = ["received", "code", "record", "event_name", "customer", "replayed", "message"]
+
+
+def error_table(output: str) -> list[dict[str, str]]:
+    """The rows of `errors list`: a header, then one line per error (columns apart by two spaces or more;
+    the message, last, may hold anything), up to the summary line."""
+    lines = output.splitlines()
+    assert re.split(r"\s{2,}", lines[0]) == COLUMNS, lines[0]
+    return [dict(zip(COLUMNS, re.split(r"\s{2,}", line, maxsplit=6), strict=True)) for line in lines[1:-1]]
+
 
 NOW = int(time.time())
 NOW_MS = NOW * 1000
@@ -41,15 +53,28 @@ def test_list_show_and_replay_after_the_meter_exists(settings: Settings, redis_c
 
     listed = cli(settings, "errors", "list")
     assert listed.exit_code == 0, listed.output
-    assert "4 error(s): no_meter 2," in listed.output
-    assert "invalid_event 1" in listed.output and "meter_event_invalid_value 1" in listed.output
+    rows = error_table(listed.output)
+    assert sorted((r["code"], r["event_name"], r["customer"], r["replayed"]) for r in rows) == [
+        ("invalid_event", "-", "-", "-"),
+        ("meter_event_invalid_value", "known_api", "c1", "-"),
+        ("no_meter", "later_api", "c1", "-"),
+        ("no_meter", "later_api", "c2", "-"),
+    ]
+    assert listed.output.splitlines()[-1] == (
+        "4 rejected event(s): no_meter 2, invalid_event 1, meter_event_invalid_value 1"
+    ) or listed.output.splitlines()[-1] == (
+        "4 rejected event(s): no_meter 2, meter_event_invalid_value 1, invalid_event 1"
+    )
     only = cli(settings, "errors", "list", "--code", "no_meter", "--json")
     records = [json.loads(line) for line in only.output.splitlines()]
     assert sorted(r["event"]["event_name"] for r in records) == ["later_api", "later_api"]
     by_meter = cli(settings, "errors", "list", "--meter", "known_api")
-    assert "1 error(s): meter_event_invalid_value 1" in by_meter.output
+    assert by_meter.output.splitlines()[-1] == "1 rejected event(s): meter_event_invalid_value 1"
     future = cli(settings, "errors", "list", "--from", str(NOW + 3600))
-    assert "0 error(s)" in future.output
+    assert future.exit_code == 0 and future.output == "no rejected events match\n"
+    assert cli(settings, "errors", "list", "--from", str(NOW + 3600), "--json").output == ""
+    recent = cli(settings, "errors", "list", "--last", "1h", "--code", "no_meter")
+    assert sorted(r["customer"] for r in error_table(recent.output)) == ["c1", "c2"]
 
     ref = f"meter-events/{records[0]['partition']}/{records[0]['offset']}"
     shown = cli(settings, "errors", "show", ref)
@@ -73,6 +98,15 @@ def test_list_show_and_replay_after_the_meter_exists(settings: Settings, redis_c
     # the one without identifier or timestamp counts at its original received time
     received = (NOW_MS - 60_000) // 1000
     assert snap[":usage:{mtr_later:c2}:hour"] == {str(received - received % 3600): "11"}
+
+    relisted = error_table(cli(settings, "errors", "list", "--code", "no_meter").output)
+    assert [r["replayed"] for r in relisted] == ["replayed", "replayed"]
+    as_json = cli(settings, "errors", "list", "--code", "no_meter", "--json").output.splitlines()
+    assert sorted((j["customer"], j["replayed"]) for j in map(json.loads, as_json)) == [
+        ("c1", "replayed"),
+        ("c2", "replayed"),
+    ]
+    assert "2 of those shown already replayed" in cli(settings, "errors", "list").output
 
     again = cli(settings, "errors", "replay", "--code", "no_meter")
     assert "will replay 0:" in again.output and "already replayed" in again.output

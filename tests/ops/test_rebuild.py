@@ -11,7 +11,7 @@ import redis
 from processor.config import Settings
 from processor.ops.rebuild import Rebuild, cleanup_shadows
 from processor.state.keys import Keys
-from tests.ops.helpers import cli, delete_keys, live_processor, run_processor
+from tests.ops.helpers import cli, delete_keys, live_processor, progress_lines, run_processor
 from tests.pipeline import (
     event_value,
     make_workload,
@@ -86,6 +86,10 @@ def test_diff_finds_damage_and_swap_repairs_it(settings: Settings, redis_client:
     clean = cli(settings, "rebuild", "--from", str(FROM), "--to", str(TO), "--diff")
     assert clean.exit_code == 0, clean.output
     assert "0 pair(s) differ" in clean.output
+    # without a terminal the progress is plain lines with a total, ending at every record read
+    steps = progress_lines(clean.stderr, "reading the topics")
+    records = int(clean.stdout.split(" from ", 1)[1].split()[0])
+    assert steps[0] == (0, steps[0][1]) and steps[-1][0] == steps[-1][1] >= records > 0
 
     hour_key = next(iter(redis_client.scan_iter(match=f"{settings.redis_prefix}:usage:{{mtr_wsum:*}}:hour")))
     field = next(iter(redis_client.hkeys(hour_key)))

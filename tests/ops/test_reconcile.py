@@ -14,7 +14,7 @@ from processor.meters.model import Meter
 from processor.ops.reconcile import stripe_value
 from processor.state.keys import Keys
 from tests.ops.conftest import Emulator
-from tests.ops.helpers import cli, run_processor
+from tests.ops.helpers import cli, progress_lines, run_processor
 from tests.pipeline import event_value, producer, put_meters
 
 pytestmark = pytest.mark.integration
@@ -64,9 +64,13 @@ def test_reconcile_finds_drift_per_bucket(
     assert sent.exit_code == 0 and "sent 3 record(s)" in sent.output, sent.output
 
     span = ("--from", str(DAY - 86_400), "--to", str(DAY + 86_400))
-    clean = cli(settings, "reconcile", "--meter", "rc_api", *span)
+    clean = cli(settings, "reconcile", "--meter", "rc_api", "--last", "2d")  # the same two days as span
     assert clean.exit_code == 0, clean.output
-    assert "0 of 2 customer(s) drift" in clean.output
+    assert clean.stdout.splitlines()[-1] == "0 of 2 customer(s) drift (0 bucket(s))"
+    first_day = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(span[1])))
+    assert f" {first_day} .. " in clean.stdout.splitlines()[0]
+    # progress without a terminal: plain lines on stderr, with the total
+    assert progress_lines(clean.stderr, "customers compared") == [(0, 2), (1, 2), (2, 2)]
 
     # Stripe gets one event the pipeline never saw (someone called Stripe directly)
     emulator.client.v1.billing.meter_events.create(

@@ -226,6 +226,7 @@ def test_sigterm_drains_commits_only_what_stripe_accepted_and_exits_0(
     assert float(delivered.group(1)) >= 100
     assert first.terminate() == 0, first.output()[-3000:]
     assert "sink drained (complete)" in first.output()
+    assert "\x1b" not in first.output() and "\x08" not in first.output()  # a log, not a terminal: no escapes
     events_now = _delivered(emulator)[0]
     assert events_now < n_events  # it really stopped mid-stream
 

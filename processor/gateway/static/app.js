@@ -22,7 +22,9 @@
   }
 
   async function api(path) {
-    const response = await fetch(path, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    // An absolute URL on the page's origin: a page opened as http://<key>:@host/ has credentials in its
+    // own URL, and fetch() refuses a relative path resolved against such a URL.
+    const response = await fetch(new URL(path, location.origin), { headers: { Accept: "application/json" }, credentials: "same-origin" });
     const body = parseExact(await response.text());
     if (!response.ok) {
       const message = body && body.error ? body.error.message : response.statusText;
@@ -90,6 +92,7 @@
 
   async function selectMeter(id) {
     state.meter = id;
+    state.topLimit = 10;
     $("#meter").value = id;
     document.querySelectorAll("#meters tbody tr").forEach((tr) => tr.classList.toggle("selected", tr.dataset.meter === id));
     state.customer = null;
@@ -147,6 +150,17 @@
       after = list.data[list.data.length - 1].id;
     }
     if (generation !== state.usageGeneration) return;
+    if (!values.size) {
+      // Nothing at all for this customer in the window: say so instead of an empty chart with made-up ticks.
+      chart.replaceChildren();
+      chart.dataset.state = "empty";
+      chart.dataset.customer = customer;
+      chart.dataset.grouping = grouping;
+      $("#usage-total").textContent = `No usage of this meter by ${customer} in the last ${count} ${grouping === "hour" ? "hours" : "days"}` +
+        " (check the id, or the events explorer for rejected events).";
+      setRows(tbody, []);
+      return;
+    }
     const points = [];
     let total = 0n;
     for (let t = start; t < end; t += width) {
@@ -176,8 +190,14 @@
     const input = $("#top-day");
     if (!input.value) input.value = utc(Math.floor(Date.now() / 1000));
     const day = Math.floor(Date.parse(input.value + "T00:00:00Z") / 1000);
-    const top = await api(`/dashboard/api/top?meter=${encodeURIComponent(state.meter)}&day=${day}&limit=10`);
-    setRows(tbody, top.data.map((c, i) => row([String(i + 1), c.customer, fmt(c.value)], [null, null, "num"])));
+    const meter = state.meters.find((m) => m.id === state.meter);
+    $("#top-meter").textContent = meter ? `${meter.display_name} (${meter.event_name})` : state.meter;
+    const limit = state.topLimit || 10;
+    // one more than shown, to know whether there is more (the endpoint answers at most 100)
+    const top = await api(`/dashboard/api/top?meter=${encodeURIComponent(state.meter)}&day=${day}&limit=${Math.min(limit + 1, 100)}`);
+    const more = top.data.length > limit;
+    setRows(tbody, top.data.slice(0, limit).map((c, i) => row([String(i + 1), c.customer, fmt(c.value)], [null, null, "num"])));
+    $("#top-more").hidden = !more;
     $("#top-note").textContent = top.data.length
       ? (top.truncated ? `Scanned the ${fmt(top.customers_scanned)} most recently active customers.` : "")
       : "No usage on that day.";
@@ -216,7 +236,11 @@
     $("#sink-delivered").textContent = fmt(sumFields(sink, (k) => k.startsWith("delivered:")));
     $("#sink-retried").textContent = fmt(sumFields(sink, (k) => k.startsWith("retried:")));
     $("#sink-dead").textContent = fmt(sumFields(sink, (k) => k.startsWith("dead_lettered:")));
-    $("#lag").textContent = p.lag.length ? fmt(p.lag.reduce((a, r) => a + r.lag, 0)) : "unknown";
+    // Processor and sink lag apart: they are different consumers, and one being behind says nothing about the other.
+    const sinkTopics = new Set(["meter-events-accepted"]);
+    const lagOf = (test) => p.lag.filter(test).reduce((a, r) => a + r.lag, 0);
+    $("#lag").textContent = p.lag.length ? fmt(lagOf((r) => !sinkTopics.has(r.topic))) : "unknown";
+    $("#sink-lag").textContent = p.lag.length ? fmt(lagOf((r) => sinkTopics.has(r.topic))) : "unknown";
     const byTopic = new Map();
     for (const r of p.lag) {
       const key = `${r.group}\u0000${r.topic}`;
@@ -266,6 +290,12 @@
     });
     $("#grouping").addEventListener("change", () => loadUsage().catch((err) => showError($("#usage-total"), err)));
     $("#top-day").addEventListener("change", () => loadTop().catch((err) => showError($("#top-note"), err)));
+    $("#top-more").addEventListener("click", () => {
+      state.topLimit = 100;
+      loadTop().catch((err) => showError($("#top-note"), err));
+    });
+    // the operator tools (ops.js) changed the registry: list the meters again now, not at the next full refresh
+    document.addEventListener("meters-changed", () => loadMeters().catch((err) => showError($("#refreshed"), err)));
     let ticks = 0;
     setInterval(() => {
       if (!$("#live").checked) return;

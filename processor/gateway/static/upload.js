@@ -35,7 +35,8 @@
   }
 
   async function call(path, init) {
-    const response = await fetch(path, { credentials: "same-origin", headers: { Accept: "application/json" }, ...init });
+    // location.origin: a page URL carrying credentials (http://<key>:@host/) makes fetch() refuse relative paths.
+    const response = await fetch(new URL(path, location.origin), { credentials: "same-origin", headers: { Accept: "application/json" }, ...init });
     let body = null;
     try {
       body = await response.json();
@@ -113,8 +114,12 @@
       ["", m.meter ? "" : "error", "", m.meter && m.meter.status !== "active" ? "error" : "", "num"],
     )));
     $("#errors tbody").replaceChildren(...report.errors.map((e) => {
-      const tr = row([String(e.line), e.message], ["num", ""]);
+      // The bad cell as the file holds it (quoted, so an empty cell is visible as ""), next to the rule.
+      const hasCell = e.column !== undefined && e.column !== null;
+      const tr = row([String(e.line), hasCell ? e.column : "", hasCell ? JSON.stringify(e.cell) : "", e.message],
+        ["num", "", "cell", ""]);
       tr.dataset.line = String(e.line);
+      if (hasCell) tr.dataset.column = e.column;
       return tr;
     }));
     $("#errors-note").textContent = report.invalid_rows === 0 ? "None." :
@@ -159,17 +164,19 @@
       result.hidden = false;
       result.dataset.state = report.status;
       if (report.status === "already_imported") {
+        // One message, not a "Done" next to a "Nothing sent": the send was refused.
         const done = report.already_imported;
         $("#result-text").textContent = `Nothing sent: this file was already imported at ${utc(done.finished_at)} UTC. ` +
           "Tick \"import again\" to send it anyway.";
         $("#force-label").hidden = false;
+        say("");
       } else {
         const resumed = report.skipped_done ? ` (${fmt(report.skipped_done)} delivered by an earlier, interrupted import)` : "";
         const skipped = report.invalid_rows ? `; ${fmt(report.invalid_rows)} invalid row(s) skipped` : "";
         $("#result-text").textContent = `Sent ${fmt(report.sent)} row(s)${resumed}${skipped}.`;
+        say("Done. The dashboard shows the usage once the processor has applied it.");
       }
       result.dataset.sent = String(report.sent);
-      say("Done. The dashboard shows the usage once the processor has applied it.");
     } catch (err) {
       result.hidden = false;
       result.dataset.state = "error";
