@@ -96,13 +96,13 @@ def test_up_prints_ready_to_paste_exports() -> None:
         stripe_api_base="http://127.0.0.1:4242",
         gateway_port=8181,
     )
-    lines = export_lines(settings, generated_key="sk_test_ms123", emulator=True)
+    lines = export_lines(settings, generated_key="sk_test_ms0123456789abcdef", emulator=True)
     env = dict(shlex.split(line)[1].split("=", 1) for line in lines)
     assert all(line.startswith("export ") for line in lines)
     assert env == {
         "METERSTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:9092",
         "METERSTREAM_REDIS_URL": "redis://127.0.0.1:6380/0",
-        "METERSTREAM_API_KEYS": "sk_test_ms123",
+        "METERSTREAM_API_KEYS": "sk_test_ms0123456789abcdef",
         "METERSTREAM_GATEWAY_PORT": "8181",
         "METERSTREAM_STRIPE_API_KEY": "sk_test_emuabc",
         "METERSTREAM_STRIPE_API_BASE": "http://127.0.0.1:4242",
