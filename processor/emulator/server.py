@@ -67,10 +67,7 @@ def _middleware(emu: Emulator, faults: Faults, checker: KeyChecker) -> Middlewar
             saved = emu.saved_response(key)
             if saved is not None:
                 if saved.fingerprint != fingerprint:
-                    raise IdempotencyKeyError(
-                        "Keys for idempotent requests can only be used with the same parameters they were first "
-                        f"used with. Try using a key other than '{key}' if you meant to execute a different request."
-                    )
+                    raise IdempotencyKeyError(key)
                 emu.stats["idempotent_replays"] += 1
                 return web.Response(
                     body=saved.body,

@@ -21,6 +21,7 @@ from aiohttp.typedefs import Handler, Middleware
 from processor.config import Settings
 from processor.errors import InvalidRequestError, KafkaDeliveryError, PermissionDeniedError, StateError
 from processor.gateway import api_v1, api_v2, dashboard, upload
+from processor.gateway.idempotency import idempotency_middleware
 from processor.gateway.state import GATEWAY, Gateway
 from processor.logs import mask_secrets
 from processor.wire import DEFAULT_MAX_BODY, api_error_response, create_app, require_key
@@ -71,7 +72,7 @@ def _middlewares(gw: Gateway) -> list[Middleware]:
             require_key(request, gw.checker)
         return await handler(request)
 
-    return [observe, guard]
+    return [observe, guard, idempotency_middleware(gw.idempotency)]
 
 
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:

@@ -191,3 +191,47 @@ class Keys:
     def all_pattern(self) -> str:
         """SCAN MATCH pattern for every key under this prefix (rebuild/cleanup)."""
         return f"{self.prefix}:*"
+
+
+# ---- issue 14: idempotency keys and error-report notifications (kept at the end to ease merging) -------
+#: Stripe keeps an Idempotency-Key's answer at least 24 h (docs.stripe.com/idempotency).
+IDEMPOTENCY_TTL_S = DAY_S
+#: A request still running under a key holds it this long at most (a gateway that died mid-request frees
+#: it after this): longer than the gateway waits for Kafka (ingest.ACK_TIMEOUT_S, 35 s).
+IDEMPOTENCY_LOCK_MS = 60_000
+#: Stripe serves a v2 event for 30 days (``GET /v2/core/events/{id}``).
+NOTIFY_EVENT_TTL_S = 30 * DAY_S
+
+
+def idempotency_key(prefix: str, key: str) -> str:
+    """STRING: the state of one ``Idempotency-Key`` of the account: ``p<fingerprint>:<owner>`` while its
+    first request runs (PX IDEMPOTENCY_LOCK_MS), then ``d<fingerprint>|<status>|<body>`` (EX
+    IDEMPOTENCY_TTL_S). The key is hashed (up to 255 characters of client text)."""
+    return f"{prefix}:idem:{identifier_digest(key)}"
+
+
+def notify_destinations(prefix: str) -> str:
+    """HASH destination id → JSON of a ``v2.core.event_destination`` (with its signing secret). No TTL."""
+    return f"{prefix}:notify:destinations"
+
+
+def notify_event(prefix: str, event_id: str) -> str:
+    """STRING JSON: a full ``v2.core.event`` (``GET /v2/core/events/{id}``). TTL NOTIFY_EVENT_TTL_S."""
+    return f"{prefix}:notify:event:{event_id}"
+
+
+def notify_events_index(prefix: str) -> str:
+    """ZSET event id → created (unix ms): the events of the last 30 days, for listing. Trimmed by score."""
+    return f"{prefix}:notify:events"
+
+
+def notify_deliveries(prefix: str) -> str:
+    """ZSET ``<event id>|<destination id>`` → next attempt (unix ms): deliveries not yet acknowledged by
+    the endpoint. Removed on a 2xx answer; nothing else removes one before NOTIFY_EVENT_TTL_S."""
+    return f"{prefix}:notify:deliveries"
+
+
+def notify_attempts(prefix: str) -> str:
+    """HASH ``<event id>|<destination id>`` → attempts made so far (for the backoff). Fields removed with
+    their delivery."""
+    return f"{prefix}:notify:attempts"
