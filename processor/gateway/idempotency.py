@@ -38,7 +38,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from processor.errors import IdempotencyKeyError, IdempotencyKeyInUseError, InvalidRequestError
-from processor.state.connect import AsyncRedis
+from processor.gateway.redis_batch import RedisBatcher
 from processor.state.keys import IDEMPOTENCY_LOCK_MS, IDEMPOTENCY_TTL_S, idempotency_key
 
 __all__ = ["HEADER", "MAX_KEY_LENGTH", "IdempotencyStore", "derived_identifier", "idempotency_middleware"]
@@ -77,30 +77,30 @@ def request_key(request: web.Request) -> str | None:
 
 
 class IdempotencyStore:
-    """The Redis side: claim, store, release, read. Every method is one round trip."""
+    """The Redis side: claim, store, release. Each is one command of a shared pipeline (:class:`RedisBatcher`)."""
 
-    def __init__(self, client: AsyncRedis, prefix: str, *, ttl_s: int = IDEMPOTENCY_TTL_S) -> None:
-        self._redis = client
+    def __init__(self, batcher: RedisBatcher, prefix: str, *, ttl_s: int = IDEMPOTENCY_TTL_S) -> None:
+        self._batcher = batcher
         self._prefix = prefix
         self.ttl_s = ttl_s
-        self._release = client.register_script(_RELEASE)
 
     async def claim(self, key: str, fp: str) -> tuple[str, str | None]:
         """``(claim token, None)`` when this request owns the key now, else ``("", what is stored)``."""
         token = f"p{fp}:{secrets.token_hex(8)}"
-        held = await self._redis.set(
-            idempotency_key(self._prefix, key), token, nx=True, px=IDEMPOTENCY_LOCK_MS, get=True
-        )
+        name = idempotency_key(self._prefix, key)
+        held = await self._batcher.call(lambda p: p.set(name, token, nx=True, px=IDEMPOTENCY_LOCK_MS, get=True))
         if held is None:
             return token, None
         return "", cast(str, held)
 
     async def store(self, key: str, fp: str, status: int, body: bytes) -> None:
         value = f"d{fp}|{status}|" + body.decode("utf-8", "surrogateescape")
-        await self._redis.set(idempotency_key(self._prefix, key), value, ex=self.ttl_s)
+        name = idempotency_key(self._prefix, key)
+        await self._batcher.call(lambda p: p.set(name, value, ex=self.ttl_s))
 
     async def release(self, key: str, token: str) -> None:
-        await self._release(keys=[idempotency_key(self._prefix, key)], args=[token])
+        name = idempotency_key(self._prefix, key)
+        await self._batcher.call(lambda p: p.eval(_RELEASE, 1, name, token))
 
 
 def _replay_or_refuse(key: str, fp: str, held: str) -> web.Response:

@@ -2,7 +2,7 @@
 (:mod:`processor.events.schema`), then the processor's rules (:mod:`processor.gateway.rules`), then the
 identifier.
 
-- v1 and v2 ``meter_events`` (:func:`checked_event` with ``synchronous=True``): any problem is a 400, and an
+- v1 and v2 ``meter_events`` (:func:`checked_event`): any problem is a 400, and an
   identifier an accepted event of the last 24 h holds is Stripe's duplicate 400.
 - the v2 stream (:func:`checked_stream`): a problem of one event sends that event to ``meter-event-errors``
   with its code (:class:`~processor.gateway.stream_errors.ErrorPublisher`); the others are recorded.
@@ -29,7 +29,7 @@ from processor.gateway.state import Gateway
 from processor.meters import Meter
 from processor.wire import as_mapping
 
-__all__ = ["StreamItem", "checked_event", "checked_stream"]
+__all__ = ["checked_event", "checked_stream"]
 
 #: A malformed stream event whose error carries no Stripe code (a type error, not an object): the code
 #: the processor gives a malformed record, so the error topic has one code for one case.
@@ -41,43 +41,38 @@ async def _meter(gw: Gateway, event_name: str) -> Meter | None:
     return meter if fresh else await gw.meter_cache.get(event_name)
 
 
-async def checked_event(
-    gw: Gateway,
-    params: Mapping[str, Any],
-    timestamp: int | None,
-    *,
-    idempotency_key: str | None = None,
-    index: int = 0,
-    synchronous: bool = True,
-) -> EventIn:
-    """One event checked (shape, then the processor's rules), identifier and timestamp filled; any problem
-    raises :class:`~processor.errors.InvalidRequestError` (Stripe's code, message and ``param``)."""
-    value = validate_event(
+def _shape(params: Mapping[str, Any], timestamp: int | None) -> dict[str, Any]:
+    return validate_event(
         params.get("event_name"), as_mapping(params.get("payload")), params.get("identifier"), timestamp
     )
+
+
+def _judged(value: dict[str, Any], meter: Meter | None, now: int, idempotency_key: str | None, index: int) -> EventIn:
+    """The processor's rules on a shape-checked event, then its identifier (given, derived or new)."""
     name: str = value["event_name"]
     payload: dict[str, Any] = value["payload"]
-    meter = await _meter(gw, name)
-    now = int(time.time())
     ts: int = value.get("timestamp", now)
     judge(name, meter, payload, ts, now)
     assert meter is not None
     identifier: str | None = value.get("identifier")
     if identifier is None:
         identifier = derived_identifier(idempotency_key, index) if idempotency_key else str(uuid.uuid4())
-    elif synchronous:
-        await gw.judge.refuse_duplicate(meter, identifier)
     return EventIn(name, payload, identifier, ts, meter.customer_key)
 
 
-class StreamItem:
-    """One event of a stream batch: checked, or the error record that replaces it."""
-
-    __slots__ = ("error", "event")
-
-    def __init__(self, event: EventIn | None, error: tuple[str | None, bytes] | None) -> None:
-        self.event = event
-        self.error = error
+async def checked_event(
+    gw: Gateway, params: Mapping[str, Any], timestamp: int | None, *, idempotency_key: str | None = None
+) -> EventIn:
+    """One event of v1/v2 ``meter_events`` checked (shape, the processor's rules, the duplicate answer),
+    identifier and timestamp filled; a problem raises :class:`~processor.errors.InvalidRequestError`
+    (Stripe's code, message and ``param``)."""
+    value = _shape(params, timestamp)
+    meter = await _meter(gw, value["event_name"])
+    ev = _judged(value, meter, int(time.time()), idempotency_key, 0)
+    if "identifier" in value:
+        assert meter is not None
+        await gw.judge.refuse_duplicate(meter, ev.identifier)
+    return ev
 
 
 async def checked_stream(
@@ -94,19 +89,19 @@ async def checked_stream(
     names the event's own ``events[i]`` param in the message."""
     good: list[EventIn] = []
     bad: list[tuple[str | None, bytes]] = []
-    received_ms = int(time.time() * 1000)
+    now = int(time.time())
+    cache = gw.meter_cache
     for i, raw in enumerate(events):
         try:
             if not isinstance(raw, dict):
                 raise InvalidRequestError(f"events[{i}] must be an object.", param=f"events[{i}]")
-            good.append(
-                await checked_event(
-                    gw, raw, timestamp_of(raw, i), idempotency_key=idempotency_key, index=i, synchronous=False
-                )
-            )
+            value = _shape(raw, timestamp_of(raw, i))
+            fresh, meter = cache.fresh(value["event_name"])
+            if not fresh:
+                meter = await cache.get(value["event_name"])
+            good.append(_judged(value, meter, now, idempotency_key, i))
         except InvalidRequestError as exc:
-            err = prefix_error(exc, i)
-            bad.append(_error_for(gw, raw, err, received_ms, idempotency_key, i))
+            bad.append(_error_for(gw, raw, prefix_error(exc, i), now * 1000, idempotency_key, i))
     return good, bad
 
 

@@ -26,6 +26,7 @@ from typing import Any, cast
 
 from processor.aggregator.validate import as_customer, meter_problem, meter_value, timestamp_problem
 from processor.errors import DuplicateEventError, EventValidationError
+from processor.gateway.redis_batch import RedisBatcher
 from processor.meters import Meter
 from processor.state.connect import AsyncRedis
 from processor.state.keys import DEDUP_WINDOW_MS, Keys
@@ -121,16 +122,17 @@ def judge(event_name: str, meter: Meter | None, payload: Mapping[str, Any], time
 
 
 class Judge:
-    """The duplicate check: one read-only script call on the processor's claim key."""
+    """The duplicate check: one read-only script on the processor's claim key, in the shared pipeline."""
 
-    def __init__(self, client: AsyncRedis, keys: Keys) -> None:
+    def __init__(self, batcher: RedisBatcher, keys: Keys) -> None:
+        self._batcher = batcher
         self._keys = keys
-        script = resources.files("processor.state").joinpath("lua", "held.lua").read_text("utf-8")
-        self._held = client.register_script(script)
+        self._script = resources.files("processor.state").joinpath("lua", "held.lua").read_text("utf-8")
 
     async def held(self, meter: Meter, identifier: str) -> bool:
         now_ms = int(time.time() * 1000)
-        found = await self._held(keys=[self._keys.claim(meter.id, identifier)], args=[now_ms, DEDUP_WINDOW_MS])
+        key = self._keys.claim(meter.id, identifier)
+        found = await self._batcher.call(lambda p: p.eval(self._script, 1, key, now_ms, DEDUP_WINDOW_MS))
         return bool(int(cast(int, found)))
 
     async def refuse_duplicate(self, meter: Meter, identifier: str) -> None:

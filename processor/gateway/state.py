@@ -25,6 +25,7 @@ from processor.gateway.idempotency import IdempotencyStore
 from processor.gateway.ingest import AckingProducer, EventIn
 from processor.gateway.metrics import GatewayMetrics
 from processor.gateway.pipeline import PipelineProbe
+from processor.gateway.redis_batch import RedisBatcher
 from processor.gateway.rules import Judge, MeterCache
 from processor.gateway.sessions import SessionStore
 from processor.gateway.stream_errors import ErrorPublisher
@@ -78,9 +79,10 @@ class Gateway:
         self._meters_by_name: dict[str, Meter] = {}
         self._misses: dict[str, float] = {}
         # issue 14: idempotency keys, synchronous event rules, per-event stream errors
-        self.idempotency = IdempotencyStore(self.redis, settings.redis_prefix)
+        self.batcher = RedisBatcher(self.redis)
+        self.idempotency = IdempotencyStore(self.batcher, settings.redis_prefix)
         self.meter_cache = MeterCache(self.redis, self.keys)
-        self.judge = Judge(self.redis, self.keys)
+        self.judge = Judge(self.batcher, self.keys)
         self.stream_errors = ErrorPublisher(settings)
 
     async def start(self) -> None:
