@@ -20,7 +20,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from processor.config import Settings
 from processor.errors import InvalidRequestError, KafkaDeliveryError, PermissionDeniedError, StateError
-from processor.gateway import api_v1, api_v2, dashboard, upload
+from processor.gateway import api_v1, api_v2, dashboard, destinations, upload
 from processor.gateway.idempotency import idempotency_middleware
 from processor.gateway.state import GATEWAY, Gateway
 from processor.logs import mask_secrets
@@ -95,6 +95,7 @@ def build_app(
     app.on_response_prepare.append(_on_prepare)
     app.add_routes(api_v1.routes)
     app.add_routes(api_v2.routes)
+    app.add_routes(destinations.routes)
     upload.install(app)  # before the dashboard: /static/upload.js is served by upload, not /static/{name}
     app.add_routes(dashboard.routes)
 

@@ -210,28 +210,23 @@ def idempotency_key(prefix: str, key: str) -> str:
     return f"{prefix}:idem:{identifier_digest(key)}"
 
 
+# The notifier's keys share the hash tag {notify} so one script stores an event and its deliveries at once.
 def notify_destinations(prefix: str) -> str:
     """HASH destination id → JSON of a ``v2.core.event_destination`` (with its signing secret). No TTL."""
-    return f"{prefix}:notify:destinations"
+    return f"{prefix}:{{notify}}:destinations"
 
 
 def notify_event(prefix: str, event_id: str) -> str:
     """STRING JSON: a full ``v2.core.event`` (``GET /v2/core/events/{id}``). TTL NOTIFY_EVENT_TTL_S."""
-    return f"{prefix}:notify:event:{event_id}"
-
-
-def notify_events_index(prefix: str) -> str:
-    """ZSET event id → created (unix ms): the events of the last 30 days, for listing. Trimmed by score."""
-    return f"{prefix}:notify:events"
+    return f"{prefix}:{{notify}}:event:{event_id}"
 
 
 def notify_deliveries(prefix: str) -> str:
-    """ZSET ``<event id>|<destination id>`` → next attempt (unix ms): deliveries not yet acknowledged by
-    the endpoint. Removed on a 2xx answer; nothing else removes one before NOTIFY_EVENT_TTL_S."""
-    return f"{prefix}:notify:deliveries"
+    """ZSET ``<event id>|<destination id>`` → next attempt (unix ms): deliveries the endpoint has not
+    acknowledged yet. Removed on a 2xx answer, or when the event is older than 3 days (Stripe's retry span)."""
+    return f"{prefix}:{{notify}}:deliveries"
 
 
 def notify_attempts(prefix: str) -> str:
-    """HASH ``<event id>|<destination id>`` → attempts made so far (for the backoff). Fields removed with
-    their delivery."""
-    return f"{prefix}:notify:attempts"
+    """HASH ``<event id>|<destination id>`` → attempts made so far (the backoff). Removed with the delivery."""
+    return f"{prefix}:{{notify}}:attempts"
