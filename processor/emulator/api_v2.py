@@ -30,8 +30,8 @@ async def create_session(request: web.Request) -> web.Response:
 
 @routes.post(STREAM_PATH)
 async def stream(request: web.Request) -> web.Response:
-    """Check the whole batch's shape first (400 before anything is recorded), then record every event
-    with asynchronous validation."""
+    """Refuse the batch only for its own shape (not a list, over 100 events); every event is then judged
+    on its own, asynchronously (Stripe: "processed asynchronously, including validation")."""
     emu = request.app[EMULATOR]
     emu.check_session(presented_key(request))
     params = await read_params(request)
@@ -45,9 +45,21 @@ async def stream(request: web.Request) -> web.Response:
         )
     checked = []
     for i, raw in enumerate(events):
-        if not isinstance(raw, dict):
-            raise InvalidRequestError(f"events[{i}] must be an object.", param=f"events[{i}]")
-        checked.append(event_input(raw, v2=True, prefix=("events", str(i))))
+        # An event invalid on its own is an asynchronous error of that event; the batch is still recorded.
+        try:
+            if not isinstance(raw, dict):
+                raise InvalidRequestError(f"events[{i}] must be an object.", param=f"events[{i}]")
+            checked.append(event_input(raw, v2=True, prefix=("events", str(i))))
+        except InvalidRequestError as err:
+            name = raw.get("event_name") if isinstance(raw, dict) else None
+            ident = raw.get("identifier") if isinstance(raw, dict) else None
+            emu.add_async_error(
+                err.code or "invalid_event",
+                err.message,
+                name if isinstance(name, str) else "",
+                ident if isinstance(ident, str) else None,
+                "v2_stream",
+            )
     for ev in checked:
         emu.record_event(ev, source="v2_stream", synchronous=False)
     emu.stats["stream_events"] += len(checked)
