@@ -30,8 +30,9 @@ async def create_session(request: web.Request) -> web.Response:
 
 @routes.post(STREAM_PATH)
 async def stream(request: web.Request) -> web.Response:
-    """Refuse the batch only for its own shape (not a list, over 100 events); every event is then judged
-    on its own, asynchronously (Stripe: "processed asynchronously, including validation")."""
+    """Refuse the batch for its request schema (its shape and each event's); every rule that needs the
+    meter is then judged per event, asynchronously (Stripe: "processed asynchronously, including
+    validation")."""
     emu = request.app[EMULATOR]
     emu.check_session(presented_key(request))
     params = await read_params(request)
@@ -45,21 +46,11 @@ async def stream(request: web.Request) -> web.Response:
         )
     checked = []
     for i, raw in enumerate(events):
-        # An event invalid on its own is an asynchronous error of that event; the batch is still recorded.
-        try:
-            if not isinstance(raw, dict):
-                raise InvalidRequestError(f"events[{i}] must be an object.", param=f"events[{i}]")
-            checked.append(event_input(raw, v2=True, prefix=("events", str(i))))
-        except InvalidRequestError as err:
-            name = raw.get("event_name") if isinstance(raw, dict) else None
-            ident = raw.get("identifier") if isinstance(raw, dict) else None
-            emu.add_async_error(
-                err.code or "invalid_event",
-                err.message,
-                name if isinstance(name, str) else "",
-                ident if isinstance(ident, str) else None,
-                "v2_stream",
-            )
+        # An event's own shape is Stripe's request schema (e.g. an identifier over 100 characters): the
+        # whole request is refused, as Stripe's API layer does before anything is processed.
+        if not isinstance(raw, dict):
+            raise InvalidRequestError(f"events[{i}] must be an object.", param=f"events[{i}]")
+        checked.append(event_input(raw, v2=True, prefix=("events", str(i))))
     for ev in checked:
         emu.record_event(ev, source="v2_stream", synchronous=False)
     emu.stats["stream_events"] += len(checked)

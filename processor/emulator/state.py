@@ -11,7 +11,8 @@ counted, an error kept for ``GET /_emulator/errors``) follows Stripe's documenta
   order, the processor's) and a duplicate identifier answer 400 with the Stripe code, ``param`` and
   ``Stripe-Should-Retry: false`` — as the meterstream gateway does;
 - ``POST /v2/billing/meter_event_stream`` ("processed asynchronously, including validation"): every
-  per-event rule, including an event's own shape, is asynchronous and a duplicate is dropped silently;
+  per-event rule that needs the meter is asynchronous and a duplicate is dropped silently; the request
+  schema (an event's own shape too) is checked first, a 400 for the whole request, as Stripe's API layer;
 - an unknown customer: accepted and the customer created implicitly, or — with ``strict_customers`` —
   reported as ``meter_event_customer_not_found`` and not counted, as real Stripe does.
 """
@@ -156,11 +157,6 @@ class Emulator:
     # -- events ------------------------------------------------------------------------------------
     def _async_error(self, code: str, message: str, ev: EventInput, identifier: str | None, source: str) -> None:
         self.errors.append(AsyncError(code, message, ev.event_name, identifier, self.now(), source))
-        self.stats["async_errors"] += 1
-
-    def add_async_error(self, code: str, message: str, event_name: str, identifier: str | None, source: str) -> None:
-        """An asynchronous error of an event that could not even be read (a stream event's own shape)."""
-        self.errors.append(AsyncError(code, message, event_name, identifier, self.now(), source))
         self.stats["async_errors"] += 1
 
     def record_event(self, ev: EventInput, *, source: str, synchronous: bool) -> tuple[str, int]:

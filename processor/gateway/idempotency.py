@@ -88,7 +88,7 @@ class IdempotencyStore:
         """``(claim token, None)`` when this request owns the key now, else ``("", what is stored)``."""
         token = f"p{fp}:{secrets.token_hex(8)}"
         name = idempotency_key(self._prefix, key)
-        held = await self._batcher.call(lambda p: p.set(name, token, nx=True, px=IDEMPOTENCY_LOCK_MS, get=True))
+        held = await self._batcher.call("SET", name, token, "NX", "PX", IDEMPOTENCY_LOCK_MS, "GET")
         if held is None:
             return token, None
         return "", cast(str, held)
@@ -96,11 +96,11 @@ class IdempotencyStore:
     async def store(self, key: str, fp: str, status: int, body: bytes) -> None:
         value = f"d{fp}|{status}|" + body.decode("utf-8", "surrogateescape")
         name = idempotency_key(self._prefix, key)
-        await self._batcher.call(lambda p: p.set(name, value, ex=self.ttl_s))
+        await self._batcher.call("SET", name, value, "EX", self.ttl_s)
 
     async def release(self, key: str, token: str) -> None:
         name = idempotency_key(self._prefix, key)
-        await self._batcher.call(lambda p: p.eval(_RELEASE, 1, name, token))
+        await self._batcher.call("EVAL", _RELEASE, 1, name, token)
 
 
 def _replay_or_refuse(key: str, fp: str, held: str) -> web.Response:

@@ -132,7 +132,7 @@ class Judge:
     async def held(self, meter: Meter, identifier: str) -> bool:
         now_ms = int(time.time() * 1000)
         key = self._keys.claim(meter.id, identifier)
-        found = await self._batcher.call(lambda p: p.eval(self._script, 1, key, now_ms, DEDUP_WINDOW_MS))
+        found = await self._batcher.call("EVAL", self._script, 1, key, now_ms, DEDUP_WINDOW_MS)
         return bool(int(cast(int, found)))
 
     async def refuse_duplicate(self, meter: Meter, identifier: str) -> None:

@@ -91,6 +91,7 @@ class Gateway:
     async def close(self) -> None:
         await self.producer.aclose()
         await asyncio.to_thread(self.stream_errors.close)
+        await self.batcher.aclose()
         await asyncio.to_thread(self.registry.close)
         await asyncio.to_thread(self.pipeline.close)
         await self.redis.aclose()

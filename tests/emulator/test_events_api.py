@@ -91,7 +91,7 @@ def test_count_meter_ignores_value(client: stripe.StripeClient, control: Control
 
 def test_sync_rejections_and_async_stream_errors(client: stripe.StripeClient, control: Control, url: str) -> None:
     """As the gateway: v1/v2 meter_events refuse what a rule rejects (400, Stripe's code, param,
-    Stripe-Should-Retry: false); the stream judges each event on its own, asynchronously."""
+    Stripe-Should-Retry: false); the stream judges each event's rules on its own, asynchronously."""
     meter = make_meter(client, "calls")
     cases = [
         ({"event_name": "nope", "payload": {"stripe_customer_id": "c", "value": "1"}}, "no_meter", "event_name"),
@@ -125,11 +125,14 @@ def test_sync_rejections_and_async_stream_errors(client: stripe.StripeClient, co
     batch = [
         {"event_name": "calls", "identifier": "s1", "payload": {"stripe_customer_id": "c", "value": "2"}},
         {"event_name": "calls", "identifier": "s2", "payload": {"value": "2"}},
-        {"event_name": "calls", "identifier": "s3", "payload": {"stripe_customer_id": "c"}, "colour": "red"},
+        {"event_name": "calls", "identifier": "s3", "payload": {"stripe_customer_id": "c", "value": "x"}},
     ]
     streamer.v2.billing.meter_event_stream.create({"events": batch})  # type: ignore[typeddict-item]
-    assert [e["code"] for e in control.errors()] == ["parameter_unknown", "meter_event_no_customer_defined"]
+    assert [e["code"] for e in control.errors()] == ["meter_event_no_customer_defined", "meter_event_invalid_value"]
     assert len(control.events("calls")["events"]) == 2
+    with pytest.raises(stripe.InvalidRequestError) as shape:  # Stripe's request schema: the whole batch
+        streamer.v2.billing.meter_event_stream.create({"events": [{**batch[0], "colour": "red"}]})  # type: ignore[typeddict-item]
+    assert shape.value.param == "events[0][colour]"
 
 
 def test_request_shape_errors(client: stripe.StripeClient) -> None:
