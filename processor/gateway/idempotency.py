@@ -77,29 +77,33 @@ def request_key(request: web.Request) -> str | None:
 
 
 class IdempotencyStore:
-    """The Redis side: claim, store, release. Each is one command of a shared pipeline (:class:`RedisBatcher`)."""
+    """The Redis side: claim, store, release. Each is one command of a shared batch (:class:`RedisBatcher`).
+    ``name`` is the key's Redis name (:meth:`name`), computed once per request."""
 
     def __init__(self, batcher: RedisBatcher, prefix: str, *, ttl_s: int = IDEMPOTENCY_TTL_S) -> None:
         self._batcher = batcher
         self._prefix = prefix
         self.ttl_s = ttl_s
+        self._owner = secrets.token_hex(6)  # this process; with a counter, tells claims apart cheaply
+        self._seq = 0
 
-    async def claim(self, key: str, fp: str) -> tuple[str, str | None]:
+    def name(self, key: str) -> str:
+        return idempotency_key(self._prefix, key)
+
+    async def claim(self, name: str, fp: str) -> tuple[str, str | None]:
         """``(claim token, None)`` when this request owns the key now, else ``("", what is stored)``."""
-        token = f"p{fp}:{secrets.token_hex(8)}"
-        name = idempotency_key(self._prefix, key)
+        self._seq += 1
+        token = f"p{fp}:{self._owner}{self._seq}"
         held = await self._batcher.call("SET", name, token, "NX", "PX", IDEMPOTENCY_LOCK_MS, "GET")
         if held is None:
             return token, None
         return "", cast(str, held)
 
-    async def store(self, key: str, fp: str, status: int, body: bytes) -> None:
+    async def store(self, name: str, fp: str, status: int, body: bytes) -> None:
         value = f"d{fp}|{status}|" + body.decode("utf-8", "surrogateescape")
-        name = idempotency_key(self._prefix, key)
         await self._batcher.call("SET", name, value, "EX", self.ttl_s)
 
-    async def release(self, key: str, token: str) -> None:
-        name = idempotency_key(self._prefix, key)
+    async def release(self, name: str, token: str) -> None:
         await self._batcher.call("EVAL", _RELEASE, 1, name, token)
 
 
@@ -133,7 +137,8 @@ def idempotency_middleware(store: IdempotencyStore) -> Middleware:
                 code="parameter_invalid_string",
             )
         fp = fingerprint(request.method, request.path, await request.read())
-        token, held = await store.claim(key, fp)
+        name = store.name(key)
+        token, held = await store.claim(name, fp)
         if held is not None:
             return _replay_or_refuse(key, fp, held)
         request[REQUEST_KEY] = key
@@ -141,13 +146,13 @@ def idempotency_middleware(store: IdempotencyStore) -> Middleware:
         try:
             response = await handler(request)
             if 200 <= response.status < 300 and isinstance(response, web.Response) and isinstance(response.body, bytes):
-                await store.store(key, fp, response.status, response.body)
+                await store.store(name, fp, response.status, response.body)
                 stored = True
             return response
         finally:
             if not stored:
                 try:
-                    await store.release(key, token)
+                    await store.release(name, token)
                 except Exception as exc:  # the claim then expires by itself (IDEMPOTENCY_LOCK_MS)
                     log.warning("releasing an idempotency key failed: %s", type(exc).__name__)
 

@@ -112,6 +112,17 @@ class RedisBatcher:
             self._task = loop.create_task(self._drain())
         return await future
 
+    async def script(self, sha: str, script: str, *keys_and_args: Arg) -> Any:
+        """``EVALSHA`` (``keys_and_args`` starts with the key count), loading the script on NOSCRIPT: 40
+        bytes per call instead of the script's text."""
+        try:
+            return await self.call("EVALSHA", sha, *keys_and_args)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        await self.call("SCRIPT", "LOAD", script)
+        return await self.call("EVALSHA", sha, *keys_and_args)
+
     async def aclose(self) -> None:
         if self._lean is not None:
             await self._lean.close()

@@ -18,6 +18,7 @@ again (a meter deactivated a moment ago by another gateway, two gateways racing 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -128,11 +129,12 @@ class Judge:
         self._batcher = batcher
         self._keys = keys
         self._script = resources.files("processor.state").joinpath("lua", "held.lua").read_text("utf-8")
+        self._sha = hashlib.sha1(self._script.encode()).hexdigest()  # Redis names scripts by SHA-1
 
     async def held(self, meter: Meter, identifier: str) -> bool:
         now_ms = int(time.time() * 1000)
         key = self._keys.claim(meter.id, identifier)
-        found = await self._batcher.call("EVAL", self._script, 1, key, now_ms, DEDUP_WINDOW_MS)
+        found = await self._batcher.script(self._sha, self._script, 1, key, now_ms, DEDUP_WINDOW_MS)
         return bool(int(cast(int, found)))
 
     async def refuse_duplicate(self, meter: Meter, identifier: str) -> None:
