@@ -117,8 +117,9 @@ def _error_for(
         found = payload.get(meter.customer_key)
         customer = found if isinstance(found, str) and found else None
     identifier = event.get("identifier")
-    if not isinstance(identifier, str):
-        identifier = derived_identifier(idempotency_key, index) if idempotency_key else None
+    if not isinstance(identifier, str) or not identifier:
+        # the identifier the event would have had, so `meterstream errors replay` can resend it once
+        identifier = derived_identifier(idempotency_key, index) if idempotency_key else str(uuid.uuid4())
     value = error_record(
         err.code or MALFORMED,
         err.message,

@@ -115,3 +115,31 @@ def test_an_identifier_the_processor_holds_is_a_duplicate(
         assert info.value.headers is not None and info.value.headers.get("Stripe-Should-Retry") == "false"
     accepted = values(read_topic(gw_settings, "meter-events-accepted", expect=1, idle=1.0))
     assert [(a["identifier"], a["meter_id"]) for a in accepted] == [("dup-1", meter.id)]
+
+
+def test_a_stream_event_refused_by_the_gateway_can_be_replayed_once(
+    client: stripe.StripeClient, url: str, gw_settings: Settings, read_topic: ReadTopic
+) -> None:
+    """The gateway's error record keeps the event and its identifier, so `meterstream errors replay`
+    resends it once its cause is fixed (here: the meter did not exist yet)."""
+    from tests.ops.helpers import cli
+
+    token = client.v2.billing.meter_event_session.create().authentication_token
+    streamer = stripe.StripeClient(token, base_addresses={"api": url, "meter_events": url})
+    at = int(time.time()) - 3600
+    moment = _iso(at)
+    event = {"event_name": "later", "payload": {"stripe_customer_id": "c1", "value": "7"}, "timestamp": moment}
+    streamer.v2.billing.meter_event_stream.create({"events": [event]})  # type: ignore[typeddict-item]
+    (error,) = values(read_topic(gw_settings, "meter-event-errors", expect=1))
+    assert (error["code"], error["topic"], error["meter_id"]) == ("no_meter", "gateway:v2_stream", None)
+    assert error["identifier"]
+
+    meter = make_meter(client, "later")
+    done = cli(gw_settings, "errors", "replay", "--code", "no_meter")
+    assert done.exit_code == 0 and "replayed 1 record(s)" in done.output, done.output
+    again = cli(gw_settings, "errors", "replay", "--code", "no_meter")
+    assert "will replay 0:" in again.output, again.output
+    run_processor(gw_settings)
+    (accepted,) = values(read_topic(gw_settings, "meter-events-accepted", expect=1, idle=1.0))
+    assert (accepted["identifier"], accepted["meter_id"]) == (error["identifier"], meter.id)
+    assert accepted["timestamp"] == at  # the event's own time, not the replay's
