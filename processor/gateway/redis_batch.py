@@ -115,6 +115,8 @@ class RedisBatcher:
     async def script(self, sha: str, script: str, *keys_and_args: Arg) -> Any:
         """``EVALSHA`` (``keys_and_args`` starts with the key count), loading the script on NOSCRIPT: 40
         bytes per call instead of the script's text."""
+        if self._lean is None:  # Redis Cluster: the script must reach the key's node; EVAL carries it there
+            return await self.call("EVAL", script, *keys_and_args)
         try:
             return await self.call("EVALSHA", sha, *keys_and_args)
         except ResponseError as exc:
@@ -140,7 +142,9 @@ class RedisBatcher:
             return await self._lean.execute(commands)
         pipe = self._client.pipeline(transaction=False)
         for command in commands:
-            pipe.execute_command(*command)
+            # redis-py's SET reply callback turns the reply into a bool unless told that GET was asked
+            options = {"get": True} if command[0] == "SET" and "GET" in command else {}
+            pipe.execute_command(*command, **options)
         return list(await pipe.execute(raise_on_error=False))
 
     async def _send(self, batch: list[tuple[tuple[Arg, ...], asyncio.Future[Any]]]) -> None:

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import stripe
 
 from processor.config import Settings
 from processor.embedded import free_port
 from processor.gateway.idempotency import derived_identifier, fingerprint
+from processor.state.connect import SyncRedis
 from processor.state.keys import idempotency_key
 from tests.fixtures import values
 from tests.gateway.conftest import API_KEY, bearer, http, make_meter, run_processor
@@ -73,7 +73,9 @@ def test_lost_answers_retried_by_the_sdk_count_once(
     assert usage(client, meter.id, "c1") == 15
 
 
-def test_replay_other_params_and_key_in_use(client: stripe.StripeClient, url: str, gw_settings: Settings) -> None:
+def test_replay_other_params_and_key_in_use(
+    client: stripe.StripeClient, url: str, gw_settings: Settings, redis_client: SyncRedis
+) -> None:
     make_meter(client, "keyed", "count")
     params = {"event_name": "keyed", "payload": {"stripe_customer_id": "c1"}}
     first = client.v1.billing.meter_events.create(params, {"idempotency_key": "key-1"})  # type: ignore[arg-type]
@@ -90,7 +92,7 @@ def test_replay_other_params_and_key_in_use(client: stripe.StripeClient, url: st
 
     # A request still running under a key: 409 idempotency_key_in_use, retryable.
     body = b"event_name=keyed&payload[stripe_customer_id]=c3"
-    r = redis.Redis.from_url(gw_settings.require_redis_url(), decode_responses=True)
+    r = redis_client
     fp = fingerprint("POST", "/v1/billing/meter_events", body)
     r.set(idempotency_key(gw_settings.redis_prefix, "key-2"), f"p{fp}:other", px=60_000)
     headers = bearer() | {"Idempotency-Key": "key-2", "Content-Type": "application/x-www-form-urlencoded"}
@@ -108,16 +110,15 @@ def test_replay_other_params_and_key_in_use(client: stripe.StripeClient, url: st
     m1 = client.v1.billing.meters.create(spec, {"idempotency_key": "meter-1"})  # type: ignore[arg-type]
     m2 = client.v1.billing.meters.create(spec, {"idempotency_key": "meter-1"})  # type: ignore[arg-type]
     assert m1.id == m2.id
-    r.close()
 
 
 def test_retry_whose_first_answer_was_not_saved_is_deduplicated(
-    client: stripe.StripeClient, url: str, gw_settings: Settings
+    client: stripe.StripeClient, url: str, gw_settings: Settings, redis_client: SyncRedis
 ) -> None:
     """A retryable 503 saves nothing, but its records may have reached Kafka: the retry publishes again,
     with the same identifiers (derived from the key), and the processor counts them once."""
     meter = make_meter(client, "again")
-    r = redis.Redis.from_url(gw_settings.require_redis_url(), decode_responses=True)
+    r = redis_client
     params = {"event_name": "again", "payload": {"stripe_customer_id": "c1", "value": "4"}}
     first = client.v1.billing.meter_events.create(params, {"idempotency_key": "k-503"})  # type: ignore[arg-type]
     r.delete(idempotency_key(gw_settings.redis_prefix, "k-503"))  # as after an answer that was not saved
@@ -126,7 +127,6 @@ def test_retry_whose_first_answer_was_not_saved_is_deduplicated(
     assert first.identifier == second.identifier
     run_processor(gw_settings)
     assert usage(client, meter.id, "c1") == 4
-    r.close()
 
 
 def test_two_gateway_processes_share_idempotency(
