@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from processor.errors import StateError
 from processor.state.connect import AsyncRedis
 
 __all__ = ["RedisBatcher"]
@@ -151,9 +152,11 @@ class RedisBatcher:
         try:
             results = await self._execute([command for command, _ in batch])
         except Exception as exc:  # the connection failed: every command of the batch failed
+            # translated here, so the gateway answers Stripe's retryable 503 (app.py, observe)
+            failure = StateError(f"Redis did not answer: {type(exc).__name__}")
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(failure)
             return
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():
