@@ -13,7 +13,8 @@
 
 Steps 2 and 3 run against ``meterstream gateway`` with one process and with ``--workers`` processes
 (default: one per core), each a child process as in production. The load generator is a small
-pipelining HTTP client (not the SDK) so that it leaves the cores to the gateway. Targets (SPEC §10):
+pipelining HTTP client (not the SDK) so that it leaves the cores to the gateway; like the SDK, it sends an
+``Idempotency-Key`` with every request (each one new), and events carry an ``identifier``. Targets (SPEC §10):
 ≥ 5,000 events/s v1, ≥ 50,000 events/s v2 stream, p99 ≤ 10 ms. Prints one JSON object.
 """
 
@@ -77,8 +78,11 @@ class _Pipelined(asyncio.Protocol):
     server still answers them one at a time, in order). Responses are split by Content-Length and only
     their status is read, so the loader costs little CPU next to the gateway it measures."""
 
-    def __init__(self, requests: list[tuple[bytes, int]], window: int, deadline: float, done: asyncio.Future[None]):
+    def __init__(
+        self, requests: list[tuple[bytes, bytes, int]], window: int, deadline: float, done: asyncio.Future[None]
+    ):
         self.requests, self.window, self.deadline, self.done = requests, window, deadline, done
+        self.key_prefix = uuid.uuid4().hex  # every request carries its own Idempotency-Key, as the SDK's do
         self.buffer = b""
         self.next = 0
         self.outstanding: list[int] = []
@@ -92,10 +96,10 @@ class _Pipelined(asyncio.Protocol):
 
     def _send(self) -> None:
         assert self.transport is not None
-        data, n = self.requests[self.next % len(self.requests)]
+        head, body, n = self.requests[self.next % len(self.requests)]
         self.next += 1
         self.outstanding.append(n)
-        self.transport.write(data)
+        self.transport.write(head + f"Idempotency-Key: {self.key_prefix}-{self.next}\r\n\r\n".encode() + body)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -126,9 +130,10 @@ class _Pipelined(asyncio.Protocol):
             self.done.set_result(None)
 
 
-def _requests(url: str, kind: str, token: str, seed: int) -> list[tuple[bytes, int]]:
-    """Raw HTTP requests, built before the clock starts and reused (the gateway does the same work for a
-    repeated body: nothing deduplicates before Kafka)."""
+def _requests(url: str, kind: str, token: str, seed: int) -> list[tuple[bytes, bytes, int]]:
+    """Raw HTTP requests (head without its blank line, body, events), built before the clock starts and
+    reused; each send adds its own ``Idempotency-Key`` header, so the gateway does the full work for every
+    request (claim the key, judge the event, check its identifier, publish, store the answer)."""
     host = url.split("//", 1)[1]
     out = []
     for i in range(2000 if kind == "v1" else 200):
@@ -154,9 +159,9 @@ def _requests(url: str, kind: str, token: str, seed: int) -> list[tuple[bytes, i
             body, n = json.dumps({"events": events}).encode(), 100
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
-            f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
         ).encode()
-        out.append((head + body, n))
+        out.append((head, body, n))
     return out
 
 

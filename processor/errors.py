@@ -26,7 +26,8 @@ any of them into a clean message and an exit code, and callers can catch by fami
     │   ├── RequestTooLargeError    413 request_too_large (e.g. an upload over its size limit)
     │   ├── RequestTimeoutError     408: the request body did not arrive in time
     │   ├── UnreadableFileError     an import file its reader cannot finish: refused whole, nothing sent
-    │   └── IdempotencyKeyError     Idempotency-Key reused with other parameters (idempotency_error)
+    │   ├── IdempotencyKeyError     Idempotency-Key reused with other parameters (idempotency_error)
+    │   └── IdempotencyKeyInUseError 409: a request under the same Idempotency-Key is still running
     └── SinkError                   forwarding to Stripe failed
         ├── RetryableSinkError      429 / 5xx / connection: try again later
         └── FatalSinkError          Stripe rejected it for good (goes to the DLQ)
@@ -47,6 +48,7 @@ __all__ = [
     "EventValidationError",
     "FatalSinkError",
     "IdempotencyKeyError",
+    "IdempotencyKeyInUseError",
     "InvalidRequestError",
     "KafkaDeliveryError",
     "MeterConflictError",
@@ -153,7 +155,10 @@ class MeterConflictError(InvalidRequestError):
 
 
 class EventValidationError(InvalidRequestError):
-    """A meter event or adjustment is malformed where it enters the system (producer, gateway, import)."""
+    """A meter event or adjustment is malformed where it enters the system (producer, gateway, import).
+    Not retryable: the same request would be refused again (``Stripe-Should-Retry: false``)."""
+
+    should_retry = False
 
 
 class DuplicateEventError(EventValidationError):
@@ -241,6 +246,28 @@ class IdempotencyKeyError(InvalidRequestError):
     """An ``Idempotency-Key`` was reused with different parameters (400 ``idempotency_error``)."""
 
     error_type = "idempotency_error"
+    should_retry = False
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            "Keys for idempotent requests can only be used with the same parameters they were first used with. "
+            f"Try using a key other than '{key[:255]}' if you meant to execute a different request."
+        )
+
+
+class IdempotencyKeyInUseError(InvalidRequestError):
+    """Another request with the same ``Idempotency-Key`` is still running (409 ``idempotency_key_in_use``).
+    Retryable: the SDK retries a 409 with the same key and then gets the first request's answer."""
+
+    http_status = 409
+    should_retry = True
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            "There is currently another in-progress request using this Idempotent Key (that probably means you "
+            f"submitted twice, and the other request is still going through): {key[:255]}. Please try again later.",
+            code="idempotency_key_in_use",
+        )
 
 
 class SinkError(MeterstreamError):

@@ -23,8 +23,11 @@ __all__ = [
     "Event",
     "Rejected",
     "Source",
+    "as_customer",
     "default_identifier",
+    "meter_problem",
     "meter_value",
+    "timestamp_problem",
     "validate_adjustment",
     "validate_event",
 ]
@@ -181,27 +184,14 @@ def validate_event(value: bytes | None, source: Source, meters: MeterBook) -> Ev
         return Rejected(source, "invalid_event", "timestamp must be an integer (unix seconds)", _jsonable(data))
 
     meter = meters.by_event_name(name, source.received_ms)
-    if meter is None:
-        return Rejected(source, "no_meter", f"No active meter was found for event_name {name}.", _jsonable(data))
-    customer = _as_customer(payload.get(meter.customer_key))
-    if not meter.active:
-        return Rejected(
-            source,
-            "archived_meter",
-            f"The meter {meter.id} for event_name {name} is inactive.",
-            _jsonable(data),
-            customer,
-        )
-    if customer is None:
-        return Rejected(
-            source,
-            "meter_event_no_customer_defined",
-            f"Customer mapping key {meter.customer_key} not found in payload.",
-            _jsonable(data),
-        )
-    problem = customer_problem(customer)
+    customer = None if meter is None else _as_customer(payload.get(meter.customer_key))
+    problem = meter_problem(name, meter, customer)
     if problem is not None:
-        return Rejected(source, "invalid_event", f"the customer id {problem}", _jsonable(data))
+        return Rejected(source, problem[0], problem[1], _jsonable(data), customer)
+    assert meter is not None and customer is not None
+    refused = customer_problem(customer)
+    if refused is not None:
+        return Rejected(source, "invalid_event", f"the customer id {refused}", _jsonable(data))
 
     number: int | None = None
     if meter.formula != "count":
@@ -213,18 +203,9 @@ def validate_event(value: bytes | None, source: Source, meters: MeterBook) -> Ev
 
     received_s = source.received_ms // 1000
     ts = received_s if ts_raw is None else ts_raw
-    if ts < received_s - PAST_LIMIT_S:
-        return Rejected(
-            source, "timestamp_too_far_in_past", "Timestamp must be within the past 35 days.", _jsonable(data), customer
-        )
-    if ts > received_s + FUTURE_LIMIT_S:
-        return Rejected(
-            source,
-            "timestamp_in_future",
-            "Timestamp must not be more than 5 minutes in the future.",
-            _jsonable(data),
-            customer,
-        )
+    problem = timestamp_problem(ts, received_s)
+    if problem is not None:
+        return Rejected(source, problem[0], problem[1], _jsonable(data), customer)
 
     out_payload = {str(k): _stringify(v) for k, v in payload.items()}
     out_payload[meter.customer_key] = customer
@@ -253,3 +234,30 @@ def validate_adjustment(value: bytes | None, source: Source, meters: MeterBook) 
     if meter is None:
         return Rejected(source, "no_meter", f"No meter was found for event_name {name}.", _jsonable(data))
     return Cancel(source, meter, identifier)
+
+
+# ---- rules shared with the gateway's synchronous checks (issue 14): one implementation, in the SPEC §3
+# order, so a request the gateway refuses is exactly an event the processor would reject, with the same
+# code and message.
+as_customer = _as_customer
+
+
+def meter_problem(name: str, meter: Meter | None, customer: str | None) -> tuple[str, str] | None:
+    """(Stripe error code, message) when ``meter`` (the one owning ``name``, or None) cannot take an event
+    whose customer is ``customer`` (:func:`as_customer` of the payload's mapping key)."""
+    if meter is None:
+        return "no_meter", f"No active meter was found for event_name {name}."
+    if not meter.active:
+        return "archived_meter", f"The meter {meter.id} for event_name {name} is inactive."
+    if customer is None:
+        return "meter_event_no_customer_defined", f"Customer mapping key {meter.customer_key} not found in payload."
+    return None
+
+
+def timestamp_problem(ts: int, received_s: int) -> tuple[str, str] | None:
+    """(Stripe error code, message) when ``ts`` is outside Stripe's window around the received time."""
+    if ts < received_s - PAST_LIMIT_S:
+        return "timestamp_too_far_in_past", "Timestamp must be within the past 35 days."
+    if ts > received_s + FUTURE_LIMIT_S:
+        return "timestamp_in_future", "Timestamp must not be more than 5 minutes in the future."
+    return None

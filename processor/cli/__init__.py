@@ -60,6 +60,9 @@ def _register() -> None:
     main.add_command(emulator.stripe_emulator)
     main.add_command(sink.sink)
     main.add_command(gateway.gateway)
+    from processor.cli.notifier import notifier  # issue 14: error reports to event destinations
+
+    main.add_command(notifier)
     main.add_command(s3.s3_connector)
     for command in ops.COMMANDS:
         main.add_command(command)

@@ -30,6 +30,7 @@ COMPONENTS: list[tuple[str, list[str]]] = [
     ("processor", ["processor"]),
     ("sink", ["sink"]),
     ("gateway", ["gateway"]),
+    ("notifier", ["notifier"]),  # error reports to event destinations (docs/notifications.md)
 ]
 
 

@@ -30,8 +30,9 @@ async def create_session(request: web.Request) -> web.Response:
 
 @routes.post(STREAM_PATH)
 async def stream(request: web.Request) -> web.Response:
-    """Check the whole batch's shape first (400 before anything is recorded), then record every event
-    with asynchronous validation."""
+    """Refuse the batch for its request schema (its shape and each event's); every rule that needs the
+    meter is then judged per event, asynchronously (Stripe: "processed asynchronously, including
+    validation")."""
     emu = request.app[EMULATOR]
     emu.check_session(presented_key(request))
     params = await read_params(request)
@@ -45,6 +46,8 @@ async def stream(request: web.Request) -> web.Response:
         )
     checked = []
     for i, raw in enumerate(events):
+        # An event's own shape is Stripe's request schema (e.g. an identifier over 100 characters): the
+        # whole request is refused, as Stripe's API layer does before anything is processed.
         if not isinstance(raw, dict):
             raise InvalidRequestError(f"events[{i}] must be an object.", param=f"events[{i}]")
         checked.append(event_input(raw, v2=True, prefix=("events", str(i))))

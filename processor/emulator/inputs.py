@@ -43,7 +43,9 @@ def event_input(params: Mapping[str, Any], *, v2: bool, prefix: tuple[str, ...] 
             except (ValueError, TypeError, OverflowError):
                 name = param_name(*prefix, "timestamp")
                 raise InvalidRequestError(
-                    f"Invalid {name}: must be an ISO 8601 date-time such as 2024-06-18T12:00:00.000Z", param=name
+                    f"Invalid {name}: must be an ISO 8601 date-time such as 2024-06-18T12:00:00.000Z",
+                    param=name,
+                    code="parameter_invalid_string",
                 ) from None
     else:
         timestamp = get_int(params, "timestamp", minimum=0, prefix=prefix)

@@ -16,7 +16,7 @@ from processor.emulator.api_v1 import EMULATOR
 from processor.emulator.control import FAULTS, INITIAL_FAULTS
 from processor.emulator.faults import FaultConfig, Faults
 from processor.emulator.state import Emulator
-from processor.errors import IdempotencyKeyError, InvalidRequestError, RateLimitedError
+from processor.errors import IdempotencyKeyError, IdempotencyKeyInUseError, InvalidRequestError, RateLimitedError
 from processor.wire import KeyChecker, api_error_response, create_app, require_key
 from processor.wire.runner import AppThread
 
@@ -39,6 +39,8 @@ class EmulatorConfig:
 
 
 def _middleware(emu: Emulator, faults: Faults, checker: KeyChecker) -> Middleware:
+    in_flight: set[str] = set()
+
     @web.middleware
     async def emulate(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
@@ -62,15 +64,16 @@ def _middleware(emu: Emulator, faults: Faults, checker: KeyChecker) -> Middlewar
         fingerprint = b""
         if key:
             if len(key) > 255:
-                raise InvalidRequestError("Idempotency-Key must be at most 255 characters.", param="Idempotency-Key")
+                raise InvalidRequestError(
+                    "Invalid Idempotency-Key: it must be 1 to 255 characters.",
+                    param="Idempotency-Key",
+                    code="parameter_invalid_string",
+                )
             fingerprint = emu.fingerprint(request.method, path, await request.read())
             saved = emu.saved_response(key)
             if saved is not None:
                 if saved.fingerprint != fingerprint:
-                    raise IdempotencyKeyError(
-                        "Keys for idempotent requests can only be used with the same parameters they were first "
-                        f"used with. Try using a key other than '{key}' if you meant to execute a different request."
-                    )
+                    raise IdempotencyKeyError(key)
                 emu.stats["idempotent_replays"] += 1
                 return web.Response(
                     body=saved.body,
@@ -79,7 +82,14 @@ def _middleware(emu: Emulator, faults: Faults, checker: KeyChecker) -> Middlewar
                     headers={"Idempotent-Replayed": "true"},
                 )
 
-        response = await handler(request)
+            if key in in_flight:  # a request under this key is still running (Stripe: 409, retryable)
+                raise IdempotencyKeyInUseError(key)
+            in_flight.add(key)
+        try:
+            response = await handler(request)
+        finally:
+            if key:
+                in_flight.discard(key)
         if request.method == "POST" and 200 <= response.status < 300 and isinstance(response, web.Response):
             if key and isinstance(response.body, bytes):
                 emu.save_response(key, fingerprint, response.status, response.body)

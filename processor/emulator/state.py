@@ -6,12 +6,13 @@ Everything lives in memory and is mutated only from the server's event loop, so 
 Which event checks are synchronous (a 400 answer) and which asynchronous (a 200 answer, the event not
 counted, an error kept for ``GET /_emulator/errors``) follows Stripe's documentation as far as it goes:
 
-- ``POST /v1/billing/meter_events`` and ``/v2/billing/meter_events`` ("validated synchronously"):
-  timestamp window, whole-number value, digit count and duplicate identifier answer 400; an unknown or
-  inactive meter and a missing customer key are reported asynchronously (Stripe's ``no_meter`` /
-  ``archived_meter`` error events exist because those are found after the API answered);
+- ``POST /v1/billing/meter_events`` and ``/v2/billing/meter_events`` ("validated synchronously"): an
+  unknown or inactive meter, a missing customer key, the value, its digits, the timestamp window (in that
+  order, the processor's) and a duplicate identifier answer 400 with the Stripe code, ``param`` and
+  ``Stripe-Should-Retry: false`` — as the meterstream gateway does;
 - ``POST /v2/billing/meter_event_stream`` ("processed asynchronously, including validation"): every
-  per-event rule is asynchronous and a duplicate is dropped silently;
+  per-event rule that needs the meter is asynchronous and a duplicate is dropped silently; the request
+  schema (an event's own shape too) is checked first, a 400 for the whole request, as Stripe's API layer;
 - an unknown customer: accepted and the customer created implicitly, or — with ``strict_customers`` —
   reported as ``meter_event_customer_not_found`` and not counted, as real Stripe does.
 """
@@ -32,7 +33,7 @@ from processor.emulator.values import ValueProblem, parse_value
 from processor.errors import (
     AuthenticationFailedError,
     DuplicateEventError,
-    InvalidRequestError,
+    EventValidationError,
     ResourceMissingError,
     SessionExpiredError,
 )
@@ -171,28 +172,23 @@ class Emulator:
 
         def reject(code: str, message: str, param: str) -> tuple[str, int]:
             if synchronous:
-                raise InvalidRequestError(message, param=param, code=code)
+                raise EventValidationError(message, param=param, code=code)
             self._async_error(code, message, ev, identifier, source)
             return identifier, timestamp
 
-        bad_time = _timestamp_problem(timestamp, now)
-        if synchronous and bad_time is not None:
-            return reject(*bad_time, "timestamp")
+        # Stripe's order, the processor's too (docs/semantics.md): meter, customer, value, timestamp.
         meter = self.meters.for_event_name(ev.event_name)
         if meter is None:
-            message = f"No active meter was found for event_name {ev.event_name}."
-            self._async_error("no_meter", message, ev, identifier, source)
-            return identifier, timestamp
+            return reject("no_meter", f"No active meter was found for event_name {ev.event_name}.", "event_name")
         if not meter.active:
-            self._async_error("archived_meter", f"The meter {meter.id} is inactive.", ev, identifier, source)
-            return identifier, timestamp
+            message = f"The meter {meter.id} for event_name {ev.event_name} is inactive."
+            return reject("archived_meter", message, "event_name")
         customer = ev.payload.get(meter.customer_key)
         if isinstance(customer, int) and not isinstance(customer, bool):
             customer = str(customer)
         if not isinstance(customer, str) or not customer:
             message = f"Customer mapping key {meter.customer_key} not found in payload."
-            self._async_error("meter_event_no_customer_defined", message, ev, identifier, source)
-            return identifier, timestamp
+            return reject("meter_event_no_customer_defined", message, f"payload[{meter.customer_key}]")
         value = 0
         if meter.formula != "count":  # count meters never read the value key
             try:
@@ -203,6 +199,7 @@ class Emulator:
                 value = parse_value(ev.payload[meter.value_key], meter.value_key)
             except ValueProblem as bad:
                 return reject(bad.code, bad.message, f"payload[{meter.value_key}]")
+        bad_time = _timestamp_problem(timestamp, now)
         if bad_time is not None:
             return reject(*bad_time, "timestamp")
         ledger = self.ledger(meter)
@@ -284,7 +281,7 @@ class Emulator:
 def _timestamp_problem(timestamp: int, now: float) -> tuple[str, str] | None:
     """Stripe's window: within the past 35 days and at most 5 minutes ahead of the received time."""
     if timestamp < int(now) - PAST_LIMIT:
-        return "timestamp_too_far_in_past", "Timestamp must be within the past 35 calendar days."
+        return "timestamp_too_far_in_past", "Timestamp must be within the past 35 days."
     if timestamp > int(now) + FUTURE_LIMIT:
         return "timestamp_in_future", "Timestamp must not be more than 5 minutes in the future."
     return None

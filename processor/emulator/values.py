@@ -30,7 +30,7 @@ class ValueProblem(Exception):
 
 def parse_value(raw: object, key: str) -> int:
     """The integer a payload value stands for, or :class:`ValueProblem`."""
-    invalid = ValueProblem("meter_event_invalid_value", f"Value for key {key} must be a whole number.")
+    invalid = ValueProblem("meter_event_invalid_value", f"Value key {key} is not a whole number.")
     if isinstance(raw, bool) or raw is None:
         raise invalid
     if isinstance(raw, int):

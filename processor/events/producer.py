@@ -155,6 +155,12 @@ class MeterEventProducer:
         self._produce(self.events_topic, key, value)
         return identifier
 
+    def send_validated(self, value: Mapping[str, Any], key: str) -> None:
+        """Queue a ``meter-events`` value that :func:`~processor.events.schema.validate_event` already
+        returned, keyed by ``key`` (its customer). For callers that validate at their own edge (the gateway
+        judges every event before producing it): validating twice cost the gateway a tenth of its CPU."""
+        self._produce(self.events_topic, key, value)
+
     def cancel(self, event_name: str, identifier: str) -> None:
         """Queue the cancellation of the event ``identifier`` of ``event_name`` (keyed by identifier).
 

@@ -9,8 +9,9 @@ asynchronously.
 
 Messages follow Stripe's wording where Stripe has one ("Missing required param: event_name.");
 ``code`` is one of Stripe's codes (``parameter_missing``, ``parameter_invalid_empty``,
-``parameter_invalid_integer``, ``parameter_unknown``) or ``None`` where Stripe sends none (type and
-length errors). ``param`` always names the offending field, in Stripe's bracket form for payload keys
+``parameter_invalid_integer``, ``parameter_unknown``) or, where Stripe publishes none, the one code
+meterstream uses for that case on every route (docs/http-api.md "Error codes"): ``string_too_long``,
+``parameter_invalid_string`` (not a string / not an allowed value), ``parameter_invalid_object``. ``param`` always names the offending field, in Stripe's bracket form for payload keys
 (``payload[value]``).
 """
 
@@ -73,7 +74,9 @@ def _string(value: object, param: str, *, required: bool, max_len: int) -> str |
             raise EventValidationError(f"Missing required param: {param}.", param=param, code="parameter_missing")
         return None
     if not isinstance(value, str):
-        raise EventValidationError(f"Invalid {param}: must be a string, got {_type_name(value)}.", param=param)
+        raise EventValidationError(
+            f"Invalid {param}: must be a string, got {_type_name(value)}.", param=param, code="parameter_invalid_string"
+        )
     if value == "":
         raise EventValidationError(
             f"You passed an empty string for '{param}'. We assume empty values are an attempt to unset a "
@@ -84,7 +87,9 @@ def _string(value: object, param: str, *, required: bool, max_len: int) -> str |
         )
     if len(value) > max_len:
         raise EventValidationError(
-            f"Invalid string: {_preview(value)}; must be at most {max_len} characters", param=param
+            f"Invalid string: {_preview(value)}; must be at most {max_len} characters",
+            param=param,
+            code="string_too_long",
         )
     _check_utf8(value, param)
     return value
@@ -98,6 +103,7 @@ def _payload(payload: object) -> dict[str, str | int]:
         raise EventValidationError(
             f"Invalid payload: must be an object mapping strings to strings or integers, got {_type_name(payload)}.",
             param="payload",
+            code="parameter_invalid_object",
         )
     if not payload:
         # Stripe cannot even receive an empty hash (form encoding drops it), and an event without a
@@ -115,7 +121,9 @@ def _payload(payload: object) -> dict[str, str | int]:
             _check_utf8(value, param)
         elif not isinstance(value, int) or isinstance(value, bool):
             raise EventValidationError(
-                f"Invalid {param}: must be a string or an integer, got {_type_name(value)}.", param=param
+                f"Invalid {param}: must be a string or an integer, got {_type_name(value)}.",
+                param=param,
+                code="parameter_invalid_string",
             )
         out[key] = value
     return out
@@ -185,14 +193,22 @@ def parse_cancel_object(obj: object) -> dict[str, Any]:
     if kind is None:
         raise EventValidationError("Missing required param: type.", param="type", code="parameter_missing")
     if kind != "cancel":
-        raise EventValidationError(f"Invalid type: must be one of cancel, got {_preview(str(kind))}.", param="type")
+        raise EventValidationError(
+            f"Invalid type: must be one of cancel, got {_preview(str(kind))}.",
+            param="type",
+            code="parameter_invalid_string",
+        )
     cancel = fields.get("cancel")
     if cancel is None:
         raise EventValidationError(
             "Missing required param: cancel[identifier].", param="cancel[identifier]", code="parameter_missing"
         )
     if not isinstance(cancel, Mapping):
-        raise EventValidationError(f"Invalid cancel: must be an object, got {_type_name(cancel)}.", param="cancel")
+        raise EventValidationError(
+            f"Invalid cancel: must be an object, got {_type_name(cancel)}.",
+            param="cancel",
+            code="parameter_invalid_object",
+        )
     for key in cancel:
         if key != "identifier":
             raise EventValidationError(

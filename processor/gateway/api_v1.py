@@ -1,30 +1,25 @@
 """Stripe's v1 billing-meter endpoints over meterstream: meters through the registry (the compacted
 ``meters`` topic), events and cancellations into Kafka, summaries from Redis.
 
-Events are checked for their *shape* here (Stripe's request schema, :mod:`processor.events.schema`) and
-answered once Kafka acknowledged them; what needs the meter (unknown event_name, bad value, timestamp
-window, duplicates) is judged by the processor and reported on ``meter-event-errors``, the way Stripe
-reports it asynchronously. One difference, documented in docs/http-api.md: an event whose payload lacks
-the customer key is refused at once (400 ``parameter_missing``), because the topic is keyed by customer.
+Events are judged at once, the way Stripe answers its synchronous meter-event API: the request's shape
+(:mod:`processor.events.schema`) and the processor's own rules (:mod:`processor.gateway.meter_events`)
+refuse with a 400 and Stripe's code; an accepted event is answered once Kafka acknowledged it. The
+processor judges every record again and stays the authority.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
-from typing import Any
 
 from aiohttp import web
 
-from processor.errors import EventValidationError
-from processor.events.schema import parse_cancel_object, validate_event
-from processor.gateway.ingest import EventIn, fill_event
+from processor.events.schema import parse_cancel_object
+from processor.gateway.idempotency import request_key
+from processor.gateway.meter_events import checked_event
 from processor.gateway.state import GATEWAY, Gateway
 from processor.gateway.summaries import list_event_summaries
-from processor.limits import customer_problem
 from processor.wire import (
-    as_mapping,
     get_enum,
     get_int,
     get_str,
@@ -48,6 +43,7 @@ def _gw(request: web.Request) -> Gateway:
 async def create_meter(request: web.Request) -> web.Response:
     gw = _gw(request)
     meter = await asyncio.to_thread(gw.registry.create, await read_params(request))
+    gw.meter_cache.put(meter)
     return json_response(meter.to_dict())
 
 
@@ -82,14 +78,18 @@ async def update_meter(request: web.Request) -> web.Response:
 async def deactivate_meter(request: web.Request) -> web.Response:
     gw = _gw(request)
     reject_unknown(await read_params(request), ("expand",))
-    return json_response((await asyncio.to_thread(gw.registry.deactivate, request.match_info["id"])).to_dict())
+    meter = await asyncio.to_thread(gw.registry.deactivate, request.match_info["id"])
+    gw.meter_cache.put(meter)
+    return json_response(meter.to_dict())
 
 
 @routes.post("/v1/billing/meters/{id}/reactivate")
 async def reactivate_meter(request: web.Request) -> web.Response:
     gw = _gw(request)
     reject_unknown(await read_params(request), ("expand",))
-    return json_response((await asyncio.to_thread(gw.registry.reactivate, request.match_info["id"])).to_dict())
+    meter = await asyncio.to_thread(gw.registry.reactivate, request.match_info["id"])
+    gw.meter_cache.put(meter)
+    return json_response(meter.to_dict())
 
 
 @routes.get("/v1/billing/meters/{id}/event_summaries")
@@ -99,35 +99,12 @@ async def event_summaries(request: web.Request) -> web.Response:
 
 
 # ---- events ---------------------------------------------------------------------------------------
-async def checked_event(gw: Gateway, params: Mapping[str, Any], timestamp: int | None) -> EventIn:
-    """One event's shape checked (Stripe's messages and params), identifier and timestamp filled."""
-    value = validate_event(
-        params.get("event_name"), as_mapping(params.get("payload")), params.get("identifier"), timestamp
-    )
-    customer_key = gw.known_customer_key(value["event_name"]) or await gw.customer_key(value["event_name"])
-    if value["payload"].get(customer_key) in (None, ""):
-        # Checked here, not only by the producer, so a v2 stream batch fails before any of it is produced.
-        raise EventValidationError(
-            f"Customer mapping key {customer_key} not found in payload.",
-            param=f"payload[{customer_key}]",
-            code="parameter_missing",
-        )
-    problem = customer_problem(str(value["payload"][customer_key]))
-    if problem is not None:  # the processor refuses the same customer ids (processor/limits.py)
-        raise EventValidationError(
-            f"Invalid payload[{customer_key}]: the customer id {problem}.", param=f"payload[{customer_key}]"
-        )
-    return fill_event(
-        value["event_name"], value["payload"], value.get("identifier"), value.get("timestamp"), customer_key
-    )
-
-
 @routes.post("/v1/billing/meter_events")
 async def create_meter_event(request: web.Request) -> web.Response:
     gw = _gw(request)
     params = await read_params(request)
     reject_unknown(params, ("event_name", "payload", "identifier", "timestamp", "expand"))
-    ev = await checked_event(gw, params, get_int(params, "timestamp"))
+    ev = await checked_event(gw, params, get_int(params, "timestamp"), idempotency_key=request_key(request))
     await gw.publish("v1", [ev])
     return json_response(
         {

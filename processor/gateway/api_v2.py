@@ -2,8 +2,9 @@
 meter event stream (a session token instead of the API key, 1 to 100 events), single meter events and
 cancellations.
 
-The stream checks the shape of the whole batch before producing anything, so a 400 means nothing of the
-batch was written; a 200 means every event of it is acknowledged by Kafka.
+The stream is asynchronous per event, as Stripe's: a batch is refused (400, nothing written) only for its
+own shape (not a list, over 100 events); an event invalid on its own goes to ``meter-event-errors`` with
+its code and the rest is recorded. A 200 means every record of the batch is acknowledged by Kafka.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from aiohttp import web
 
 from processor.errors import EventValidationError, InvalidRequestError
 from processor.events.schema import parse_cancel_object
-from processor.gateway.api_v1 import checked_event
-from processor.gateway.ingest import EventIn
+from processor.gateway.idempotency import request_key
+from processor.gateway.meter_events import checked_event, checked_stream
 from processor.gateway.state import GATEWAY
 from processor.wire import (
     format_iso,
@@ -83,16 +84,23 @@ async def stream(request: web.Request) -> web.Response:
             param="events",
             code="parameter_invalid_array" if isinstance(events, list) else "parameter_missing",
         )
-    checked: list[EventIn] = []
-    for i, raw in enumerate(events):
-        prefix = ("events", str(i))
-        if not isinstance(raw, dict):
-            raise InvalidRequestError(f"{param_name(*prefix)} must be an object.", param=param_name(*prefix))
-        try:
-            reject_unknown(raw, _EVENT_FIELDS)
-            checked.append(await checked_event(gw, raw, _timestamp(raw.get("timestamp"), prefix)))
-        except InvalidRequestError as err:
-            raise _prefixed(err, prefix) from None
+
+    def timestamp_of(raw: dict[str, Any], i: int) -> int | None:
+        reject_unknown(raw, _EVENT_FIELDS, prefix=("events", str(i)))
+        return _timestamp(raw.get("timestamp"), ("events", str(i)))
+
+    checked, rejected = await checked_stream(
+        gw,
+        events,
+        timestamp_of,
+        idempotency_key=request_key(request),
+        prefix_error=lambda err, i: _prefixed(err, ("events", str(i))),
+    )
+    if rejected:
+        await gw.stream_errors.send(rejected)
+        gw.metrics.count_events("v2_stream", "invalid", len(rejected))
+    if not checked:
+        return json_response({})
     await gw.publish("v2_stream", checked)
     return json_response({})
 
@@ -102,7 +110,7 @@ async def create_meter_event(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     params = await read_params(request)
     reject_unknown(params, _EVENT_FIELDS)
-    ev = await checked_event(gw, params, _timestamp(params.get("timestamp"), ()))
+    ev = await checked_event(gw, params, _timestamp(params.get("timestamp"), ()), idempotency_key=request_key(request))
     await gw.publish("v2", [ev])
     return json_response(
         {

@@ -29,7 +29,8 @@ from processor.errors import (
     SessionExpiredError,
     StateError,
 )
-from processor.gateway import api_v1, api_v2, dashboard, explorer, history, upload
+from processor.gateway import api_v1, api_v2, dashboard, destinations, explorer, history, upload
+from processor.gateway.idempotency import idempotency_middleware
 from processor.gateway.state import GATEWAY, Gateway
 from processor.logs import mask_secrets
 from processor.wire import DEFAULT_MAX_BODY, api_error_response, create_app, require_key
@@ -92,7 +93,7 @@ def _middlewares(gw: Gateway) -> list[Middleware]:
                 await throttle.hold(client, delay)
             raise
 
-    return [observe, guard]
+    return [observe, guard, idempotency_middleware(gw.idempotency)]
 
 
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
@@ -115,6 +116,7 @@ def build_app(
     app.on_response_prepare.append(_on_prepare)
     app.add_routes(api_v1.routes)
     app.add_routes(api_v2.routes)
+    app.add_routes(destinations.routes)
     upload.install(app)  # before the dashboard: /static/upload.js is served by upload, not /static/{name}
     app.add_routes(dashboard.routes)
     explorer.install(app)

@@ -25,11 +25,9 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from confluent_kafka import KafkaError, Message
 
@@ -221,9 +219,14 @@ class AckingProducer:
         sent = 0
         try:
             for ev in events:
-                self._producer(ev.customer_key).send(
-                    ev.event_name, ev.payload, identifier=ev.identifier, timestamp=ev.timestamp
-                )
+                # Validated by the gateway (processor/gateway/meter_events.py): produced as is.
+                value = {
+                    "event_name": ev.event_name,
+                    "payload": ev.payload,
+                    "identifier": ev.identifier,
+                    "timestamp": ev.timestamp,
+                }
+                self._producer(ev.customer_key).send_validated(value, str(ev.payload[ev.customer_key]))
                 sent += 1
         except BaseException:
             self._abandon(ticket, first_unsent=sent)
@@ -313,20 +316,3 @@ class AckingProducer:
                 self._completed.append(ticket)  # handed over after this poll (_hand_over)
                 return
         ticket.resolve()  # served by a send() on the event loop itself
-
-
-def fill_event(
-    event_name: str,
-    payload: Mapping[str, Any],
-    identifier: str | None,
-    timestamp: int | None,
-    customer_key: str,
-) -> EventIn:
-    """An :class:`EventIn` with Stripe's defaults: a new identifier, the received time as timestamp."""
-    return EventIn(
-        event_name,
-        payload,
-        identifier if identifier is not None else str(uuid.uuid4()),
-        timestamp if timestamp is not None else int(time.time()),
-        customer_key,
-    )

@@ -21,10 +21,14 @@ from aiohttp import web
 
 from processor.config import Settings
 from processor.errors import ConfigError, InvalidRequestError, RateLimitedError
+from processor.gateway.idempotency import IdempotencyStore
 from processor.gateway.ingest import AckingProducer, EventIn
 from processor.gateway.metrics import GatewayMetrics
 from processor.gateway.pipeline import PipelineProbe
+from processor.gateway.redis_batch import RedisBatcher
+from processor.gateway.rules import Judge, MeterCache
 from processor.gateway.sessions import SessionStore
+from processor.gateway.stream_errors import ErrorPublisher
 from processor.meters import Meter, MeterRegistry
 from processor.meters.model import DEFAULT_CUSTOMER_KEY
 from processor.state.connect import AsyncRedis, SyncRedis, async_redis, sync_redis
@@ -78,12 +82,20 @@ class Gateway:
         self.pipeline = PipelineProbe(settings, self.redis, self.keys)
         self._meters_by_name: dict[str, Meter] = {}
         self._misses: dict[str, float] = {}
+        # issue 14: idempotency keys, synchronous event rules, per-event stream errors
+        self.batcher = RedisBatcher(self.redis)
+        self.idempotency = IdempotencyStore(self.batcher, settings.redis_prefix)
+        self.meter_cache = MeterCache(self.redis, self.keys)
+        self.judge = Judge(self.batcher, self.keys)
+        self.stream_errors = ErrorPublisher(settings)
 
     async def start(self) -> None:
         self.producer.start()
 
     async def close(self) -> None:
         await self.producer.aclose()
+        await asyncio.to_thread(self.stream_errors.close)
+        await self.batcher.aclose()
         await asyncio.to_thread(self.registry.close)
         await asyncio.to_thread(self.pipeline.close)
         await self.redis.aclose()

@@ -33,6 +33,7 @@ from processor.errors import KafkaDeliveryError
 from processor.kafka.clients import producer_config
 from processor.ops.reader import RangeRead
 from processor.state.keys import DAY_S, HOUR_S, OPS_RECORD_TTL_S, Keys
+from processor.wire.times import parse_iso
 
 __all__ = ["ErrorRecord", "Replayable", "plan_errors_replay", "read_errors", "replay_marks", "run_errors_replay"]
 
@@ -206,7 +207,8 @@ def plan_errors_replay(
 def _judge(item: Replayable, book: MeterBook, now_ms: int) -> None:
     error = item.error
     event = error.event
-    if error.topic not in (EVENTS, ADJUSTMENTS) or not isinstance(event, dict):
+    from_gateway = error.topic.startswith("gateway:")  # a v2 stream event the gateway refused (never on Kafka)
+    if (error.topic not in (EVENTS, ADJUSTMENTS) and not from_gateway) or not isinstance(event, dict):
         item.reason = "not a readable meter event"
         return
     received_ms = error.received_at if error.received_at is not None else now_ms
@@ -221,6 +223,18 @@ def _judge(item: Replayable, book: MeterBook, now_ms: int) -> None:
         item.send, item.reason = True, "cancellation (acts within 24 h of its event)"
         return
     value = {k: event[k] for k in _FIELDS if k in event}
+    if from_gateway:  # the identifier the gateway gave it (its own or one derived from the request)
+        gateway_identifier = error.raw.get("identifier")
+        if not isinstance(gateway_identifier, str) or not gateway_identifier:
+            item.reason = "not a readable meter event"
+            return
+        value.setdefault("identifier", gateway_identifier)
+        if isinstance(value.get("timestamp"), str):  # v2 ISO time: the topic takes unix seconds
+            try:
+                value["timestamp"] = parse_iso(value["timestamp"])
+            except (ValueError, TypeError, OverflowError):
+                item.reason = "not a readable meter event"
+                return
     value.setdefault("identifier", default_identifier(src))
     value.setdefault("timestamp", received_ms // 1000)
     judged = validate_event(json.dumps(value).encode(), Source(EVENTS, 0, 0, now_ms), book)

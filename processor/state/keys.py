@@ -198,3 +198,42 @@ class Keys:
         counters and offsets then; written by the gateways (HSETNX: one sample per interval whichever
         gateway takes it), trimmed to the last ~70 minutes, read by the dashboard's history charts."""
         return f"{self.prefix}:dash:history"
+
+
+# ---- issue 14: idempotency keys and error-report notifications (kept at the end to ease merging) -------
+#: Stripe keeps an Idempotency-Key's answer at least 24 h (docs.stripe.com/idempotency).
+IDEMPOTENCY_TTL_S = DAY_S
+#: A request still running under a key holds it this long at most (a gateway that died mid-request frees
+#: it after this): longer than the gateway waits for Kafka (ingest.ACK_TIMEOUT_S, 35 s).
+IDEMPOTENCY_LOCK_MS = 60_000
+#: Stripe serves a v2 event for 30 days (``GET /v2/core/events/{id}``).
+NOTIFY_EVENT_TTL_S = 30 * DAY_S
+
+
+def idempotency_key(prefix: str, key: str) -> str:
+    """STRING: the state of one ``Idempotency-Key`` of the account: ``p<fingerprint>:<owner>`` while its
+    first request runs (PX IDEMPOTENCY_LOCK_MS), then ``d<fingerprint>|<status>|<body>`` (EX
+    IDEMPOTENCY_TTL_S). The key is hashed (up to 255 characters of client text)."""
+    return f"{prefix}:idem:{identifier_digest(key)}"
+
+
+# The notifier's keys share the hash tag {notify} so one script stores an event and its deliveries at once.
+def notify_destinations(prefix: str) -> str:
+    """HASH destination id → JSON of a ``v2.core.event_destination`` (with its signing secret). No TTL."""
+    return f"{prefix}:{{notify}}:destinations"
+
+
+def notify_event(prefix: str, event_id: str) -> str:
+    """STRING JSON: a full ``v2.core.event`` (``GET /v2/core/events/{id}``). TTL NOTIFY_EVENT_TTL_S."""
+    return f"{prefix}:{{notify}}:event:{event_id}"
+
+
+def notify_deliveries(prefix: str) -> str:
+    """ZSET ``<event id>|<destination id>`` → next attempt (unix ms): deliveries the endpoint has not
+    acknowledged yet. Removed on a 2xx answer, or when the event is older than 3 days (Stripe's retry span)."""
+    return f"{prefix}:{{notify}}:deliveries"
+
+
+def notify_attempts(prefix: str) -> str:
+    """HASH ``<event id>|<destination id>`` → attempts made so far (the backoff). Removed with the delivery."""
+    return f"{prefix}:{{notify}}:attempts"

@@ -75,7 +75,7 @@ def get_str(
         raise InvalidRequestError(
             f"Invalid string: {value[:20]}...; must be at most {max_length} characters",
             param=name,
-            code="string_length_exceeds_maximum",
+            code="string_too_long",
         )
     return value
 

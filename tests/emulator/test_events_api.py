@@ -89,16 +89,50 @@ def test_count_meter_ignores_value(client: stripe.StripeClient, control: Control
     assert len(control.events("calls")["events"]) == 2
 
 
-def test_async_rejections_answer_200(client: stripe.StripeClient, control: Control) -> None:
+def test_sync_rejections_and_async_stream_errors(client: stripe.StripeClient, control: Control, url: str) -> None:
+    """As the gateway: v1/v2 meter_events refuse what a rule rejects (400, Stripe's code, param,
+    Stripe-Should-Retry: false); the stream judges each event's rules on its own, asynchronously."""
     meter = make_meter(client, "calls")
-    client.v1.billing.meter_events.create({"event_name": "nope", "payload": {"stripe_customer_id": "c", "value": "1"}})
-    client.v1.billing.meter_events.create({"event_name": "calls", "payload": {"value": "1"}})
+    cases = [
+        ({"event_name": "nope", "payload": {"stripe_customer_id": "c", "value": "1"}}, "no_meter", "event_name"),
+        (
+            {"event_name": "calls", "payload": {"value": "1"}},
+            "meter_event_no_customer_defined",
+            "payload[stripe_customer_id]",
+        ),
+        (
+            {"event_name": "calls", "payload": {"stripe_customer_id": "c", "value": "x"}},
+            "meter_event_invalid_value",
+            "payload[value]",
+        ),
+    ]
+    for params, code, param in cases:
+        with pytest.raises(stripe.InvalidRequestError) as info:
+            client.v1.billing.meter_events.create(params)  # type: ignore[arg-type]
+        assert (info.value.code, info.value.param) == (code, param)
+        assert info.value.headers is not None and info.value.headers.get("Stripe-Should-Retry") == "false"
     client.v1.billing.meters.deactivate(meter.id)
-    send(client, "cus_a", "1", identifier="while-inactive")
-    assert [e["code"] for e in control.errors()] == ["no_meter", "meter_event_no_customer_defined", "archived_meter"]
+    with pytest.raises(stripe.InvalidRequestError) as inactive:
+        send(client, "cus_a", "1", identifier="while-inactive")
+    assert inactive.value.code == "archived_meter"
     client.v1.billing.meters.reactivate(meter.id)
     send(client, "cus_a", "1", identifier="while-inactive")  # a rejected event claimed nothing
     assert len(control.events("calls")["events"]) == 1
+    assert control.errors() == []
+
+    token = client.v2.billing.meter_event_session.create().authentication_token
+    streamer = stripe.StripeClient(token, base_addresses={"api": url, "meter_events": url})
+    batch = [
+        {"event_name": "calls", "identifier": "s1", "payload": {"stripe_customer_id": "c", "value": "2"}},
+        {"event_name": "calls", "identifier": "s2", "payload": {"value": "2"}},
+        {"event_name": "calls", "identifier": "s3", "payload": {"stripe_customer_id": "c", "value": "x"}},
+    ]
+    streamer.v2.billing.meter_event_stream.create({"events": batch})  # type: ignore[typeddict-item]
+    assert [e["code"] for e in control.errors()] == ["meter_event_no_customer_defined", "meter_event_invalid_value"]
+    assert len(control.events("calls")["events"]) == 2
+    with pytest.raises(stripe.InvalidRequestError) as shape:  # Stripe's request schema: the whole batch
+        streamer.v2.billing.meter_event_stream.create({"events": [{**batch[0], "colour": "red"}]})  # type: ignore[typeddict-item]
+    assert shape.value.param == "events[0][colour]"
 
 
 def test_request_shape_errors(client: stripe.StripeClient) -> None:

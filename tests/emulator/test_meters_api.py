@@ -54,7 +54,7 @@ def test_defaults(client: stripe.StripeClient) -> None:
         (
             {"display_name": "X", "event_name": "x" * 101, "default_aggregation": {"formula": "sum"}},
             "event_name",
-            "string_length_exceeds_maximum",
+            "string_too_long",
         ),
         (
             {

@@ -81,6 +81,9 @@ def test_gateway_workers_share_the_port_and_the_metrics(gw_settings: Settings, t
     log = tmp_path / "gateway.log"
     with _running(["gateway", "--host", "127.0.0.1", "--workers", "2"], env, log) as proc:
         _wait_for(url, proc, log)
+        stripe.StripeClient(API_KEY, base_addresses={"api": url}).v1.billing.meters.create(
+            {"display_name": "CLI", "event_name": "cli", "default_aggregation": {"formula": "count"}}
+        )
         for i in range(12):  # a new client (connection) each time, so both workers get some
             client = stripe.StripeClient(API_KEY, base_addresses={"api": url, "meter_events": url})
             client.v1.billing.meter_events.create({"event_name": "cli", "payload": {"stripe_customer_id": f"c{i}"}})

@@ -37,7 +37,9 @@ def test_v1_event_is_on_kafka_keyed_by_the_meters_customer_key(
     assert (event.identifier, event.timestamp, event.event_name) == ("ev-1", ts, "tokens")
     assert event.payload.to_dict() == {"account": "acct_1", "value": "25"}
 
-    generated = client.v1.billing.meter_events.create({"event_name": "tokens", "payload": {"account": "acct_2"}})
+    generated = client.v1.billing.meter_events.create(
+        {"event_name": "tokens", "payload": {"account": "acct_2", "value": "1"}}
+    )
     assert generated.identifier and generated.identifier != "ev-1"
     assert abs(generated.timestamp - time.time()) < 600
 
@@ -81,19 +83,21 @@ def test_adjustments_v1_and_v2(client: stripe.StripeClient, gw_settings: Setting
 
 
 def test_v2_meter_event_iso_times(client: stripe.StripeClient, gw_settings: Settings, read_topic: ReadTopic) -> None:
+    make_meter(client, "tokens")
+    moment = dt.datetime.now(dt.UTC).replace(microsecond=678_000) - dt.timedelta(days=1)
     event = client.v2.billing.meter_events.create(
         {
             "event_name": "tokens",
             "payload": {"stripe_customer_id": "cus_v2", "value": "7"},
             "identifier": "v2-1",
-            "timestamp": "2026-01-02T03:04:05.678Z",
+            "timestamp": moment.strftime("%Y-%m-%dT%H:%M:%S.678Z"),
         }
     )
     assert event.object == "v2.billing.meter_event" and event.identifier == "v2-1"
-    assert event.timestamp == "2026-01-02T03:04:05.000Z"
+    assert event.timestamp == moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
     (record,) = read_topic(gw_settings, "meter-events", expect=1)
     assert record.key() == b"cus_v2"
-    assert json.loads(record.value())["timestamp"] == int(dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC).timestamp())
+    assert json.loads(record.value())["timestamp"] == int(moment.timestamp())
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v2.billing.meter_events.create(
             {"event_name": "tokens", "payload": {"stripe_customer_id": "c"}, "timestamp": "yesterday"}
@@ -104,6 +108,7 @@ def test_v2_meter_event_iso_times(client: stripe.StripeClient, gw_settings: Sett
 def test_v2_session_and_stream(
     client: stripe.StripeClient, url: str, gw_settings: Settings, read_topic: ReadTopic
 ) -> None:
+    make_meter(client, "calls")
     session = client.v2.billing.meter_event_session.create()
     assert session.object == "v2.billing.meter_event_session"
     created = dt.datetime.fromisoformat(session.created)
@@ -122,25 +127,28 @@ def test_v2_session_and_stream(
     with pytest.raises(stripe.InvalidRequestError) as too_many:
         streamer.v2.billing.meter_event_stream.create({"events": events + events[:1]})  # type: ignore[typeddict-item]
     assert too_many.value.http_status == 400 and too_many.value.param == "events"
-    bad_batch = [*events[:3], {"event_name": "calls", "payload": {"value": "1"}}]
-    with pytest.raises(stripe.InvalidRequestError) as no_customer:
-        streamer.v2.billing.meter_event_stream.create({"events": bad_batch})  # type: ignore[typeddict-item]
-    assert no_customer.value.param == "events[3][payload][stripe_customer_id]"
-    assert no_customer.value.code == "parameter_missing"
-    with pytest.raises(stripe.InvalidRequestError) as unknown:
-        streamer.v2.billing.meter_event_stream.create(
-            {"events": [{**events[0], "colour": "red"}]}  # type: ignore[typeddict-item]
-        )
-    assert unknown.value.param == "events[0][colour]" and unknown.value.code == "parameter_unknown"
+    # One event invalid on its own does not fail its batch (Stripe's stream is asynchronous per event):
+    # it goes to meter-event-errors with its code, the others are recorded.
+    good = [{**ev, "identifier": f"b{i}"} for i, ev in enumerate(events[:3])]
+    bad_batch = [*good, {"event_name": "calls", "payload": {"value": "1"}}, {**events[0], "colour": "red"}]
+    assert streamer.v2.billing.meter_event_stream.create({"events": bad_batch}) is None  # type: ignore[typeddict-item]
     with pytest.raises(stripe.AuthenticationError):  # the API key is not a session token
         client.v2.billing.meter_event_stream.create({"events": events[:1]})  # type: ignore[typeddict-item]
     with pytest.raises(stripe.AuthenticationError):
         stream_client(url, "mes_forged").v2.billing.meter_event_stream.create({"events": events[:1]})  # type: ignore[typeddict-item]
 
-    records = read_topic(gw_settings, "meter-events", expect=100, idle=2.0)
-    assert len(records) == 100  # the rejected batches wrote nothing
-    assert sorted(v["identifier"] for v in values(records)) == sorted(f"s{i}" for i in range(100))
+    records = read_topic(gw_settings, "meter-events", expect=103, idle=2.0)
+    assert len(records) == 103  # the batch refused for its own shape wrote nothing
+    expected = [f"s{i}" for i in range(100)] + ["b0", "b1", "b2"]
+    assert sorted(v["identifier"] for v in values(records)) == sorted(expected)
     assert {m.key() for m in records} == {b"cus_0", b"cus_1", b"cus_2"}
+    errors = sorted(values(read_topic(gw_settings, "meter-event-errors", expect=2)), key=lambda v: v["code"])
+    assert [(e["code"], e["event"].get("colour")) for e in errors] == [
+        ("meter_event_no_customer_defined", None),
+        ("parameter_unknown", "red"),
+    ]
+    assert errors[0]["message"] == "events[3]: Customer mapping key stripe_customer_id not found in payload."
+    assert errors[1]["event"]["identifier"] == "s0" and errors[0]["meter_id"].startswith("mtr_")
 
 
 def test_expired_session(settings_factory: Callable[..., Settings]) -> None:
@@ -161,13 +169,18 @@ def test_expired_session(settings_factory: Callable[..., Settings]) -> None:
     [
         ({"payload": {"stripe_customer_id": "c"}}, "event_name", "parameter_missing"),
         ({"event_name": "tokens"}, "payload", "parameter_missing"),
-        ({"event_name": "tokens", "payload": {"value": "1"}}, "payload[stripe_customer_id]", "parameter_missing"),
+        (
+            {"event_name": "tokens", "payload": {"value": "1"}},
+            "payload[stripe_customer_id]",
+            "meter_event_no_customer_defined",
+        ),
         ({"event_name": "tokens", "payload": {"stripe_customer_id": "c"}, "timestamp": "soon"}, "timestamp", None),
         ({"event_name": "tokens", "payload": {"stripe_customer_id": "c"}, "colour": "red"}, "colour", None),
         ({"event_name": "x" * 101, "payload": {"stripe_customer_id": "c"}}, "event_name", None),
     ],
 )
 def test_v1_event_errors(client: stripe.StripeClient, params: dict[str, Any], param: str, code: str | None) -> None:
+    make_meter(client, "tokens")
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v1.billing.meter_events.create(params)  # type: ignore[arg-type]
     assert info.value.http_status == 400 and info.value.param == param
@@ -199,6 +212,7 @@ def test_backpressure_answers_429(settings_factory: Callable[..., Settings]) -> 
     settings = settings_factory(METERSTREAM_API_KEYS=API_KEY)
     with GatewayServer(settings, max_in_flight=0) as server:
         client = stream_client(server.url, API_KEY)
+        make_meter(client, "t", "count")
         with pytest.raises(stripe.RateLimitError) as info:
             client.v1.billing.meter_events.create({"event_name": "t", "payload": {"stripe_customer_id": "c"}})
         assert info.value.http_status == 429 and info.value.json_body is not None
@@ -206,7 +220,9 @@ def test_backpressure_answers_429(settings_factory: Callable[..., Settings]) -> 
         assert info.value.headers is not None and info.value.headers.get("Stripe-Should-Retry") == "true"
 
 
-def test_async_client(url: str, gw_settings: Settings, read_topic: ReadTopic) -> None:
+def test_async_client(url: str, client: stripe.StripeClient, gw_settings: Settings, read_topic: ReadTopic) -> None:
+    make_meter(client, "calls")
+
     async def scenario() -> None:
         async with async_client(url) as aclient:
             await aclient.v1.billing.meter_events.create_async(

@@ -97,7 +97,8 @@ def test_metrics(client: stripe.StripeClient, url: str, gw_settings: Settings, r
     for i in range(3):
         payload = {"stripe_customer_id": f"c{i}", "value": "1"}
         client.v1.billing.meter_events.create({"event_name": "metered", "payload": payload})
-    client.v1.billing.meter_events.create({"event_name": "nameless", "payload": {"stripe_customer_id": "c"}})
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.billing.meter_events.create({"event_name": "nameless", "payload": {"stripe_customer_id": "c"}})
     with pytest.raises(stripe.InvalidRequestError):
         client.v1.billing.meter_events.create({"event_name": "metered", "payload": {"v": "1"}})
     with pytest.raises(stripe.InvalidRequestError):
@@ -110,16 +111,17 @@ def test_metrics(client: stripe.StripeClient, url: str, gw_settings: Settings, r
     status, headers, raw = http(url + "/metrics", headers=bearer())
     text = raw.decode()
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
-    assert _metric(text, "meterstream_gateway_events_total", endpoint="v1", result="acked") == 4
+    assert _metric(text, "meterstream_gateway_events_total", endpoint="v1", result="acked") == 3
     assert _metric(text, "meterstream_gateway_events_total", endpoint="v1", result="invalid") is None  # refused before
-    assert _metric(text, "meterstream_gateway_errors_total", code="parameter_missing") == 1
+    assert _metric(text, "meterstream_gateway_errors_total", code="meter_event_no_customer_defined") == 1
+    assert _metric(text, "meterstream_gateway_errors_total", code="no_meter") == 1
     assert _metric(text, "meterstream_gateway_errors_total", code="resource_missing") == 1
     route = "/v1/billing/meters/{id}"
     assert _metric(text, "meterstream_gateway_requests_total", route=route, method="GET", status="404") == 1
     assert _metric(text, "meterstream_gateway_requests_total", route=route, method="GET", status="200") == 1
     assert _metric(text, "meterstream_gateway_request_seconds_count", route="/v1/billing/meter_events") == 5
     assert _metric(text, "meterstream_pipeline_processor_records_total", kind="event", result="new") == 3
-    assert _metric(text, "meterstream_pipeline_processor_rejected_total", code="no_meter") == 1
+    assert _metric(text, "meterstream_pipeline_processor_rejected_total", code="no_meter") is None  # refused before
     assert _metric(text, "meterstream_pipeline_sink_records_total", counter="delivered", mode="v2_stream") == 3
     assert _metric(text, "meterstream_dependency_up", dependency="redis") == 1
     assert _metric(text, "meterstream_dependency_up", dependency="kafka") == 1
