@@ -35,6 +35,9 @@ __all__ = [
 PAST_LIMIT_S = 35 * 86_400
 FUTURE_LIMIT_S = 300
 MAX_IDENTIFIER = IDENTIFIER_MAX  # one rule with the gateway and imports (processor/limits.py)
+#: The code of a customer id the shared size/text rule refuses (processor/limits.py): the processor's code for
+#: a malformed event, at the gateway too (a 400 naming ``payload[<customer key>]``).
+CUSTOMER_REFUSED = "invalid_event"
 #: Largest record value the processor accepts. Larger ones are `invalid_event`: their accepted record (the
 #: event plus the meter id and position) would not fit the 1,000,000-byte record limit of a default
 #: Kafka producer and broker, and no usage event needs this much (Stripe's own request limits are smaller).
@@ -189,9 +192,6 @@ def validate_event(value: bytes | None, source: Source, meters: MeterBook) -> Ev
     if problem is not None:
         return Rejected(source, problem[0], problem[1], _jsonable(data), customer)
     assert meter is not None and customer is not None
-    refused = customer_problem(customer)
-    if refused is not None:
-        return Rejected(source, "invalid_event", f"the customer id {refused}", _jsonable(data))
 
     number: int | None = None
     if meter.formula != "count":
@@ -251,6 +251,9 @@ def meter_problem(name: str, meter: Meter | None, customer: str | None) -> tuple
         return "archived_meter", f"The meter {meter.id} for event_name {name} is inactive."
     if customer is None:
         return "meter_event_no_customer_defined", f"Customer mapping key {meter.customer_key} not found in payload."
+    refused = customer_problem(customer)  # one size rule with the gateway, import and upload (processor/limits.py)
+    if refused is not None:
+        return CUSTOMER_REFUSED, f"Invalid payload[{meter.customer_key}]: the customer id {refused}."
     return None
 
 

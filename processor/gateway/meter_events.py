@@ -20,13 +20,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from processor.errors import EventValidationError, InvalidRequestError
+from processor.errors import InvalidRequestError
 from processor.events.schema import validate_event
 from processor.gateway.idempotency import derived_identifier
 from processor.gateway.ingest import EventIn
 from processor.gateway.rules import error_record, judge
 from processor.gateway.state import Gateway
-from processor.limits import customer_problem
 from processor.meters import Meter
 from processor.wire import as_mapping
 
@@ -55,10 +54,6 @@ def _judged(value: dict[str, Any], meter: Meter | None, now: int, idempotency_ke
     ts: int = value.get("timestamp", now)
     judge(name, meter, payload, ts, now)
     assert meter is not None
-    refused = customer_problem(str(payload[meter.customer_key]))
-    if refused is not None:  # the processor refuses the same customer ids (processor/limits.py)
-        param = f"payload[{meter.customer_key}]"
-        raise EventValidationError(f"Invalid {param}: the customer id {refused}.", param=param)
     identifier: str | None = value.get("identifier")
     if identifier is None:
         identifier = derived_identifier(idempotency_key, index) if idempotency_key else str(uuid.uuid4())

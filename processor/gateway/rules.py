@@ -25,7 +25,13 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any, cast
 
-from processor.aggregator.validate import as_customer, meter_problem, meter_value, timestamp_problem
+from processor.aggregator.validate import (
+    CUSTOMER_REFUSED,
+    as_customer,
+    meter_problem,
+    meter_value,
+    timestamp_problem,
+)
 from processor.errors import DuplicateEventError, EventValidationError
 from processor.gateway.redis_batch import RedisBatcher
 from processor.meters import Meter
@@ -102,7 +108,7 @@ class MeterCache:
 def _reject(code: str, message: str, meter: Meter | None) -> MeterEventRejectedError:
     param = _PARAM.get(code)
     if param is None and meter is not None:
-        key = meter.customer_key if code == "meter_event_no_customer_defined" else meter.value_key
+        key = meter.customer_key if code in ("meter_event_no_customer_defined", CUSTOMER_REFUSED) else meter.value_key
         param = f"payload[{key}]"
     return MeterEventRejectedError(message, param=param, code=code)
 

@@ -20,6 +20,7 @@ import stripe
 
 from processor.config import Settings
 from processor.embedded import free_port
+from processor.events.producer import MeterEventProducer
 from processor.gateway.explorer import ExplorerQuery, read_tail
 from tests.gateway.conftest import make_meter, requires_chromium, run_processor
 
@@ -186,13 +187,9 @@ def test_events_explorer_finds_accepted_and_rejected_events(
                 "payload": {"stripe_customer_id": f"cus_{i % 2}", "value": str(i + 1)},
             }
         )
-    client.v1.billing.meter_events.create(
-        {
-            "event_name": "no_such_meter",
-            "identifier": "lost-1",
-            "payload": {"stripe_customer_id": "cus_0", "value": "3"},
-        }
-    )
+    # A producer that bypasses the gateway (which refuses unknown meters at once): the processor rejects it.
+    with MeterEventProducer(gw_settings) as producer:
+        producer.send("no_such_meter", {"stripe_customer_id": "cus_0", "value": "3"}, identifier="lost-1")
     run_processor(gw_settings)
 
     page.goto(f"{url}/?refresh=60")

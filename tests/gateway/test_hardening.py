@@ -10,13 +10,14 @@ import socket
 from typing import Any
 
 import pytest
+import stripe
 
 from processor.config import Secret, Settings
 from processor.gateway import GatewayServer
 from processor.limits import CUSTOMER_ID_MAX
 from processor.state.connect import SyncRedis
 from processor.state.keys import Keys
-from tests.gateway.conftest import API_KEY, OTHER_KEY, bearer, http
+from tests.gateway.conftest import API_KEY, OTHER_KEY, bearer, http, make_meter
 
 
 def raw_request(gateway: GatewayServer, data: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -151,9 +152,12 @@ def test_nul_and_surrogates_in_v2_json_are_refused_by_name(
 
 
 @pytest.mark.parametrize("length", [CUSTOMER_ID_MAX + 1, 100_000, 400_000])
-def test_customer_ids_over_the_cap_are_refused_at_the_gateway(gateway: GatewayServer, length: int) -> None:
+def test_customer_ids_over_the_cap_are_refused_at_the_gateway(
+    gateway: GatewayServer, client: stripe.StripeClient, length: int
+) -> None:
     """Issue 13, item 5: a 100,000-character customer id was accepted (four 100 KB Redis key names); a
     400,000-character one got a 200 and was rejected later by the processor."""
+    make_meter(client, "ev")  # the gateway judges events of known meters only (no_meter otherwise)
     customer = "c" * length
     form = f"event_name=ev&payload[stripe_customer_id]={customer}&payload[value]=1".encode()
     status, error = _post(gateway, "/v1/billing/meter_events", form, json_body=False)
@@ -163,7 +167,8 @@ def test_customer_ids_over_the_cap_are_refused_at_the_gateway(gateway: GatewaySe
     assert status == 400 and error["param"] == "payload[stripe_customer_id]", error
 
 
-def test_a_customer_id_at_the_cap_is_accepted(gateway: GatewayServer) -> None:
+def test_a_customer_id_at_the_cap_is_accepted(gateway: GatewayServer, client: stripe.StripeClient) -> None:
+    make_meter(client, "ev")
     form = f"event_name=ev&payload[stripe_customer_id]={'c' * CUSTOMER_ID_MAX}&payload[value]=1".encode()
     status, answer = _post(gateway, "/v1/billing/meter_events", form, json_body=False)
     assert status == 200, answer

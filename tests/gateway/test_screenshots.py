@@ -17,6 +17,7 @@ import pytest
 import stripe
 
 from processor.config import Settings
+from processor.events.producer import MeterEventProducer
 from tests.gateway.conftest import make_meter, requires_chromium, run_processor
 
 pytestmark = requires_chromium
@@ -73,9 +74,9 @@ def test_screenshots_for_the_docs(
         client.v1.billing.meter_events.create(
             {"event_name": "storage_gb", "payload": {"stripe_customer_id": customer, "value": "12"}, "timestamp": now}
         )
-    client.v1.billing.meter_events.create(
-        {"event_name": "unknown_meter", "payload": {"stripe_customer_id": "cus_acme", "value": "1"}}
-    )
+    # A producer that bypasses the gateway (which refuses unknown meters at once): the processor rejects it.
+    with MeterEventProducer(gw_settings) as producer:
+        producer.send("unknown_meter", {"stripe_customer_id": "cus_acme", "value": "1"})
     run_processor(gw_settings)
     out = shots_dir(tmp_path)
 
