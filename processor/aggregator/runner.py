@@ -19,13 +19,14 @@ import json
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from processor import metrics
 from processor.aggregator.engine import ADJUSTMENTS, EVENTS, Engine, Output, RawRecord
+from processor.aggregator.fetch import EventFetcher
 from processor.aggregator.meterbook import MeterBook
 from processor.aggregator.validate import Source
 from processor.config import Settings
@@ -71,11 +72,14 @@ class Processor:
         self.topics = {self.prefix + EVENTS: EVENTS, self.prefix + ADJUSTMENTS: ADJUSTMENTS}
         self.meters = MeterBook()
         self.stats: Counter[str] = Counter()
+        #: seconds spent per stage over all batches (decode, validate, claim, apply, produce, commit)
+        self.stage_s: defaultdict[str, float] = defaultdict(float)
         self._consumer: Consumer | None = None
         self._meters_consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._store: StateStore | None = None
         self._engine: Engine | None = None
+        self._fetcher: EventFetcher | None = None
         self._delivery_errors: list[str] = []
         self._assigned: set[tuple[str, int]] = set()
         self._hold_back: dict[str, int] = {}
@@ -89,7 +93,7 @@ class Processor:
             return self._engine
         s = self.settings
         client = sync_redis(s)
-        self._store = StateStore(client, s.redis_prefix)
+        self._store = StateStore(client, s.redis_prefix, s.usage_retention_days)
         self._producer = Producer(producer_config(s))
         self._meters_consumer = Consumer(consumer_config(s, f"{s.processor_group}-meters", **{"log_level": 3}))
         self._meters_consumer.assign([TopicPartition(self.prefix + "meters", 0, OFFSET_BEGINNING)])
@@ -107,7 +111,8 @@ class Processor:
         )
         self._consumer = Consumer(conf)
         self._consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
-        self._engine = Engine(self._store, self.meters)
+        self._fetcher = EventFetcher(s)
+        self._engine = Engine(self._store, self.meters, self._fetcher)
         return self._engine
 
     def _load_meters(self, initial: bool = False) -> int:
@@ -195,8 +200,14 @@ class Processor:
         self._load_meters()
         out = engine.process(records)
         deferred = self._defer_early_cancels(out, records)
+        t0 = time.perf_counter()
         self._emit(out)
+        t1 = time.perf_counter()
         self._commit(out)
+        out.stages["produce"] += t1 - t0
+        out.stages["commit"] += time.perf_counter() - t1
+        for stage, seconds in out.stages.items():
+            self.stage_s[stage] += seconds
         if deferred:
             self._rewind(deferred)
         metrics.observe_batch(out.stats, time.perf_counter() - started, len(records))
@@ -362,6 +373,9 @@ class Processor:
             self._consumer.close()
         if self._meters_consumer is not None:
             self._meters_consumer.close()
+        if self._fetcher is not None:
+            self._fetcher.close()
+            self._fetcher = None
         if self._producer is not None:
             self._producer.flush(30)
         if self._store is not None:
