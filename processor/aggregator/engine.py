@@ -17,6 +17,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -74,6 +75,9 @@ class Output:
     #: check that the event's own accepted record is already on the topic (another processor may have
     #: claimed it and not produced it yet)
     cancel_targets: list[tuple[Source, Source]] = field(default_factory=list)
+    #: (cancellation, event) of cancellations whose event record could not be read yet (another processor
+    #: claimed the event and has not produced it): not applied, not emitted; the runner reads them again
+    unresolved: list[tuple[Source, Source]] = field(default_factory=list)
     #: seconds this batch spent per stage (decode, validate, claim, apply), for the benchmark's breakdown
     stages: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
@@ -113,6 +117,21 @@ class Engine:
         self.recent_limit = RECENT_EVENTS
         #: how many events were read back from Kafka (for tests and the benchmark)
         self.fetched = 0
+        self._pool: ThreadPoolExecutor | None = None
+        #: True in the processor (its runner re-reads a cancellation whose event record is not out yet);
+        #: False elsewhere (rebuild, tests), where such a cancellation is a StateError, never a silent skip
+        self.defer_unresolved = False
+
+    def _io(self) -> ThreadPoolExecutor:
+        """One worker thread that waits for Redis while this thread goes on (its socket wait releases the GIL)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-redis")
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     # ---- validation --------------------------------------------------------------------------------
     def validate(
@@ -165,15 +184,19 @@ class Engine:
             )
             for item in ordered
         ]
-        results = self.store.claim(claims, now_ms)
+        # The claim step's round trip overlaps the Python work that does not depend on its answer: each
+        # event's add-op and accepted record, built as if it were new (most are); a duplicate's are dropped.
+        pending = self._io().submit(self.store.claim, claims, now_ms)
+        spec = [(self._add_op(ev), self._accepted_value(ev)) for ev in events]
+        results = pending.result()
         t1 = time.perf_counter()
         out.stages["claim"] += t1 - t0
 
         apply_ops: list[ApplyOp] = []
         latest: dict[tuple[str, str], int] = {}
         stats = out.stats
-        for ev, res in zip(events, results, strict=False):
-            self._on_event(ev, res, out, apply_ops, latest)
+        for ev, res, (op, value) in zip(events, results, spec, strict=False):
+            self._on_event(ev, res, out, apply_ops, latest, op, value)
             stats["event:" + res[0]] += 1
         cancel_results = results[len(events) :]
         found = self._events_at([res[1] for res in cancel_results if res[0] in ("cancel", "mine")])
@@ -216,15 +239,43 @@ class Engine:
         records = self.fetch([(p, o) for p, o, _ in missing])
         for part, off, r_ms in missing:
             got = records.get((part, off))
-            judged = validate_event(got[1], Source(EVENTS, part, off, got[0]), self.meters) if got is not None else None
-            if not isinstance(judged, Event) or got is None or got[0] != r_ms:
-                raise StateError(f"the event at {EVENTS}/{part}/{off} a cancellation resolved to cannot be read back")
+            if got is None:
+                continue  # not on the topic (yet): the caller defers the cancellation
+            judged = validate_event(got[1], Source(EVENTS, part, off, got[0]), self.meters)
+            if not isinstance(judged, Event) or got[0] != r_ms:
+                raise StateError(f"the event at {EVENTS}/{part}/{off} a cancellation resolved to does not validate")
             found[(part, off)] = self._remember(judged)
-        self.fetched += len(missing)
+            self.fetched += 1
         return found
 
+    def _add_op(self, ev: Event) -> ApplyOp:
+        value = "" if ev.value is None else str(ev.value)
+        return self._change(ev.meter, ev.customer, ev.source, ev.timestamp, value, ev.source, add=True)
+
+    def _accepted_value(self, ev: Event) -> bytes:
+        return _dumps(
+            {
+                "kind": "event",
+                "meter_id": ev.meter.id,
+                "event_name": ev.meter.event_name,
+                "identifier": ev.identifier,
+                "customer": ev.customer,
+                "timestamp": ev.timestamp,
+                "payload": ev.payload,
+                "received_at": ev.source.received_ms,
+                "source": ev.source.ref,
+            }
+        )
+
     def _on_event(
-        self, ev: Event, res: ClaimResult, out: Output, ops: list[ApplyOp], latest: dict[tuple[str, str], int]
+        self,
+        ev: Event,
+        res: ClaimResult,
+        out: Output,
+        ops: list[ApplyOp],
+        latest: dict[tuple[str, str], int],
+        add_op: ApplyOp,
+        accepted: bytes,
     ) -> None:
         status = res[0]
         if status == "dup":
@@ -233,37 +284,10 @@ class Engine:
         cancelled_by = res[1]
         arrived_cancelled = cancelled_by is not None and (status == "new" or res[2])
         if not arrived_cancelled:
-            ops.append(
-                self._change(
-                    ev.meter,
-                    ev.customer,
-                    ev.source,
-                    ev.timestamp,
-                    "" if ev.value is None else str(ev.value),
-                    ev.source,
-                    add=True,
-                )
-            )
+            ops.append(add_op)
         mc = (ev.meter.id, ev.customer)
         latest[mc] = max(latest.get(mc, ev.timestamp), ev.timestamp)
-        out.accepted.append(
-            (
-                ev.customer,
-                _dumps(
-                    {
-                        "kind": "event",
-                        "meter_id": ev.meter.id,
-                        "event_name": ev.meter.event_name,
-                        "identifier": ev.identifier,
-                        "customer": ev.customer,
-                        "timestamp": ev.timestamp,
-                        "payload": ev.payload,
-                        "received_at": ev.source.received_ms,
-                        "source": ev.source.ref,
-                    }
-                ),
-            )
-        )
+        out.accepted.append((ev.customer, accepted))
         out.accepted_from.append(ev.source)
         if arrived_cancelled:
             # A cancellation that came first takes this event out on arrival; forward it after the event.
@@ -284,8 +308,14 @@ class Engine:
         if res[0] not in ("cancel", "mine"):
             return  # noop / pending / consumed: nothing to change now
         part, off, r_event = res[1]
-        customer, ts_s, value = found[(part, off)]
         ev_src = Source(EVENTS, part, off, r_event)
+        hit = found.get((part, off))
+        if hit is None:
+            if not self.defer_unresolved:
+                raise StateError(f"the event at {EVENTS}/{part}/{off} a cancellation resolved to is not readable")
+            out.unresolved.append((c.source, ev_src))
+            return
+        customer, ts_s, value = hit
         ops.append(self._change(c.meter, customer, c.source, ts_s, value, ev_src, add=False))
         out.accepted.append(
             (customer, self._cancel_value(c.meter, c.identifier, customer, c.source.ref, c.source.received_ms))

@@ -24,8 +24,10 @@ __all__ = ["EventFetcher", "Fetched"]
 #: (received time in ms, record value) by (partition, offset)
 Fetched = dict[tuple[int, int], tuple[int, bytes | None]]
 
-#: How long to wait for one record before failing the batch (the processor then stops; a restart resumes).
-FETCH_TIMEOUT_S = 30.0
+#: How long to wait for one record. A record not read by then is left out of the answer: it may not be on
+#: the topic yet (another processor claimed the event and has not produced it), and the processor then reads
+#: the cancellation again a moment later (runner.py, held-back cancellations).
+FETCH_TIMEOUT_S = 2.0
 
 
 class EventFetcher:
@@ -54,7 +56,8 @@ class EventFetcher:
             deadline = time.monotonic() + FETCH_TIMEOUT_S
             while (part, offset) in todo:
                 if time.monotonic() > deadline:
-                    raise StateError(f"could not read {self.topic}[{part}]@{offset} within {FETCH_TIMEOUT_S:.0f}s")
+                    todo.discard((part, offset))
+                    break
                 for msg in consumer.consume(500, 0.5):
                     if msg.error() is not None or msg.partition() != part:
                         continue

@@ -113,6 +113,7 @@ class Processor:
         self._consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
         self._fetcher = EventFetcher(s)
         self._engine = Engine(self._store, self.meters, self._fetcher)
+        self._engine.defer_unresolved = True
         return self._engine
 
     def _load_meters(self, initial: bool = False) -> int:
@@ -230,8 +231,10 @@ class Processor:
         are not emitted and not committed: they are read again and re-derived (the claim and apply steps
         are idempotent by record position), as after a crash, until the event is out. Event partitions are
         never held back, so the event's own processor (or the next owner of its partition) gets there.
+        A cancellation whose event record the engine could not read back (``out.unresolved``: it is not on
+        the topic yet) is held back the same way; it was neither applied nor emitted.
         """
-        if not out.cancel_targets:
+        if not out.cancel_targets and not out.unresolved:
             return {}
         assert self._store is not None
         batch: dict[tuple[str, int], tuple[int, int]] = {}
@@ -240,6 +243,9 @@ class Processor:
             batch[(rec.topic, rec.partition)] = (min(lo, rec.offset), max(hi, rec.offset))
         progress: dict[str, int] | None = None
         deferred: dict[str, int] = {}
+        for by, _ in out.unresolved:  # the event's record could not be read: not out yet
+            key = f"{by.topic}/{by.partition}"
+            deferred[key] = min(deferred.get(key, by.offset), by.offset)
         for by, ev in out.cancel_targets:
             lo, hi = batch.get((ev.topic, ev.partition), (-1, -2))
             if lo <= ev.offset <= hi:
@@ -381,4 +387,6 @@ class Processor:
         if self._store is not None:
             self._store.client.close()
         self._consumer = self._meters_consumer = self._producer = None
+        if self._engine is not None:
+            self._engine.close()
         self._engine = None
