@@ -181,7 +181,7 @@ def _run_processor(env: dict[str, str], n: int, q: Any) -> None:
     elapsed = time.perf_counter() - t0
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     proc.close()
-    stages = {k: round(v / max(1, done) * 1e6, 2) for k, v in proc.stage_s.items()}
+    stages = {k: round(v / max(1, done) * 1e6, 2) for k, v in getattr(proc, "stage_s", {}).items()}
     q.put(
         {
             "elapsed": elapsed,
