@@ -66,6 +66,7 @@ class EventFetcher:
             last = {part: offsets[-1] for part, offsets in current.items()}
             consumer.assign([TopicPartition(self.topic, part, offsets[0]) for part, offsets in current.items()])
             deadline = time.monotonic() + FETCH_TIMEOUT_S
+            paused: list[TopicPartition] = []
             while last and time.monotonic() < deadline:
                 for msg in consumer.consume(5000, 0.2):
                     part_or_none, got = msg.partition(), msg.offset()
@@ -77,7 +78,10 @@ class EventFetcher:
                         found[(part, got)] = (msg.timestamp()[1], msg.value())
                     if got >= last[part]:
                         del last[part]
-                        consumer.pause([TopicPartition(self.topic, part)])
+                        paused.append(TopicPartition(self.topic, part))
+                        consumer.pause(paused[-1:])
+            if paused:  # a pause outlives the assignment: without this, the partition is never read again
+                consumer.resume(paused)
             gone = [(p, o) for p, o in todo if p not in last]  # read past them: not on the topic any more
             if gone:
                 raise StateError(f"{self.topic} records {sorted(gone)[:5]} are gone (retention or compaction?)")
