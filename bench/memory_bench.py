@@ -210,7 +210,8 @@ def report(rows: dict[tuple[str, str], Row], events: int, used_growth: int, conf
         f"{platform.python_version()}",
         **config,
         "events": events,
-        "bytes_per_identifier": _per(claims.bytes, claims.keys),
+        # a claim bucket holds one field per identifier (of one meter, shard and received day)
+        "bytes_per_identifier": _per(claims.bytes, claims.fields),
         "bytes_per_hour_bucket_listpack": _per(by("usage hour", "listpack").bytes, by("usage hour", "listpack").fields),
         "bytes_per_hour_bucket_hashtable": _per(
             by("usage hour", "hashtable").bytes, by("usage hour", "hashtable").fields

@@ -1,18 +1,25 @@
 """Processor throughput, beside the raw confluent-kafka ceiling, on the embedded broker and Valkey.
 
-    python -m bench processor [--events N] [--processors K] [--durable]
+    python -m bench processor [--events N] [--processors K] [--workload adversarial|unique] [--durable]
 
 ``--durable`` runs it on the stack of ``meterstream up --data`` (Tansu on the local object store, Valkey
 with AOF) instead of the memory-only one.
 
-1. produce N meter events (1,000 customers, unique identifiers, a raw sum meter and a pre-aggregated one);
+1. produce N records (1,000 customers). ``adversarial`` (the default, what docs/scaling.md quotes): about 90 %
+   events with fresh identifiers over a raw sum meter, a pre-aggregated (hour) sum meter and a raw ``last``
+   meter, 3 % duplicates of an earlier identifier, 2 % invalid values (error topic), 5 % cancellations on the
+   adjustments topic (of an earlier event, of an unknown identifier, or twice); ``unique``: every event a new
+   identifier, raw sum and pre-aggregated sum only;
 2. ceiling: a plain confluent-kafka consumer that reads and json-decodes all N (nothing else);
-3. the processor, in a child process: from start until every record is applied to Redis and its accepted
+3. Quix Streams (its own virtualenv, created on first use): a 1 h tumbling sum per key over the
+   ``meter-events`` records (bench/quix_runner.py; ``--no-quix`` skips it);
+4. the processor, in a child process: from start until every record is applied to Redis and its accepted
    record acknowledged by the broker; its peak RSS;
    With ``--processors K`` (K > 1) K child processes join one consumer group at once; the rate is N over
    the time from the first record any of them processed to the moment all N were processed (group joins
-   and the rebalances while members join are inside that time: what a scale-out really gets);
-4. Redis memory per remembered identifier: ``used_memory`` growth during step 3 divided by N (this
+   and the rebalances while members join are inside that time: what a scale-out really gets); the time the
+   single process spent in each stage (decode, validate, claim, apply, produce, commit), in µs per record;
+5. Redis memory per remembered identifier: ``used_memory`` growth during step 3 divided by N (this
    includes the aggregates and indexes, so it is an upper bound), and ``MEMORY USAGE`` of claim keys.
 Prints one JSON object.
 """
@@ -26,6 +33,8 @@ import multiprocessing as mp
 import os
 import platform
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -44,7 +53,35 @@ from processor.meters.model import Meter
 PARTITIONS = 6
 
 
-def _produce(settings: Settings, n: int) -> None:
+def _record(i: int, now_ms: int, workload: str) -> tuple[str, str, bytes]:
+    """(topic base, key, value) of the i-th bench record: deterministic, so every run sees the same stream."""
+    cust = f"cus_{i % 1000}"
+    ts = now_ms // 1000 - (i % 7200)
+    r = i % 100
+    if workload == "unique" or r < 90:
+        name = "bench_pre" if i % 10 == 0 else ("bench_last" if i % 10 == 1 else "bench_sum")
+        body = {"event_name": name, "payload": {"stripe_customer_id": cust, "value": i % 97}}
+        return "meter-events", cust, json.dumps({**body, "identifier": str(uuid.UUID(int=i)), "timestamp": ts}).encode()
+    if r < 93:  # a duplicate of an identifier a sum event used ~1,000 records earlier
+        dup = i - 1003
+        body = {"event_name": "bench_sum", "payload": {"stripe_customer_id": cust, "value": 5}}
+        ident = str(uuid.UUID(int=dup)) if dup >= 0 else f"first-{i}"
+        return "meter-events", cust, json.dumps({**body, "identifier": ident, "timestamp": ts}).encode()
+    if r < 95:  # invalid value: rejected to the error topic
+        body = {"event_name": "bench_sum", "payload": {"stripe_customer_id": cust, "value": "1.5"}}
+        return "meter-events", cust, json.dumps({**body, "identifier": f"bad-{i}", "timestamp": ts}).encode()
+    # cancellations of an event ~2,000 records earlier (pre-aggregated, last and sum meters in turn); record
+    # 97 of each hundred cancels an identifier never sent, record 99 the same event as record 98 (a no-op)
+    j = i - 1 if r == 99 else i
+    k = j % 3
+    t = j - 2000 - (j % 100 - 80 - k)  # a fresh event of the meter k
+    target = str(uuid.UUID(int=t)) if t >= 0 and r != 97 else f"never-{i}"
+    name = ("bench_pre", "bench_last", "bench_sum")[k]
+    body = {"event_name": name, "type": "cancel", "cancel": {"identifier": target}}
+    return "meter-event-adjustments", cust, json.dumps(body).encode()
+
+
+def _produce(settings: Settings, n: int, workload: str) -> None:
     p = Producer(
         settings.kafka_config(
             **{"linger.ms": 20, "queue.buffering.max.messages": 2_000_000, "batch.num.messages": 10_000}
@@ -54,24 +91,15 @@ def _produce(settings: Settings, n: int) -> None:
     meters = [
         Meter("mtr_bsum", "Bench sum", "bench_sum", "sum", created=1),
         Meter("mtr_bpre", "Bench pre", "bench_pre", "sum", "hour", created=1),
+        Meter("mtr_blast", "Bench last", "bench_last", "last", created=1),
     ]
     for m in meters:
         p.produce(settings.topic_prefix + "meters", key=m.id, value=m.to_json(), timestamp=now_ms - 3_600_000)
-    topic = settings.topic_prefix + "meter-events"
     for i in range(n):
-        cust = f"cus_{i % 1000}"
-        name = "bench_pre" if i % 10 == 0 else "bench_sum"
-        value = json.dumps(
-            {
-                "event_name": name,
-                "payload": {"stripe_customer_id": cust, "value": i % 97},
-                "identifier": f"{uuid.UUID(int=i)}",
-                "timestamp": now_ms // 1000 - (i % 7200),
-            }
-        )
+        base, key, value = _record(i, now_ms, workload)
         while True:
             try:
-                p.produce(topic, key=cust, value=value, timestamp=now_ms)
+                p.produce(settings.topic_prefix + base, key=key, value=value, timestamp=now_ms)
                 break
             except BufferError:
                 p.poll(0.05)
@@ -81,7 +109,13 @@ def _produce(settings: Settings, n: int) -> None:
 
 def _ceiling(settings: Settings, n: int) -> float:
     c = Consumer(settings.kafka_config(**{"group.id": f"ceiling-{uuid.uuid4()}", "enable.auto.commit": False}))
-    c.assign([TopicPartition(settings.topic_prefix + "meter-events", p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    c.assign(
+        [
+            TopicPartition(settings.topic_prefix + base, p, OFFSET_BEGINNING)
+            for base in ("meter-events", "meter-event-adjustments")
+            for p in range(PARTITIONS)
+        ]
+    )
     got = 0
     t0 = None
     while got < n:
@@ -95,6 +129,44 @@ def _ceiling(settings: Settings, n: int) -> float:
     elapsed = time.perf_counter() - (t0 or time.perf_counter())
     c.close()
     return n / elapsed
+
+
+QUIX_VERSION = "3.28.*"
+
+
+def _quix_python() -> str:
+    """The Python of the Quix Streams virtualenv (created on first use; ``BENCH_QUIX_VENV`` to choose where)."""
+    venv = Path(os.environ.get("BENCH_QUIX_VENV", Path.home() / ".cache" / "meterstream" / "bench-quix"))
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", f"quixstreams=={QUIX_VERSION}"], check=True)
+    return str(python)
+
+
+def _quix(settings: Settings, events: int) -> dict[str, Any]:
+    """Quix Streams' rate over the same ``meter-events`` records (a 1 h tumbling sum; bench/quix_runner.py)."""
+    try:
+        python = _quix_python()
+        with tempfile.TemporaryDirectory(prefix="bench-quix-") as state:
+            done = subprocess.run(
+                [
+                    python,
+                    str(Path(__file__).with_name("quix_runner.py")),
+                    str(settings.kafka_config()["bootstrap.servers"]),
+                    settings.topic_prefix + "meter-events",
+                    str(events),
+                    state,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=1800,
+                check=True,
+            )
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        return {"quix_events_per_s": round(result["records"] / result["elapsed"]), "quix_version": QUIX_VERSION}
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError, KeyError) as exc:
+        return {"quix_events_per_s": None, "quix_error": str(exc)[-500:]}
 
 
 def _run_processor(env: dict[str, str], n: int, q: Any) -> None:
@@ -114,7 +186,16 @@ def _run_processor(env: dict[str, str], n: int, q: Any) -> None:
     elapsed = time.perf_counter() - t0
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     proc.close()
-    q.put({"elapsed": elapsed, "records": done, "peak_rss_mb": round(rss_kb / 1024, 1), "stats": dict(proc.stats)})
+    stages = {k: round(v / max(1, done) * 1e6, 2) for k, v in getattr(proc, "stage_s", {}).items()}
+    q.put(
+        {
+            "elapsed": elapsed,
+            "records": done,
+            "peak_rss_mb": round(rss_kb / 1024, 1),
+            "stats": dict(proc.stats),
+            "stages_us_per_record": stages,
+        }
+    )
 
 
 def _run_member(env: dict[str, str], n: int, done: Any, q: Any) -> None:
@@ -168,6 +249,8 @@ def main() -> None:
     ap.add_argument(
         "--durable", action="store_true", help="the stack of `up --data`: Tansu on the local object store, Valkey AOF"
     )
+    ap.add_argument("--workload", choices=("adversarial", "unique"), default="adversarial")
+    ap.add_argument("--no-quix", action="store_true", help="skip the Quix Streams reference run")
     args, _ = ap.parse_known_args()
     n = args.events
     work = tempfile.mkdtemp(prefix="bench-")
@@ -188,9 +271,11 @@ def main() -> None:
         settings = load_settings(env)
         ensure_topics(settings)
         t0 = time.perf_counter()
-        _produce(settings, n)
+        _produce(settings, n, args.workload)
         produce_s = time.perf_counter() - t0
         ceiling = _ceiling(settings, n)
+        events = sum(1 for i in range(n) if _record(i, 0, args.workload)[0] == "meter-events")
+        quix = _quix(settings, events) if not args.no_quix else {"quix_events_per_s": None}
         client = redis.Redis.from_url(redis_srv.url)
         mem0 = int(client.info("memory")["used_memory"])
         if args.processors > 1:
@@ -202,8 +287,6 @@ def main() -> None:
             result = q.get(timeout=1800)
             child.join()
         mem1 = int(client.info("memory")["used_memory"])
-        claim_keys = [k for _, k in zip(range(2000), client.scan_iter(match="ms:id:*", count=1000), strict=False)]
-        usage = [int(client.memory_usage(k) or 0) for k in claim_keys]
         out = {
             "bench": "processor (durable: up --data)" if args.durable else "processor",
             "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_implementation()} "
@@ -212,12 +295,19 @@ def main() -> None:
             "partitions": PARTITIONS,
             "produce_events_per_s": round(n / produce_s),
             "ceiling_consume_decode_events_per_s": round(ceiling),
+            "workload": args.workload,
+            "load_average": os.getloadavg()[0],
             "processors": args.processors,
             "records_per_member": result.get("records_per_member", [result["records"]]),
             "processor_events_per_s": round(n / result["elapsed"]),
+            "ratio_to_ceiling": round(n / result["elapsed"] / ceiling, 3),
+            **quix,
+            "ratio_to_quix": round(n / result["elapsed"] / quix["quix_events_per_s"], 2)
+            if quix.get("quix_events_per_s")
+            else None,
+            "stages_us_per_record": result.get("stages_us_per_record", {}),
             "processor_peak_rss_mb": result["peak_rss_mb"],
             "redis_used_memory_growth_bytes_per_event": round((mem1 - mem0) / n, 1),
-            "redis_memory_usage_per_claim_key_bytes": round(sum(usage) / max(1, len(usage)), 1),
             "stats": result["stats"],
         }
         print(json.dumps(out))

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from processor.errors import ConfigError
+from processor.state.keys import USAGE_RETENTION_DAYS
 
 __all__ = ["ENV_PREFIX", "Secret", "Settings", "load_settings"]
 
@@ -103,6 +104,10 @@ class Settings:
     gateway_port: int = 8080
     log_level: str = "INFO"
     processor_batch: int = 5000
+    #: ``METERSTREAM_USAGE_RETENTION_DAYS``: how long hour, day and minute buckets are kept, counted from the
+    #: bucket's start (default 70: Stripe's 35-day timestamp window plus a 31-day billing period, and slack).
+    #: At least 36, so an event Stripe still accepts never lands in a bucket already dropped.
+    usage_retention_days: int = USAGE_RETENTION_DAYS
     topic_partitions: int | None = None
     kafka_security: tuple[tuple[str, Secret | str], ...] = ()
     #: S3-compatible endpoint of the S3 connector (None: AWS); credentials come from boto3's own chain.
@@ -153,6 +158,7 @@ class Settings:
         env["METERSTREAM_GATEWAY_PORT"] = str(self.gateway_port)
         env["METERSTREAM_LOG_LEVEL"] = self.log_level
         env["METERSTREAM_PROCESSOR_BATCH"] = str(self.processor_batch)
+        env["METERSTREAM_USAGE_RETENTION_DAYS"] = str(self.usage_retention_days)
         if self.topic_partitions is not None:
             env["METERSTREAM_TOPIC_PARTITIONS"] = str(self.topic_partitions)
         if self.s3_endpoint:
@@ -206,6 +212,7 @@ _KNOWN = {
     "GATEWAY_PORT",
     "LOG_LEVEL",
     "PROCESSOR_BATCH",
+    "USAGE_RETENTION_DAYS",
     "TOPIC_PARTITIONS",
     "S3_ENDPOINT",
     "S3_REGION",
@@ -310,6 +317,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         gateway_port=_int(env, "GATEWAY_PORT", 8080, 0, 65535),
         log_level=level,
         processor_batch=_int(env, "PROCESSOR_BATCH", 5000, 1, 1_000_000),
+        usage_retention_days=_int(env, "USAGE_RETENTION_DAYS", USAGE_RETENTION_DAYS, 36, 100_000),
         topic_partitions=partitions,
         kafka_security=tuple(security),
         s3_endpoint=_url(env, "S3_ENDPOINT", ("http", "https")),

@@ -175,6 +175,7 @@ def reference_state(settings: Settings, redis_prefix: str, partitions: int) -> s
     """Run the engine over every input record once, without Kafka output and without crashes, into
     ``redis_prefix``: the state a perfect run must reach. Returns the (kind, identifier) pairs it accepted."""
     from processor.aggregator.engine import Engine, RawRecord
+    from processor.aggregator.fetch import EventFetcher
     from processor.aggregator.meterbook import MeterBook
     from processor.state.store import StateStore, connect_redis
 
@@ -183,7 +184,7 @@ def reference_state(settings: Settings, redis_prefix: str, partitions: int) -> s
         book.add_record(msg.timestamp()[1], msg.value())
     base = {settings.topic_prefix + b: b for b in ("meter-events", "meter-event-adjustments")}
     msgs = read_all(settings, ["meter-events", "meter-event-adjustments"], partitions)
-    engine = Engine(StateStore(connect_redis(settings.require_redis_url()), redis_prefix), book)
+    engine = Engine(StateStore(connect_redis(settings.require_redis_url()), redis_prefix), book, EventFetcher(settings))
     records = [RawRecord(base[m.topic()], m.partition(), m.offset(), m.timestamp()[1], m.value()) for m in msgs]
     accepted: set[tuple[str, str]] = set()
     for i in range(0, len(records), 5000):

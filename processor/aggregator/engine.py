@@ -14,15 +14,31 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
+import time
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import orjson
+
 from processor.aggregator.meterbook import MeterBook
-from processor.aggregator.validate import Cancel, Event, Rejected, Source, validate_adjustment, validate_event
+from processor.aggregator.validate import (
+    Cancel,
+    Event,
+    Rejected,
+    Source,
+    adjustment_fast,
+    event_fast,
+    loads_fast,
+    validate_adjustment,
+    validate_event,
+)
+from processor.errors import StateError
 from processor.meters.model import Meter
 from processor.state.keys import Keys
-from processor.state.store import ApplyOp, ClaimOp, StateStore
+from processor.state.store import ApplyOp, ClaimOp, ClaimResult, StateStore
 from processor.windows import bucket, day_start, hour_start, received_rank, timestamp_rank
 
 __all__ = ["ADJUSTMENTS", "EVENTS", "Engine", "Output", "RawRecord"]
@@ -59,29 +75,85 @@ class Output:
     #: check that the event's own accepted record is already on the topic (another processor may have
     #: claimed it and not produced it yet)
     cancel_targets: list[tuple[Source, Source]] = field(default_factory=list)
+    #: (cancellation, event) of cancellations whose event record could not be read yet (another processor
+    #: claimed the event and has not produced it): not applied, not emitted; the runner reads them again
+    unresolved: list[tuple[Source, Source]] = field(default_factory=list)
+    #: seconds this batch spent per stage (decode, validate, claim, apply), for the benchmark's breakdown
+    stages: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
 
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact UTF-8 JSON. orjson writes exactly what ``json.dumps(separators=(",", ":"),
+    ensure_ascii=False)`` writes, except that it refuses lone surrogates (a record decoded by the full path
+    may hold one): those take the json module."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+#: How many judged events the engine keeps for cancellations (~150 B each); older ones are read from Kafka.
+RECENT_EVENTS = 200_000
+
+#: Reads meter-events records by (partition, offset): (received ms, value) of each found
+Fetch = Callable[[list[tuple[int, int]]], dict[tuple[int, int], tuple[int, bytes | None]]]
+
+#: Bound of the per-(meter, customer) key cache: cleared when it grows beyond (cheap to rebuild).
+_KEY_CACHE_MAX = 200_000
 
 
 class Engine:
     """Applies batches of records to the state store. Holds no Kafka clients; safe to reuse."""
 
-    def __init__(self, store: StateStore, meters: MeterBook) -> None:
+    def __init__(self, store: StateStore, meters: MeterBook, fetch: Fetch | None = None) -> None:
         self.store = store
         self.meters = meters
+        #: reads events back by position (processor/aggregator/fetch.py) for cancellations the cache misses
+        self.fetch = fetch
         self.keys: Keys = store.keys
+        self._pair_keys: dict[tuple[str, str], tuple[str, str, str]] = {}
+        #: (partition, offset) → (customer, timestamp, value) of events judged lately, oldest first
+        self._recent: OrderedDict[tuple[int, int], tuple[str, int, str]] = OrderedDict()
+        self.recent_limit = RECENT_EVENTS
+        #: how many events were read back from Kafka (for tests and the benchmark)
+        self.fetched = 0
+        self._pool: ThreadPoolExecutor | None = None
+        #: True in the processor (its runner re-reads a cancellation whose event record is not out yet);
+        #: False elsewhere (rebuild, tests), where such a cancellation is a StateError, never a silent skip
+        self.defer_unresolved = False
+
+    def _io(self) -> ThreadPoolExecutor:
+        """One worker thread that waits for Redis while this thread goes on (its socket wait releases the GIL)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-redis")
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     # ---- validation --------------------------------------------------------------------------------
-    def validate(self, records: list[RawRecord]) -> list[Event | Cancel | Rejected]:
+    def validate(
+        self, records: list[RawRecord], stages: defaultdict[str, float] | None = None
+    ) -> list[Event | Cancel | Rejected]:
+        t0 = time.perf_counter()
+        decoded = [loads_fast(rec.value) for rec in records]
+        t1 = time.perf_counter()
         out: list[Event | Cancel | Rejected] = []
-        for rec in records:
+        meters = self.meters
+        for rec, data in zip(records, decoded, strict=True):
             src = Source(rec.topic, rec.partition, rec.offset, rec.received_ms)
+            judged: Event | Cancel | Rejected | None
             if rec.topic == EVENTS:
-                out.append(validate_event(rec.value, src, self.meters))
+                judged = event_fast(data, src, meters) if data is not None else None
+                out.append(judged or validate_event(rec.value, src, meters))
             else:
-                out.append(validate_adjustment(rec.value, src, self.meters))
+                judged = adjustment_fast(data, src, meters) if data is not None else None
+                out.append(judged or validate_adjustment(rec.value, src, meters))
+        if stages is not None:
+            stages["decode"] += t1 - t0
+            stages["validate"] += time.perf_counter() - t1
         return out
 
     # ---- the batch ---------------------------------------------------------------------------------
@@ -90,7 +162,8 @@ class Engine:
         for rec in records:
             key = f"{rec.topic}/{rec.partition}"
             out.next_offsets[key] = max(out.next_offsets.get(key, 0), rec.offset + 1)
-        judged = self.validate(records)
+        judged = self.validate(records, out.stages)
+        t0 = time.perf_counter()
         events = [j for j in judged if isinstance(j, Event)]
         cancels = [j for j in judged if isinstance(j, Cancel)]
         for j in judged:
@@ -100,84 +173,150 @@ class Engine:
                 out.stats[f"rejected:{j.code}"] += 1
 
         ordered: list[Event | Cancel] = [*events, *cancels]
-        claims = [self._claim_op(item) for item in ordered]
-        results = self.store.claim(claims, now_ms)
+        claims = [
+            ClaimOp(
+                "E" if type(item) is Event else "C",
+                item.meter.id,
+                item.identifier,
+                item.source.received_ms,
+                item.source.partition,
+                item.source.offset,
+            )
+            for item in ordered
+        ]
+        # The claim step's round trip overlaps the Python work that does not depend on its answer: each
+        # event's add-op and accepted record, built as if it were new (most are); a duplicate's are dropped.
+        pending = self._io().submit(self.store.claim, claims, now_ms)
+        spec = [(self._add_op(ev), self._accepted_value(ev)) for ev in events]
+        results = pending.result()
+        t1 = time.perf_counter()
+        out.stages["claim"] += t1 - t0
 
         apply_ops: list[ApplyOp] = []
         latest: dict[tuple[str, str], int] = {}
-        for item, res in zip(ordered, results, strict=True):
-            status = res[0]
-            if isinstance(item, Event):
-                self._on_event(item, res, out, apply_ops, latest)
-            else:
-                self._on_cancel(item, res, out, apply_ops)
-            out.stats[f"{'event' if isinstance(item, Event) else 'cancel'}:{status}"] += 1
+        stats = out.stats
+        for ev, res, (op, value) in zip(events, results, spec, strict=False):
+            self._on_event(ev, res, out, apply_ops, latest, op, value)
+            stats["event:" + res[0]] += 1
+        cancel_results = results[len(events) :]
+        found = self._events_at([res[1] for res in cancel_results if res[0] in ("cancel", "mine")])
+        for c, res in zip(cancels, cancel_results, strict=True):
+            self._on_cancel(c, res, out, apply_ops, found)
+            stats["cancel:" + res[0]] += 1
         self.store.apply(apply_ops)
         self.store.touch_customers(latest)
+        out.stages["apply"] += time.perf_counter() - t1
         return out
 
-    def _claim_op(self, item: Event | Cancel) -> ClaimOp:
-        key = self.keys.claim(item.meter.id, item.identifier)
-        src = item.source
-        if isinstance(item, Event):
-            value = "" if item.value is None else str(item.value)
-            return ClaimOp("E", key, src.received_ms, src.ref, item.customer, item.timestamp, value)
-        return ClaimOp("C", key, src.received_ms, src.ref)
+    # ---- the events cancellations need -----------------------------------------------------------------
+    def _remember(self, ev: Event) -> tuple[str, int, str]:
+        found = (ev.customer, ev.timestamp, "" if ev.value is None else str(ev.value))
+        recent = self._recent
+        if len(recent) >= self.recent_limit:
+            if not recent:
+                return found  # the cache is off (tests force reading events back)
+            # OrderedDict: dropping the oldest is O(1) (a plain dict's next(iter()) scans deleted slots)
+            recent.popitem(last=False)
+        recent[(ev.source.partition, ev.source.offset)] = found
+        return found
+
+    def _events_at(self, wanted: list[tuple[int, int, int]]) -> dict[tuple[int, int], tuple[str, int, str]]:
+        """(customer, timestamp, value) of the events at these (partition, offset, received ms): from the
+        recent-events cache, else read from Kafka and validated again (the meter version of its received
+        time gives the values judged the first time). A record that no longer validates is a StateError:
+        never a silent skip."""
+        found: dict[tuple[int, int], tuple[str, int, str]] = {}
+        missing: list[tuple[int, int, int]] = []
+        for part, off, r_ms in wanted:
+            hit = self._recent.get((part, off))
+            if hit is None:
+                missing.append((part, off, r_ms))
+            else:
+                found[(part, off)] = hit
+        if not missing:
+            return found
+        if self.fetch is None:
+            raise StateError(f"{len(missing)} cancelled events are not in this engine's cache and it has no fetcher")
+        records = self.fetch([(p, o) for p, o, _ in missing])
+        for part, off, r_ms in missing:
+            got = records.get((part, off))
+            if got is None:
+                continue  # not on the topic (yet): the caller defers the cancellation
+            judged = validate_event(got[1], Source(EVENTS, part, off, got[0]), self.meters)
+            if not isinstance(judged, Event) or got[0] != r_ms:
+                raise StateError(f"the event at {EVENTS}/{part}/{off} a cancellation resolved to does not validate")
+            found[(part, off)] = self._remember(judged)
+            self.fetched += 1
+        return found
+
+    def _add_op(self, ev: Event) -> ApplyOp:
+        value = "" if ev.value is None else str(ev.value)
+        return self._change(ev.meter, ev.customer, ev.source, ev.timestamp, value, ev.source, add=True)
+
+    def _accepted_value(self, ev: Event) -> bytes:
+        return _dumps(
+            {
+                "kind": "event",
+                "meter_id": ev.meter.id,
+                "event_name": ev.meter.event_name,
+                "identifier": ev.identifier,
+                "customer": ev.customer,
+                "timestamp": ev.timestamp,
+                "payload": ev.payload,
+                "received_at": ev.source.received_ms,
+                "source": ev.source.ref,
+            }
+        )
 
     def _on_event(
-        self, ev: Event, res: list[str], out: Output, ops: list[ApplyOp], latest: dict[tuple[str, str], int]
+        self,
+        ev: Event,
+        res: ClaimResult,
+        out: Output,
+        ops: list[ApplyOp],
+        latest: dict[tuple[str, str], int],
+        add_op: ApplyOp,
+        accepted: bytes,
     ) -> None:
         status = res[0]
         if status == "dup":
             return
-        arrived_cancelled = (status == "new" and res[1] != "") or (status == "mine" and res[2] == "1")
+        self._remember(ev)
+        cancelled_by = res[1]
+        arrived_cancelled = cancelled_by is not None and (status == "new" or res[2])
         if not arrived_cancelled:
-            ops.append(
-                self._change(
-                    ev.meter,
-                    ev.customer,
-                    ev.source,
-                    ev.timestamp,
-                    "" if ev.value is None else str(ev.value),
-                    ev.source,
-                    add=True,
-                )
-            )
+            ops.append(add_op)
         mc = (ev.meter.id, ev.customer)
         latest[mc] = max(latest.get(mc, ev.timestamp), ev.timestamp)
-        out.accepted.append(
-            (
-                ev.customer,
-                _dumps(
-                    {
-                        "kind": "event",
-                        "meter_id": ev.meter.id,
-                        "event_name": ev.meter.event_name,
-                        "identifier": ev.identifier,
-                        "customer": ev.customer,
-                        "timestamp": ev.timestamp,
-                        "payload": ev.payload,
-                        "received_at": ev.source.received_ms,
-                        "source": ev.source.ref,
-                    }
-                ),
-            )
-        )
+        out.accepted.append((ev.customer, accepted))
         out.accepted_from.append(ev.source)
         if arrived_cancelled:
             # A cancellation that came first takes this event out on arrival; forward it after the event.
+            ref = f"{ADJUSTMENTS}/{cancelled_by[0]}/{cancelled_by[1]}"
             out.accepted.append(
-                (ev.customer, self._cancel_value(ev.meter, ev.identifier, ev.customer, res[1], ev.source.received_ms))
+                (ev.customer, self._cancel_value(ev.meter, ev.identifier, ev.customer, ref, ev.source.received_ms))
             )
             out.accepted_from.append(ev.source)
 
-    def _on_cancel(self, c: Cancel, res: list[str], out: Output, ops: list[ApplyOp]) -> None:
-        status = res[0]
-        if status not in ("cancel", "mine"):
+    def _on_cancel(
+        self,
+        c: Cancel,
+        res: ClaimResult,
+        out: Output,
+        ops: list[ApplyOp],
+        found: dict[tuple[int, int], tuple[str, int, str]],
+    ) -> None:
+        if res[0] not in ("cancel", "mine"):
             return  # noop / pending / consumed: nothing to change now
-        event_ref, customer, ts_s, value, r_event = res[1], res[2], int(res[3]), res[4], int(res[5])
-        topic, part, off = event_ref.rsplit("/", 2)
-        ev_src = Source(topic, int(part), int(off), r_event)
+        part, off, r_event = res[1]
+        ev_src = Source(EVENTS, part, off, r_event)
+        hit = found.get((part, off))
+        if hit is None:
+            if not self.defer_unresolved:
+                raise StateError(f"the event at {EVENTS}/{part}/{off} a cancellation resolved to is not readable")
+            out.unresolved.append((c.source, ev_src))
+            return
+        customer, ts_s, value = hit
         ops.append(self._change(c.meter, customer, c.source, ts_s, value, ev_src, add=False))
         out.accepted.append(
             (customer, self._cancel_value(c.meter, c.identifier, customer, c.source.ref, c.source.received_ms))
@@ -208,11 +347,20 @@ class Engine:
             kind = "+" if add else "-"
         if rank:
             cand, best = k.candidates(meter.id, customer, unit), k.best(meter.id, customer, unit)
+        pair = self._pair_keys.get((meter.id, customer))
+        if pair is None:
+            if len(self._pair_keys) >= _KEY_CACHE_MAX:
+                self._pair_keys.clear()
+            pair = self._pair_keys[(meter.id, customer)] = (
+                k.watermark(meter.id, customer),
+                k.usage_hour(meter.id, customer),
+                k.usage_day(meter.id, customer),
+            )
         return ApplyOp(
             kind,
-            k.watermark(meter.id, customer),
-            k.usage_hour(meter.id, customer),
-            k.usage_day(meter.id, customer),
+            pair[0],
+            pair[1],
+            pair[2],
             cand,
             best,
             f"{by.topic}/{by.partition}",

@@ -19,13 +19,14 @@ import json
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from processor import metrics
 from processor.aggregator.engine import ADJUSTMENTS, EVENTS, Engine, Output, RawRecord
+from processor.aggregator.fetch import EventFetcher
 from processor.aggregator.meterbook import MeterBook
 from processor.aggregator.validate import Source
 from processor.config import Settings
@@ -72,11 +73,14 @@ class Processor:
         self.topics = {self.prefix + EVENTS: EVENTS, self.prefix + ADJUSTMENTS: ADJUSTMENTS}
         self.meters = MeterBook()
         self.stats: Counter[str] = Counter()
+        #: seconds spent per stage over all batches (decode, validate, claim, apply, produce, commit)
+        self.stage_s: defaultdict[str, float] = defaultdict(float)
         self._consumer: Consumer | None = None
         self._meters_consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._store: StateStore | None = None
         self._engine: Engine | None = None
+        self._fetcher: EventFetcher | None = None
         self._delivery_errors: list[str] = []
         self._assigned: set[tuple[str, int]] = set()
         self._hold_back: dict[str, int] = {}
@@ -90,7 +94,7 @@ class Processor:
             return self._engine
         s = self.settings
         client = sync_redis(s)
-        self._store = StateStore(client, s.redis_prefix)
+        self._store = StateStore(client, s.redis_prefix, s.usage_retention_days)
         self._producer = Producer(producer_config(s))
         self._meters_consumer = Consumer(consumer_config(s, f"{s.processor_group}-meters", **{"log_level": 3}))
         self._meters_consumer.assign([TopicPartition(self.prefix + "meters", 0, OFFSET_BEGINNING)])
@@ -108,7 +112,9 @@ class Processor:
         )
         self._consumer = Consumer(conf)
         self._consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
-        self._engine = Engine(self._store, self.meters)
+        self._fetcher = EventFetcher(s)
+        self._engine = Engine(self._store, self.meters, self._fetcher)
+        self._engine.defer_unresolved = True
         return self._engine
 
     def _load_meters(self, initial: bool = False) -> int:
@@ -196,8 +202,14 @@ class Processor:
         self._load_meters()
         out = engine.process(records)
         deferred = self._defer_early_cancels(out, records)
+        t0 = time.perf_counter()
         self._emit(out)
+        t1 = time.perf_counter()
         self._commit(out)
+        out.stages["produce"] += t1 - t0
+        out.stages["commit"] += time.perf_counter() - t1
+        for stage, seconds in out.stages.items():
+            self.stage_s[stage] += seconds
         if deferred:
             self._rewind(deferred)
         metrics.observe_batch(out.stats, time.perf_counter() - started, len(records))
@@ -221,8 +233,10 @@ class Processor:
         are not emitted and not committed: they are read again and re-derived (the claim and apply steps
         are idempotent by record position), as after a crash, until the event is out. Event partitions are
         never held back, so the event's own processor (or the next owner of its partition) gets there.
+        A cancellation whose event record the engine could not read back (``out.unresolved``: it is not on
+        the topic yet) is held back the same way; it was neither applied nor emitted.
         """
-        if not out.cancel_targets:
+        if not out.cancel_targets and not out.unresolved:
             return {}
         assert self._store is not None
         batch: dict[tuple[str, int], tuple[int, int]] = {}
@@ -231,6 +245,9 @@ class Processor:
             batch[(rec.topic, rec.partition)] = (min(lo, rec.offset), max(hi, rec.offset))
         progress: dict[str, int] | None = None
         deferred: dict[str, int] = {}
+        for by, _ in out.unresolved:  # the event's record could not be read: not out yet
+            key = f"{by.topic}/{by.partition}"
+            deferred[key] = min(deferred.get(key, by.offset), by.offset)
         for by, ev in out.cancel_targets:
             lo, hi = batch.get((ev.topic, ev.partition), (-1, -2))
             if lo <= ev.offset <= hi:
@@ -364,9 +381,14 @@ class Processor:
             self._consumer.close()
         if self._meters_consumer is not None:
             self._meters_consumer.close()
+        if self._fetcher is not None:
+            self._fetcher.close()
+            self._fetcher = None
         if self._producer is not None:
             self._producer.flush(30)
         if self._store is not None:
             self._store.client.close()
         self._consumer = self._meters_consumer = self._producer = None
+        if self._engine is not None:
+            self._engine.close()
         self._engine = None

@@ -91,7 +91,9 @@ def usage(
     try:
         m = find_meter(client, keys, meter)
         try:
-            rows = summarize(client, keys, m.id, m.formula, customer, lo, hi, group)
+            rows = summarize(
+                client, keys, m.id, m.formula, customer, lo, hi, group, retention_days=settings.usage_retention_days
+            )
         except InvalidRequestError as exc:
             raise click.UsageError(f"{exc.message} ({exc.param})") from None
     finally:

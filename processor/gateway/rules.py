@@ -36,7 +36,7 @@ from processor.errors import DuplicateEventError, EventValidationError
 from processor.gateway.redis_batch import RedisBatcher
 from processor.meters import Meter
 from processor.state.connect import AsyncRedis
-from processor.state.keys import DEDUP_WINDOW_MS, Keys
+from processor.state.keys import DAY_S, DEDUP_WINDOW_MS, Keys, claim_digest
 
 __all__ = ["MAX_AGE_S", "MeterCache", "MeterEventRejectedError", "judge"]
 
@@ -139,8 +139,9 @@ class Judge:
 
     async def held(self, meter: Meter, identifier: str) -> bool:
         now_ms = int(time.time() * 1000)
-        key = self._keys.claim(meter.id, identifier)
-        found = await self._batcher.script(self._sha, self._script, 1, key, now_ms, DEDUP_WINDOW_MS)
+        shard, field = claim_digest(identifier)
+        key = self._keys.claims(meter.id, shard, now_ms // (DAY_S * 1000))
+        found = await self._batcher.script(self._sha, self._script, 1, key, now_ms, DEDUP_WINDOW_MS, field)
         return bool(int(cast(int, found)))
 
     async def refuse_duplicate(self, meter: Meter, identifier: str) -> None:

@@ -40,6 +40,7 @@ from typing import Any
 import redis
 
 from processor.aggregator.engine import ADJUSTMENTS, EVENTS, Engine
+from processor.aggregator.fetch import EventFetcher
 from processor.aggregator.meterbook import MeterBook
 from processor.config import Settings
 from processor.errors import MeterNotFoundError, StateError
@@ -118,6 +119,7 @@ class Rebuild:
         self.from_kafka: dict[str, int] = {}  # cut-offs taken from the group's Kafka commits
         self.report = RebuildReport(self.start, self.end)
         self._engine: Engine | None = None
+        self._fetcher: EventFetcher | None = None
 
     def __enter__(self) -> Rebuild:
         return self
@@ -130,7 +132,9 @@ class Rebuild:
         """Read the range (plus context) up to the cut-off into the shadow."""
         self.book, latest = load_meters(self.settings)
         self.meters = self._select_meters(latest)
-        self._engine = Engine(StateStore(self.client, self.shadow.prefix), self.book)
+        self._fetcher = EventFetcher(self.settings)
+        shadow = StateStore(self.client, self.shadow.prefix, self.settings.usage_retention_days)
+        self._engine = Engine(shadow, self.book, self._fetcher)
         group = self.settings.processor_group
         stored = StateStore(self.client, self.live.prefix).load_progress(group)
         committed = committed_offsets(self.settings, group, [EVENTS, ADJUSTMENTS])
@@ -167,6 +171,9 @@ class Rebuild:
 
     def cleanup(self) -> None:
         """Delete every key of this run's shadow prefix."""
+        if self._fetcher is not None:
+            self._fetcher.close()
+            self._fetcher = None
         cleanup_shadows(self.client, self.shadow.prefix)
 
     # ---- internals --------------------------------------------------------------------------------
@@ -252,7 +259,7 @@ class Rebuild:
         """Copy identifier claims the live state lacks (after a loss), so the next 24 h dedup exactly."""
         meter_tags = {f"{{{m.id}|" for m in self.meters}
         restored = 0
-        cap_ms = (CLAIM_TTL_S + HOUR_S) * 1000
+        cap_ms = (CLAIM_TTL_S + DAY_S) * 1000
         with map_redis_errors("restoring identifier claims"):
             batch: list[str] = []
             for key in self.client.scan_iter(match=self.shadow.claim_pattern(), count=1000):
@@ -267,22 +274,33 @@ class Rebuild:
         return restored
 
     def _copy_claims(self, names: list[str], cap_ms: int) -> int:
+        """Copy the fields of these shadow claim buckets that the live buckets lack (HSETNX: a live claim,
+        written by the live processor meanwhile, always wins), with the shadow bucket's expiry."""
         pipe = self.client.pipeline(transaction=False)
         for name in names:
-            pipe.get(name)
+            pipe.hgetall(name)
             pipe.pttl(name)
         raw = pipe.execute()
         pipe = self.client.pipeline(transaction=False)
         queued = 0
+        setnx: list[int] = []  # which pipeline answers are HSETNX's
         for i, name in enumerate(names):
-            value, ttl = raw[2 * i], raw[2 * i + 1]
-            if value is None or ttl == -2:
+            fields, ttl = raw[2 * i], raw[2 * i + 1]
+            if not fields or ttl == -2:
                 continue
             live_name = self.live.prefix + name[len(self.shadow.prefix) :]
-            ttl = cap_ms if ttl < 0 else min(int(ttl), cap_ms)
-            pipe.set(live_name, value, nx=True, px=max(1, ttl))
-            queued += 1
-        return sum(1 for ok in pipe.execute() if ok) if queued else 0
+            ttl = cap_ms if ttl < 0 else int(ttl)
+            for fld, value in fields.items():
+                pipe.hsetnx(live_name, fld, value)
+                setnx.append(queued)
+                queued += 1
+            pipe.pexpire(live_name, max(1, ttl), nx=True)
+            pipe.pexpire(live_name, max(1, ttl), gt=True)
+            queued += 2
+        if not queued:
+            return 0
+        answers = pipe.execute()
+        return sum(1 for j in setnx if answers[j])
 
 
 def cleanup_shadows(client: Any, prefix_or_live: str, *, all_runs: bool = False) -> int:

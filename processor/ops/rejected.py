@@ -33,6 +33,7 @@ from processor.errors import KafkaDeliveryError
 from processor.kafka.clients import producer_config
 from processor.ops.reader import RangeRead
 from processor.state.keys import DAY_S, HOUR_S, OPS_RECORD_TTL_S, Keys
+from processor.state.store import StateStore
 from processor.wire.times import parse_iso
 
 __all__ = ["ErrorRecord", "Replayable", "plan_errors_replay", "read_errors", "replay_marks", "run_errors_replay"]
@@ -138,23 +139,6 @@ class Replayable:
     meter_id: str | None = None
 
 
-def _claim_holds_event(raw: bytes | None) -> bool:
-    """Whether a claim (claim.lua's length-prefixed entries) holds an accepted event."""
-    if not raw:
-        return False
-    pos, n = 0, len(raw)
-    while pos < n:
-        fields = []
-        for _ in range(8):
-            colon = raw.index(b":", pos)
-            length = int(raw[pos:colon])
-            fields.append(raw[colon + 1 : colon + 1 + length])
-            pos = colon + 1 + length
-        if fields[0] == b"E":
-            return True
-    return False
-
-
 def _record_key(keys: Keys, error: ErrorRecord) -> str:
     received_s = (error.received_at or 0) // 1000
     return keys.ops_record(RECORD_KIND, received_s - received_s % DAY_S)
@@ -194,12 +178,9 @@ def plan_errors_replay(
         if item.send:
             chosen.add(pair)
     holders = [i for i in plan if i.send and i.base == EVENTS and i.meter_id is not None]
-    pipe = client.pipeline(transaction=False)
-    for item in holders:
-        assert item.value is not None and item.meter_id is not None
-        pipe.get(keys.claim(item.meter_id, item.value["identifier"]))
-    for item, claim in zip(holders, pipe.execute() if holders else [], strict=True):
-        if _claim_holds_event(claim):
+    pairs = [(str(i.meter_id), str(i.value["identifier"] if i.value else "")) for i in holders]
+    for item, held in zip(holders, StateStore(client, keys.prefix).holds_event(pairs, now_ms), strict=True):
+        if held:
             item.send, item.reason = False, "the pipeline already holds this identifier (it was sent again)"
     return plan
 

@@ -5,11 +5,12 @@ docs/redis-keys.md documents). All keys start with the configured prefix (``METE
 default ``ms``). Keys that take part in one atomic step share a Redis Cluster hash tag:
 
 - ``{<meter_id>:<customer_id>}`` — a customer's aggregates and everything the apply step touches;
-- ``{<meter_id>|<digest>}``      — one identifier's claim (dedup + cancellation routing);
+- ``{<meter_id>|<shard>}``       — identifier claims (dedup + cancellation routing) of one shard of identifiers;
 - ``{<meter_id>}``               — the customers index of a meter;
 - ``{<group>}``                  — a consumer group's stored progress.
 
-Identifiers are hashed (:func:`identifier_digest`) so a 100-character identifier costs 16 bytes of key.
+Identifiers are hashed (:func:`identifier_digest`, :func:`claim_digest`) so a 100-character identifier costs
+16 bytes of key, or 8 bytes of hash field in a claim bucket.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 __all__ = [
     "BEST_TTL_S",
     "CANDIDATES_TTL_S",
+    "CLAIM_SHARDS",
     "CLAIM_TTL_S",
     "DAY_S",
     "DEDUP_WINDOW_MS",
@@ -29,8 +31,10 @@ __all__ = [
     "HOUR_S",
     "MINUTES_TTL_S",
     "OPS_RECORD_TTL_S",
+    "USAGE_RETENTION_DAYS",
     "WATERMARK_TTL_S",
     "Keys",
+    "claim_digest",
     "identifier_digest",
 ]
 
@@ -42,15 +46,25 @@ DEDUP_WINDOW_MS = 24 * HOUR_S * 1000
 #: A claim only matters for 24 h of *received* time; one hour of slack, plus the processing lag which the
 #: processor adds at write time (a processor catching up after an outage writes claims for old records).
 CLAIM_TTL_S = 25 * HOUR_S
+#: Claims of one (meter, received day) are spread over this many hashes by identifier digest, so each stays a
+#: compact listpack (Valkey's ``hash-max-listpack-entries``, 512 by default) up to ~2 million identifiers per
+#: meter and day; beyond that a bucket becomes a hashtable (about twice the bytes per identifier) unless the
+#: server's limit is raised. Fixed: every processor must find an identifier in the same bucket.
+CLAIM_SHARDS = 4096
 #: Candidates of a pre-aggregated window / raw `last` bucket are only needed while one of them can still be
 #: cancelled (24 h after the latest was received); the current best is kept separately (BEST_TTL_S).
 CANDIDATES_TTL_S = 25 * HOUR_S
 #: The best (surviving) event of a window must outlive every event that could still land in the window:
 #: timestamps may be up to 35 days before received time, plus a day-long window, plus slack.
 BEST_TTL_S = 37 * DAY_S
-#: Minute buckets answer minute-aligned summary ranges exactly (the gateway); one hash per UTC day,
-#: kept 40 days after its last write (older ranges are answered from hour and day buckets).
-MINUTES_TTL_S = 40 * DAY_S
+#: Hour, day and minute buckets are kept this many days from their start by default
+#: (``METERSTREAM_USAGE_RETENTION_DAYS``): Stripe's 35-day timestamp window plus a 31-day billing period, and
+#: slack. A minute hash (one UTC day) expires that long after the end of its day; hour and day hashes lose
+#: older fields once a day (per processor) and expire whole when their newest bucket is that old.
+USAGE_RETENTION_DAYS = 70
+#: The expiry rebuild's swap gives a minute hash it copied (processor/ops/swap.py): the default retention
+#: from now, which outlasts the exact one (the end of the hash's day plus retention) the processor sets.
+MINUTES_TTL_S = USAGE_RETENTION_DAYS * DAY_S
 #: Per (meter, customer) applied-offset watermarks guard against re-applying a record after a crash; they
 #: are only consulted for records newer than the stored progress, so 40 days (topic retention) is ample.
 WATERMARK_TTL_S = 40 * DAY_S
@@ -68,6 +82,13 @@ def identifier_digest(identifier: str) -> str:
     """A 16-character URL-safe digest of an identifier (96 bits: collisions are not a practical concern)."""
     raw = hashlib.blake2b(identifier.encode("utf-8"), digest_size=12).digest()
     return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def claim_digest(identifier: str) -> tuple[int, bytes]:
+    """(shard, 8-byte field) of an identifier's claim: 76 bits of blake2b in all, so two identifiers of one
+    meter received within a day collide with odds below 1e-5 at a billion identifiers per meter and day."""
+    raw = hashlib.blake2b(identifier.encode("utf-8"), digest_size=10).digest()
+    return int.from_bytes(raw[8:], "big") % CLAIM_SHARDS, raw[:8]
 
 
 @dataclass(frozen=True)
@@ -106,9 +127,12 @@ class Keys:
         Set with NX and a PX expiry (processor/meters/registry.py LOCK_TTL_MS); released by its owner."""
         return f"{self.prefix}:meters-lock"
 
-    def claim(self, meter_id: str, identifier: str) -> str:
-        """STRING: who holds an identifier (or a pending cancellation). TTL ≈ CLAIM_TTL_S + lag."""
-        return f"{self.prefix}:id:{{{meter_id}|{identifier_digest(identifier)}}}"
+    def claims(self, meter_id: str, shard: int, day: int) -> str:
+        """HASH 8-byte identifier digest → the identifier's packed entries received on UTC day ``day`` (days
+        since 1970, of the received time): accepted events and waiting cancellations, each as received ms
+        within the day + record position (13 bytes; claim.lua documents the layout). Expires as a whole
+        CLAIM_TTL_S after the end of its day (longer by the processing lag when catching up)."""
+        return f"{self.prefix}:idb:{{{meter_id}|{shard:x}}}:{day}"
 
     def watermark(self, meter_id: str, customer: str) -> str:
         """HASH source ("<topic>/<partition>") → highest offset applied to this customer. TTL WATERMARK_TTL_S."""
@@ -116,7 +140,7 @@ class Keys:
 
     def minutes(self, meter_id: str, customer: str, day: int) -> str:
         """HASH UTC minute start → aggregated value of that minute, for the UTC day ``day``. For raw ``last``
-        meters the value is "rank|value" (the rank orders events within the minute). TTL MINUTES_TTL_S."""
+        meters the value is "rank|value" (the rank orders events within the minute). Expires USAGE_RETENTION_DAYS after the end of ``day``."""
         return f"{self.prefix}:min:{{{meter_id}:{customer}}}:{day}"
 
     def candidates(self, meter_id: str, customer: str, unit: int) -> str:
@@ -183,7 +207,7 @@ class Keys:
 
     def claim_pattern(self) -> str:
         """SCAN MATCH pattern over identifier claims (ops tools only; never KEYS)."""
-        return f"{self.prefix}:id:*"
+        return f"{self.prefix}:idb:*"
 
     def usage_pattern(self, meter_id: str) -> str:
         """SCAN MATCH pattern over a meter's usage keys (ops tools only; never KEYS)."""

@@ -12,12 +12,15 @@ The work never grows with the width of a range: a run of whole days is read as t
 fields as days holding usage), and the gateway's grouped lists page over :func:`usage_windows` (the
 windows holding usage) instead of listing every window of the range.
 
-Minute buckets are kept 40 days (keys.MINUTES_TTL_S); hour and day buckets as long as Redis keeps them.
+Buckets are kept ``METERSTREAM_USAGE_RETENTION_DAYS`` from their start (keys.USAGE_RETENTION_DAYS, 70 by
+default): a range starting before that is refused (``retention_days``) rather than answered from buckets
+that may be gone.
 Values are exact integers (Python ints); the gateway turns them into Stripe's float ``aggregated_value``.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,10 +194,22 @@ def summarize(
     start: int,
     end: int,
     grouping: str | None = None,
+    *,
+    retention_days: int | None = None,
+    now: int | None = None,
 ) -> list[Summary]:
     """Summaries of ``[start, end)`` for one customer, oldest first: one per hour/day window when grouped
-    (every window, empty ones included), else a single one for the whole range."""
+    (every window, empty ones included), else a single one for the whole range. With ``retention_days``
+    (the deployment's usage retention), a range starting before ``now`` minus that many days is refused."""
     check_range(start, end, grouping)
+    if retention_days is not None:
+        oldest = (int(time.time()) if now is None else now) - retention_days * DAY_S
+        if start < oldest:
+            raise InvalidRequestError(
+                f"start_time is older than this deployment's usage retention ({retention_days} days): "
+                f"it must be at or after {oldest}.",
+                param="start_time",
+            )
     if grouping is None:
         parts = split_range(start, end)
         return [Summary(start, end, _combine(formula, _read(client, keys, meter_id, formula, customer, parts)))]

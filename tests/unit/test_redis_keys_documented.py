@@ -26,6 +26,8 @@ def _documented() -> set[str]:
 def _shape(key: str, markers: list[str]) -> str:
     for marker in markers:
         key = key.replace(identifier_digest(marker), "*").replace(marker, "*")
+        if marker.isdigit():  # an integer argument may be written in hex (claim shards)
+            key = key.replace(f"{int(marker):x}", "*")
     return key
 
 

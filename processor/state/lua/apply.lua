@@ -6,7 +6,7 @@
 -- `<p>:wm:{m:c}` remembers the highest offset applied per source, and an op at or below it is skipped.
 -- Records of a partition are applied in offset order, so this is an exact replay guard.
 --
--- ARGV[1]: msgpack {cand_ttl_ms, best_ttl_ms, wm_ttl_ms, minutes_ttl_ms}
+-- ARGV[1]: msgpack {cand_ttl_ms, best_ttl_ms, wm_ttl_ms, usage retention in seconds}
 -- ARGV[2]: msgpack array of ops, each {kind, wm, hour, day, cand, best, src, offset, ident, rank, value, ts,
 --          formula, minutes}
 --   kind     '+' / '-' additive add/remove (raw sum and count)
@@ -14,11 +14,19 @@
 --            'l+' / 'l-' candidate add/remove for raw `last` (hour candidates + per-minute "rank|value")
 --   wm, hour, day, cand, best, minutes  key indices into KEYS (cand/best are 0 for additive ops)
 --   value    decimal string (the event's value; the delta of additive ops)
+-- ARGV[3]: msgpack array of additive runs, each {wm, src, first_offset, last_offset, n, {key, field, delta, ...}}:
+--          the '+'/'-' ops of one (watermark, source) in ascending offsets, summed by the caller into one
+--          delta per bucket field (hour, day, minute). A run whose first offset is above the watermark is
+--          applied whole; otherwise none of it is, and its index is returned for a per-op call (ARGV[2]).
+-- ARGV[4]: msgpack array of the minutes key indices of the runs (their expiry is set)
+-- ARGV[5]: msgpack {cutoff (unix s), {hour/day key indices to trim}, {key index, expire-at ms, ...}}: usage
+--          retention (keys.py; METERSTREAM_USAGE_RETENTION_DAYS, retention seconds in ARGV[1][4])
+-- Returns {applied, {indices of the runs to send again op by op}, {key indices whose expiry was set}}.
 -- Additive changes are summed per bucket in Lua and written once per bucket at the end of the call.
 local ttls = cmsgpack.unpack(ARGV[1])
 local ops = cmsgpack.unpack(ARGV[2])
-local CAND_TTL, BEST_TTL, WM_TTL, MIN_TTL = ttls[1], ttls[2], ttls[3], ttls[4]
-local minute_keys = {}  -- minutes keys written by this call (one PEXPIRE each at the end)
+local CAND_TTL, BEST_TTL, WM_TTL, RETAIN_S = ttls[1], ttls[2], ttls[3], ttls[4]
+local minute_keys = {}  -- minutes keys written by this call (one PEXPIREAT each at the end)
 
 -- ---- exact decimal arithmetic --------------------------------------------------------------------
 local function split(s)
@@ -241,6 +249,23 @@ local function add_pending(key, field, delta)
   t[field] = badd(t[field] or '0', delta)
 end
 
+local runs = cmsgpack.unpack(ARGV[3])
+local redo = {}
+for i, run in ipairs(runs) do
+  local wi, src = run[1], run[2]
+  local wm = wm_of(wi)
+  if run[3] > (wm[src] or -1) then
+    local f = run[6]
+    for j = 1, #f, 3 do add_pending(KEYS[f[j]], f[j + 1], f[j + 2]) end
+    wm[src] = run[4]
+    wm.dirty = true
+    applied = applied + run[5]
+  else
+    redo[#redo + 1] = i
+  end
+end
+for _, mi in ipairs(cmsgpack.unpack(ARGV[4])) do minute_keys[KEYS[mi]] = true end
+
 for _, op in ipairs(ops) do
   local kind, wi = op[1], op[2]
   local src, offset = op[7], op[8]
@@ -267,7 +292,7 @@ for _, op in ipairs(ops) do
       minute_last_remove(mkey, KEYS[op[5]], cand_remove(f, hkey, dkey, nil, KEYS[op[5]], KEYS[op[6]], ident))
     end
     wm[src] = offset
-    wms[wi].dirty = true
+    wm.dirty = true
     applied = applied + 1
   end
 end
@@ -276,7 +301,33 @@ for key, fields in pairs(pending) do
     if delta ~= '0' then hincr(key, field, delta) end
   end
 end
-for mkey, _ in pairs(minute_keys) do redis.call('PEXPIRE', mkey, MIN_TTL) end
+-- usage retention: a minute hash (one UTC day) goes RETAIN_S after the end of its day
+for mkey, _ in pairs(minute_keys) do
+  local day = tonumber(string.match(mkey, ':(%-?%d+)$'))
+  redis.call('PEXPIREAT', mkey, (day + 86400 + RETAIN_S) * 1000)
+end
+-- hour and day hashes: fields older than the cutoff are dropped (once a day per key and processor), and
+-- a whole hash goes when its newest bucket is past retention (expiry only ever raised)
+local retention = cmsgpack.unpack(ARGV[5])
+local cutoff = retention[1]
+for _, ki in ipairs(retention[2]) do
+  local old = {}
+  for _, f in ipairs(redis.call('HKEYS', KEYS[ki])) do
+    if tonumber(f) < cutoff then old[#old + 1] = f end
+    if #old >= 1000 then redis.call('HDEL', KEYS[ki], unpack(old)); old = {} end
+  end
+  if #old > 0 then redis.call('HDEL', KEYS[ki], unpack(old)) end
+end
+local expired = {}
+local ex = retention[3]
+for j = 1, #ex, 2 do
+  local key = KEYS[ex[j]]
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('PEXPIREAT', key, ex[j + 1], 'NX')
+    redis.call('PEXPIREAT', key, ex[j + 1], 'GT')
+    expired[#expired + 1] = ex[j]
+  end
+end
 for wi, t in pairs(wms) do
   if t.dirty then
     t.dirty = nil
@@ -286,4 +337,4 @@ for wi, t in pairs(wms) do
     redis.call('PEXPIRE', KEYS[wi], WM_TTL)
   end
 end
-return applied
+return {applied, redo, expired}
