@@ -5,6 +5,12 @@ it arrives (docs/security.md lists the limits).
 Why each exists:
 
 - ``IDENTIFIER_MAX`` / ``EVENT_NAME_MAX``: Stripe's own limits on meter events (100 characters).
+- ``TIMESTAMP_PAST_S`` / ``TIMESTAMP_FUTURE_S``: Stripe accepts an event timestamp at most 35 days before
+  and 5 minutes after the time it receives the event (for us: the Kafka record's received time).
+- ``DEDUP_WINDOW_S``: an identifier is unique among the events Stripe received in the last 24 hours.
+- ``MAX_SIGNIFICANT_DIGITS``: Stripe refuses values with more than 15 significant digits;
+  ``MAX_TOTAL_DIGITS`` bounds the digits in all (``1E400`` has one significant digit but 401 digits), so no
+  value grows the aggregates without bound.
 - ``CUSTOMER_ID_MAX``: Stripe documents no limit for the customer value of a payload, but it becomes part
   of several Redis key names per event (``ms:usage:{<meter>:<customer>}:hour`` and friends) and of every
   record key: 255 characters (the length Stripe promises its own object ids never exceed) keeps keys small
@@ -24,9 +30,14 @@ from typing import Any
 
 __all__ = [
     "CUSTOMER_ID_MAX",
+    "DEDUP_WINDOW_S",
     "EVENT_NAME_MAX",
     "IDENTIFIER_MAX",
     "MAX_JSON_DEPTH",
+    "MAX_SIGNIFICANT_DIGITS",
+    "MAX_TOTAL_DIGITS",
+    "TIMESTAMP_FUTURE_S",
+    "TIMESTAMP_PAST_S",
     "customer_problem",
     "json_problem",
     "text_problem",
@@ -36,6 +47,11 @@ IDENTIFIER_MAX = 100
 EVENT_NAME_MAX = 100
 CUSTOMER_ID_MAX = 255
 MAX_JSON_DEPTH = 16
+TIMESTAMP_PAST_S = 35 * 86_400
+TIMESTAMP_FUTURE_S = 300
+DEDUP_WINDOW_S = 24 * 3_600
+MAX_SIGNIFICANT_DIGITS = 15
+MAX_TOTAL_DIGITS = 60
 
 
 def text_problem(value: str) -> str | None:

@@ -17,7 +17,7 @@ import orjson
 
 from processor.aggregator.meterbook import MeterBook
 from processor.aggregator.values import MAX_SIGNIFICANT_DIGITS, MAX_TOTAL_DIGITS, parse_whole, significant_digits
-from processor.limits import IDENTIFIER_MAX, customer_problem, text_problem
+from processor.limits import IDENTIFIER_MAX, TIMESTAMP_FUTURE_S, TIMESTAMP_PAST_S, customer_problem, text_problem
 from processor.meters.model import Meter
 
 __all__ = [
@@ -37,8 +37,6 @@ __all__ = [
     "validate_event",
 ]
 
-PAST_LIMIT_S = 35 * 86_400
-FUTURE_LIMIT_S = 300
 MAX_IDENTIFIER = IDENTIFIER_MAX  # one rule with the gateway and imports (processor/limits.py)
 #: The code of a customer id the shared size/text rule refuses (processor/limits.py): the processor's code for
 #: a malformed event, at the gateway too (a 400 naming ``payload[<customer key>]``).
@@ -264,9 +262,9 @@ def meter_problem(name: str, meter: Meter | None, customer: str | None) -> tuple
 
 def timestamp_problem(ts: int, received_s: int) -> tuple[str, str] | None:
     """(Stripe error code, message) when ``ts`` is outside Stripe's window around the received time."""
-    if ts < received_s - PAST_LIMIT_S:
+    if ts < received_s - TIMESTAMP_PAST_S:
         return "timestamp_too_far_in_past", "Timestamp must be within the past 35 days."
-    if ts > received_s + FUTURE_LIMIT_S:
+    if ts > received_s + TIMESTAMP_FUTURE_S:
         return "timestamp_in_future", "Timestamp must not be more than 5 minutes in the future."
     return None
 
@@ -328,7 +326,7 @@ def event_fast(data: dict[str, Any], source: Source, meters: MeterBook) -> Event
         number = parsed
     received_s = source.received_ms // 1000
     ts = received_s if ts_raw is None else ts_raw
-    if ts < received_s - PAST_LIMIT_S or ts > received_s + FUTURE_LIMIT_S:
+    if ts < received_s - TIMESTAMP_PAST_S or ts > received_s + TIMESTAMP_FUTURE_S:
         return None
     out_payload[meter.customer_key] = customer
     if number is not None:

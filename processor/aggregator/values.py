@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
+from processor.limits import MAX_SIGNIFICANT_DIGITS, MAX_TOTAL_DIGITS
+
 __all__ = ["MAX_SIGNIFICANT_DIGITS", "MAX_TOTAL_DIGITS", "parse_whole", "significant_digits"]
 
-MAX_SIGNIFICANT_DIGITS = 15
-#: Digits in all (``1E400`` has one significant digit but 401 digits): more are "too many digits", as the
-#: Stripe emulator answers (processor/emulator/values.py), so no value grows the aggregates without bound.
-MAX_TOTAL_DIGITS = 60
 # Guard against "1e999999999": Decimal would happily build a number with a billion digits.
 _MAX_EXPONENT = 400
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from processor.errors import MeterValidationError
-from processor.limits import text_problem
+from processor.limits import EVENT_NAME_MAX, text_problem
 from processor.meters.model import (
     DEFAULT_CUSTOMER_KEY,
     DEFAULT_VALUE_KEY,
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: Stripe's limits on create (OpenAPI maxLength).
-MAX_EVENT_NAME = 100
+MAX_EVENT_NAME = EVENT_NAME_MAX  # the event_name rule of meter events (processor/limits.py)
 MAX_DISPLAY_NAME = 250
 #: Limit for customer_mapping / value_settings keys. Stripe's documentation gives none for certain; 100
 #: matches its other meter strings and keeps a payload key sane.

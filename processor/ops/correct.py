@@ -33,13 +33,12 @@ from processor.aggregator.values import MAX_SIGNIFICANT_DIGITS, significant_digi
 from processor.config import Settings
 from processor.errors import InvalidRequestError
 from processor.events.producer import MeterEventProducer
+from processor.limits import TIMESTAMP_FUTURE_S, TIMESTAMP_PAST_S
 from processor.meters.model import Meter
 from processor.state.keys import DAY_S, OPS_RECORD_TTL_S, Keys
 
 __all__ = ["Correction", "apply_correction", "plan_correction"]
 
-PAST_S = 35 * DAY_S
-FUTURE_S = 300
 RECORD_KIND = "corrections"
 
 _NOT_FOR = {
@@ -91,13 +90,13 @@ def plan_correction(
     if not reference.strip():
         raise InvalidRequestError("a reference (ticket, reason) is required: it makes the correction unique")
     ts = now if timestamp is None else timestamp
-    if ts < now - PAST_S:
+    if ts < now - TIMESTAMP_PAST_S:
         raise InvalidRequestError(
             "the timestamp is more than 35 days old: Stripe and the processor refuse it (and the period is "
             "most likely invoiced: credit the customer in Stripe instead)",
             param="timestamp",
         )
-    if ts > now + FUTURE_S:
+    if ts > now + TIMESTAMP_FUTURE_S:
         raise InvalidRequestError("the timestamp is more than 5 minutes in the future", param="timestamp")
     return Correction(meter, customer, value, ts, reference.strip())
 

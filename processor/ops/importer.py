@@ -43,15 +43,13 @@ from processor.config import Settings
 from processor.errors import EventValidationError, KafkaDeliveryError, UnreadableFileError
 from processor.events.schema import validate_event
 from processor.kafka.clients import producer_config
-from processor.limits import customer_problem
+from processor.limits import TIMESTAMP_FUTURE_S, TIMESTAMP_PAST_S, customer_problem
 from processor.meters.model import DEFAULT_CUSTOMER_KEY, Meter
 from processor.ops.formats import detect_format, iter_rows, row_digest, row_identifier
 from processor.state.keys import OPS_RECORD_TTL_S, Keys
 
 __all__ = ["ImportReport", "ImportState", "Importer", "RowError"]
 
-PAST_S = 35 * 86_400
-FUTURE_S = 300
 #: How often the state is written while sending (and always at the end or on interruption).
 SAVE_EVERY_S = 1.0
 
@@ -276,8 +274,8 @@ class Importer:
                 )
                 continue
             ts = value["timestamp"]
-            late = ts < now - PAST_S
-            if late or ts > now + FUTURE_S:
+            late = ts < now - TIMESTAMP_PAST_S
+            if late or ts > now + TIMESTAMP_FUTURE_S:
                 message = (
                     "Timestamp must be within the past 35 days."
                     if late

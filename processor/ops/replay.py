@@ -38,6 +38,7 @@ from confluent_kafka import Producer
 from processor.config import Settings
 from processor.errors import KafkaDeliveryError
 from processor.kafka.clients import producer_config
+from processor.limits import TIMESTAMP_PAST_S
 from processor.ops.reader import RangeRead
 from processor.sink.delivery import DeliveryLog, DeliveryStatus, RecordingStripeApi, lookup_statuses, received_ms_of
 from processor.sink.engine import SinkEngine
@@ -56,7 +57,6 @@ log = logging.getLogger(__name__)
 ACCEPTED = Topic.ACCEPTED
 #: A resend is left to Stripe's identifier dedup only this long after we (or Stripe) first saw the record.
 SAFE_RESEND_MS = 23 * HOUR_S * 1000
-STRIPE_PAST_LIMIT_S = 35 * DAY_S
 
 
 @dataclass(frozen=True)
@@ -100,11 +100,7 @@ def decide(
     if status.state == "delivered":
         return Decision(False, "already delivered to Stripe")
     received = received_ms_of(record)
-    if (
-        not record.is_cancel
-        and record.timestamp is not None
-        and record.timestamp < now_ms // 1000 - STRIPE_PAST_LIMIT_S
-    ):
+    if not record.is_cancel and record.timestamp is not None and record.timestamp < now_ms // 1000 - TIMESTAMP_PAST_S:
         return Decision(False, "timestamp older than Stripe's 35 days (use `meterstream correct`)")
     # Stripe got it (if at all) no earlier than our first attempt, and never before we received it.
     first_seen = status.at_ms if status.state == "attempted" and status.at_ms else received

@@ -19,6 +19,8 @@ import base64
 import hashlib
 from dataclasses import dataclass
 
+from processor.limits import DEDUP_WINDOW_S
+
 __all__ = [
     "BEST_TTL_S",
     "CANDIDATES_TTL_S",
@@ -42,7 +44,7 @@ HOUR_S = 3600
 DAY_S = 86_400
 #: Stripe holds an identifier for 24 h after the event holding it was received, and an adjustment can
 #: cancel an event received at most 24 h earlier (or later, for a cancellation that came first).
-DEDUP_WINDOW_MS = 24 * HOUR_S * 1000
+DEDUP_WINDOW_MS = DEDUP_WINDOW_S * 1000  # Stripe's 24 h identifier window (processor/limits.py)
 #: A claim only matters for 24 h of *received* time; one hour of slack, plus the processing lag which the
 #: processor adds at write time (a processor catching up after an outage writes claims for old records).
 CLAIM_TTL_S = 25 * HOUR_S
