@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from processor.config import Settings
 from processor.errors import (
@@ -66,7 +68,9 @@ def _middlewares(gw: Gateway) -> list[Middleware]:
         except InvalidRequestError as err:
             gw.metrics.errors.labels(err.code or err.error_type).inc()
             raise
-        except (KafkaDeliveryError, StateError) as exc:
+        except (KafkaDeliveryError, StateError, RedisConnectionError, RedisTimeoutError) as exc:
+            # Redis or Kafka away: Stripe's retryable 503, whichever route met it (a redis-py error that no
+            # state function translated is the same outage as a StateError).
             gw.metrics.errors.labels("api_error").inc()
             message = mask_secrets(str(exc))
             return api_error_response(f"The request could not be completed: {message}", status=503, should_retry=True)
