@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from processor.errors import ConfigError
-from processor.state.keys import USAGE_RETENTION_DAYS
+from processor.limits import USAGE_RETENTION_DAYS
 
 __all__ = ["ENV_PREFIX", "Secret", "Settings", "load_settings"]
 

@@ -11,6 +11,8 @@ Why each exists:
 - ``MAX_SIGNIFICANT_DIGITS``: Stripe refuses values with more than 15 significant digits;
   ``MAX_TOTAL_DIGITS`` bounds the digits in all (``1E400`` has one significant digit but 401 digits), so no
   value grows the aggregates without bound.
+- ``USAGE_RETENTION_DAYS``: the default of ``METERSTREAM_USAGE_RETENTION_DAYS``, how long hour, day and minute
+  buckets are kept: Stripe's 35-day timestamp window plus a 31-day billing period, and slack.
 - ``CUSTOMER_ID_MAX``: Stripe documents no limit for the customer value of a payload, but it becomes part
   of several Redis key names per event (``ms:usage:{<meter>:<customer>}:hour`` and friends) and of every
   record key: 255 characters (the length Stripe promises its own object ids never exceed) keeps keys small
@@ -38,6 +40,7 @@ __all__ = [
     "MAX_TOTAL_DIGITS",
     "TIMESTAMP_FUTURE_S",
     "TIMESTAMP_PAST_S",
+    "USAGE_RETENTION_DAYS",
     "customer_problem",
     "json_problem",
     "text_problem",
@@ -52,6 +55,7 @@ TIMESTAMP_FUTURE_S = 300
 DEDUP_WINDOW_S = 24 * 3_600
 MAX_SIGNIFICANT_DIGITS = 15
 MAX_TOTAL_DIGITS = 60
+USAGE_RETENTION_DAYS = 70
 
 
 def text_problem(value: str) -> str | None:

@@ -19,7 +19,7 @@ import base64
 import hashlib
 from dataclasses import dataclass
 
-from processor.limits import DEDUP_WINDOW_S
+from processor.limits import DEDUP_WINDOW_S, USAGE_RETENTION_DAYS
 
 __all__ = [
     "BEST_TTL_S",
@@ -59,11 +59,10 @@ CANDIDATES_TTL_S = 25 * HOUR_S
 #: The best (surviving) event of a window must outlive every event that could still land in the window:
 #: timestamps may be up to 35 days before received time, plus a day-long window, plus slack.
 BEST_TTL_S = 37 * DAY_S
-#: Hour, day and minute buckets are kept this many days from their start by default
-#: (``METERSTREAM_USAGE_RETENTION_DAYS``): Stripe's 35-day timestamp window plus a 31-day billing period, and
-#: slack. A minute hash (one UTC day) expires that long after the end of its day; hour and day hashes lose
-#: older fields once a day (per processor) and expire whole when their newest bucket is that old.
-USAGE_RETENTION_DAYS = 70
+#: Hour, day and minute buckets are kept USAGE_RETENTION_DAYS (processor/limits.py) from their start by
+#: default (``METERSTREAM_USAGE_RETENTION_DAYS``). A minute hash (one UTC day) expires that long after the end
+#: of its day; hour and day hashes lose older fields once a day (per processor) and expire whole when their
+#: newest bucket is that old.
 #: The expiry rebuild's swap gives a minute hash it copied (processor/ops/swap.py): the default retention
 #: from now, which outlasts the exact one (the end of the hash's day plus retention) the processor sets.
 MINUTES_TTL_S = USAGE_RETENTION_DAYS * DAY_S
