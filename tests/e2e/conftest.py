@@ -19,25 +19,16 @@ from processor.embedded import free_port
 from tests.conftest import cluster_wanted
 
 
-@pytest.fixture
-def running_up(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
-    env["METERSTREAM_GATEWAY_PORT"] = str(port)
-    if cluster_wanted():  # the cluster run: every component of `up` on the session's Redis Cluster
-        env["METERSTREAM_REDIS_URL"] = request.getfixturevalue("redis_url")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "processor", "up", "--state-dir", str(tmp_path)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def read_banner(
+    proc: subprocess.Popen[str], timeout: float = 120.0
+) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """Read ``up``'s banner up to "Press Ctrl-C": its ``name : value`` lines, the ``export`` lines it printed
+    (parsed, NAME -> value) and every line as printed."""
     assert proc.stdout is not None
     info: dict[str, str] = {}
     exports: dict[str, str] = {}
     lines: list[str] = []
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
@@ -54,6 +45,25 @@ def running_up(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[
             exports[name] = value
         if line.startswith("Press Ctrl-C"):
             break
+    return info, exports, lines
+
+
+@pytest.fixture
+def running_up(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
+    env["METERSTREAM_GATEWAY_PORT"] = str(port)
+    if cluster_wanted():  # the cluster run: every component of `up` on the session's Redis Cluster
+        env["METERSTREAM_REDIS_URL"] = request.getfixturevalue("redis_url")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "processor", "up", "--state-dir", str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    info, exports, lines = read_banner(proc)
     assert "api key" in info, "".join(lines)
     assert cluster_wanted() or "****@" in info["redis"], info  # the embedded Valkey has a password, masked
     info["gateway"] = f"http://127.0.0.1:{port}"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from processor.cli import main
 from processor.embedded import free_port
+from tests.e2e.conftest import read_banner
 from tests.pipeline import event_value
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -71,20 +71,7 @@ def up_data(data: Path, port: int) -> Iterator[tuple[subprocess.Popen[str], dict
         stderr=subprocess.STDOUT,
         text=True,
     )
-    assert proc.stdout is not None
-    exports: dict[str, str] = {}
-    lines: list[str] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith("  export "):
-            name, _, value = shlex.split(line)[1].partition("=")
-            exports[name] = value
-        if line.startswith("Press Ctrl-C"):
-            break
+    _, exports, lines = read_banner(proc)
     assert "METERSTREAM_KAFKA_BOOTSTRAP" in exports, "".join(lines)
     # keep draining up's output so it never blocks on a full pipe
     threading.Thread(target=lambda: [None for _ in proc.stdout or []], daemon=True).start()
