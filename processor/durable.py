@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import secrets
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -90,24 +89,6 @@ class DurableState:
         os.replace(tmp, self.path)
 
 
-class _EnvChild(_Child):
-    """A :class:`_Child` with its own environment."""
-
-    env: dict[str, str] | None = None
-
-    def start(self) -> None:
-        fh = open(self.log_path, "ab")
-        self._log = fh
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=self.env,
-            start_new_session=True,
-        )
-
-
 class DurableKafka:
     """Tansu on the local object store, both as child processes; ``bootstrap`` is ``127.0.0.1:<port>``."""
 
@@ -116,8 +97,8 @@ class DurableKafka:
         self.logdir = logdir
         self.port = state.port("kafka")
         self.store_port = state.port("objectstore")
-        self._store: _EnvChild | None = None
-        self._broker: _EnvChild | None = None
+        self._store: _Child | None = None
+        self._broker: _Child | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -125,7 +106,7 @@ class DurableKafka:
 
     def start(self, timeout: float = 30.0) -> DurableKafka:
         store_dir = self.data_dir / "broker"
-        self._store = _EnvChild(
+        self._store = _Child(
             "object store",
             [sys.executable, "-m", "processor.objectstore", "--dir", str(store_dir), "--port", str(self.store_port)],
             self.logdir / "objectstore.log",
@@ -133,7 +114,7 @@ class DurableKafka:
         self._store.start()
         _wait_ready(self._store, self._store_ready, timeout)
         url = f"tcp://127.0.0.1:{self.port}"
-        self._broker = _EnvChild(
+        self._broker = _Child(
             "Tansu broker",
             [
                 tansu_binary(),

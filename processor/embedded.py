@@ -82,6 +82,8 @@ class _Child:
     name: str
     argv: list[str]
     log_path: Path
+    #: The child's environment (None: this process's).
+    env: dict[str, str] | None = None
     proc: subprocess.Popen[bytes] | None = None
     _log: object | None = field(default=None, repr=False)
 
@@ -93,6 +95,7 @@ class _Child:
             stdout=fh,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=self.env,
             start_new_session=True,  # Ctrl-C in the terminal goes to us; we stop the child in order
         )
 
