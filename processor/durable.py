@@ -151,13 +151,9 @@ class DurableKafka:
             return False
 
     def _broker_ready(self) -> bool:
-        from confluent_kafka.admin import AdminClient
+        from processor.kafka.admin import broker_answers  # lazily: `import processor` loads no Kafka client
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
-        try:
-            return bool(admin.list_topics(timeout=1.0).brokers)
-        except Exception:
-            return False
+        return broker_answers(self.bootstrap)
 
     def stop(self) -> None:
         for child in (self._broker, self._store):

@@ -166,14 +166,9 @@ class EmbeddedKafka:
         return self
 
     def _probe(self) -> bool:
-        from confluent_kafka.admin import AdminClient
+        from processor.kafka.admin import broker_answers  # lazily: `import processor` loads no Kafka client
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
-        try:
-            md = admin.list_topics(timeout=1.0)
-        except Exception:
-            return False
-        return bool(md.brokers)
+        return broker_answers(self.bootstrap)
 
     def stop(self) -> None:
         if self._child is not None:

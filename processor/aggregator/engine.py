@@ -40,13 +40,14 @@ from processor.meters.model import Meter
 from processor.state.keys import Keys
 from processor.state.store import ApplyOp, ClaimOp, ClaimResult, StateStore
 from processor.windows import bucket, day_start, hour_start, received_rank, timestamp_rank
+from topics import Topic
 
 __all__ = ["ADJUSTMENTS", "EVENTS", "Engine", "Output", "RawRecord"]
 
 log = logging.getLogger(__name__)
 
-EVENTS = "meter-events"
-ADJUSTMENTS = "meter-event-adjustments"
+EVENTS = Topic.EVENTS
+ADJUSTMENTS = Topic.ADJUSTMENTS
 
 
 class RawRecord(NamedTuple):

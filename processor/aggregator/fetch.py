@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from processor.config import Settings
 from processor.errors import StateError
-from processor.kafka.clients import consumer_config
+from processor.kafka.consume import new_consumer
+from topics import Topic, topic_name
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
 
 __all__ = ["EventFetcher", "Fetched"]
 
@@ -37,7 +42,7 @@ class EventFetcher:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.topic = settings.topic_prefix + "meter-events"
+        self.topic = topic_name(Topic.EVENTS, settings.topic_prefix)
         self._consumer: Consumer | None = None
 
     def __call__(self, positions: Iterable[tuple[int, int]]) -> Fetched:
@@ -55,9 +60,7 @@ class EventFetcher:
         if not runs:
             return found
         if self._consumer is None:
-            self._consumer = Consumer(
-                consumer_config(self.settings, f"{self.settings.processor_group}-fetch", **{"log_level": 3})
-            )
+            self._consumer = new_consumer(self.settings, f"{self.settings.processor_group}-fetch", log_level=3)
         consumer = self._consumer
         while runs:
             current = {part: part_runs.pop(0) for part, part_runs in runs.items()}

@@ -20,9 +20,8 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
-from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from processor import metrics
 from processor.aggregator.engine import ADJUSTMENTS, EVENTS, Engine, Output, RawRecord
@@ -31,10 +30,13 @@ from processor.aggregator.meterbook import MeterBook
 from processor.aggregator.validate import Source
 from processor.config import Settings
 from processor.errors import KafkaDeliveryError
-from processor.kafka.clients import consumer_config, producer_config
+from processor.kafka.clients import consumer_config
+from processor.kafka.consume import new_consumer
+from processor.kafka.produce import AckedProducer
 from processor.logs import activity_report
 from processor.state.connect import sync_redis
 from processor.state.store import StateStore
+from topics import Topic, topic_name
 
 __all__ = ["Processor", "partition_lags"]
 
@@ -77,7 +79,7 @@ class Processor:
         self.stage_s: defaultdict[str, float] = defaultdict(float)
         self._consumer: Consumer | None = None
         self._meters_consumer: Consumer | None = None
-        self._producer: Producer | None = None
+        self._producer: AckedProducer | None = None
         self._store: StateStore | None = None
         self._engine: Engine | None = None
         self._fetcher: EventFetcher | None = None
@@ -95,11 +97,11 @@ class Processor:
         s = self.settings
         client = sync_redis(s)
         self._store = StateStore(client, s.redis_prefix, s.usage_retention_days)
-        self._producer = Producer(producer_config(s))
+        self._producer = AckedProducer(s)
         self._meters_consumer = Consumer(consumer_config(s, f"{s.processor_group}-meters", **{"log_level": 3}))
         self._meters_consumer.assign([TopicPartition(self.prefix + "meters", 0, OFFSET_BEGINNING)])
         self._load_meters(initial=True)
-        conf = consumer_config(
+        self._consumer = new_consumer(
             s,
             s.processor_group,
             **{
@@ -110,7 +112,6 @@ class Processor:
                 "stats_cb": self._on_stats,
             },
         )
-        self._consumer = Consumer(conf)
         self._consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
         self._fetcher = EventFetcher(s)
         self._engine = Engine(self._store, self.meters, self._fetcher)
@@ -289,8 +290,8 @@ class Processor:
 
     def _emit(self, out: Output) -> None:
         assert self._producer is not None
-        accepted = self.prefix + "meter-events-accepted"
-        errors = self.prefix + "meter-event-errors"
+        accepted = topic_name(Topic.ACCEPTED, self.prefix)
+        errors = topic_name(Topic.ERRORS, self.prefix)
         hold = self._hold_back
         for (key, value), src in zip(out.accepted, out.accepted_from, strict=True):
             if not hold or src.offset >= hold.get(f"{src.topic}/{src.partition}", -1):
@@ -308,14 +309,9 @@ class Processor:
 
     def _produce(self, topic: str, key: str | None, value: bytes) -> None:
         assert self._producer is not None
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
-                return
-            except BufferError:
-                self._producer.poll(0.1)
+        self._producer.produce(topic, value, key, on_delivery=self._on_delivery)
 
-    def _on_delivery(self, err: Any, msg: Any) -> None:
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
             self._delivery_errors.append(str(err))
 
@@ -385,7 +381,7 @@ class Processor:
             self._fetcher.close()
             self._fetcher = None
         if self._producer is not None:
-            self._producer.flush(30)
+            self._producer.close(30)
         if self._store is not None:
             self._store.client.close()
         self._consumer = self._meters_consumer = self._producer = None

@@ -17,6 +17,7 @@ from processor.cli.errors_cmd import errors
 from processor.cli.timerange import parse_time, range_options, resolve_range
 from processor.config import Settings
 from processor.ops.console import Progress, echo_decisions, iso
+from topics import Topic, topic_name
 
 __all__ = ["COMMANDS"]
 
@@ -323,7 +324,7 @@ def import_file(
     finally:
         client.close()
     resumed = f" ({report.skipped_done} acknowledged by an earlier run)" if report.skipped_done else ""
-    click.echo(f"imported {report.sent} row(s) into {settings.topic_prefix}meter-events{resumed}")
+    click.echo(f"imported {report.sent} row(s) into {topic_name(Topic.EVENTS, settings.topic_prefix)}{resumed}")
 
 
 # ---- correct -----------------------------------------------------------------------------------------
@@ -369,7 +370,8 @@ def correct(
         sent = apply_correction(settings, client, fix)
     finally:
         client.close()
-    click.echo(f"sent to {settings.topic_prefix}meter-events" if sent else "already sent before: nothing to do")
+    events = topic_name(Topic.EVENTS, settings.topic_prefix)
+    click.echo(f"sent to {events}" if sent else "already sent before: nothing to do")
 
 
 COMMANDS: list[click.Command] = [rebuild, replay, reconcile, import_file, errors, correct]

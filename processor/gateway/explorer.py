@@ -17,21 +17,26 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from processor.config import Settings
 from processor.errors import InvalidRequestError
 from processor.gateway.state import GATEWAY, Gateway
+from processor.kafka.consume import new_consumer
 from processor.wire import get_int, get_str, json_response
+from topics import Topic, topic_name
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
 
 __all__ = ["TAIL", "ExplorerQuery", "install", "read_tail"]
 
 #: Records read per partition, from the end.
 TAIL = 300
-_TOPICS = {"accepted": "meter-events-accepted", "rejected": "meter-event-errors"}
+_TOPICS = {"accepted": Topic.ACCEPTED, "rejected": Topic.ERRORS}
 _TIMEOUT_S = 5.0
 
 routes = web.RouteTableDef()
@@ -96,17 +101,11 @@ def _row(kind: str, partition: int, offset: int, timestamp_ms: int, value: bytes
 
 def read_tail(settings: Settings, query: ExplorerQuery, tail: int = TAIL) -> dict[str, Any]:
     """The newest matching records (newest first) among the last ``tail`` of every partition."""
-    topic = settings.topic_prefix + _TOPICS[query.kind]
-    consumer = Consumer(
-        settings.kafka_config(
-            **{
-                "group.id": f"meterstream-explorer-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "fetch.wait.max.ms": 50,
-                "log_level": 3,
-            }
-        )
+    topic = topic_name(_TOPICS[query.kind], settings.topic_prefix)
+    consumer = new_consumer(
+        settings,
+        f"meterstream-explorer-{uuid.uuid4().hex[:8]}",
+        **{"enable.partition.eof": True, "fetch.wait.max.ms": 50, "log_level": 3},
     )
     try:
         meta = consumer.list_topics(topic, timeout=_TIMEOUT_S).topics.get(topic)

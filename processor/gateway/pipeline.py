@@ -18,22 +18,27 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis.asyncio as aioredis
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from processor.config import Settings
 from processor.gateway.metrics import PipelineSnapshot, int_fields
+from processor.kafka.consume import new_consumer
 from processor.logs import mask_secrets
 from processor.state.keys import Keys
+from topics import Topic
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
 
 __all__ = ["LagRow", "PipelineProbe"]
 
 log = logging.getLogger(__name__)
 
-PROCESSOR_TOPICS = ("meter-events", "meter-event-adjustments")
-SINK_TOPICS = ("meter-events-accepted",)
+PROCESSOR_TOPICS = (Topic.EVENTS, Topic.ADJUSTMENTS)
+SINK_TOPICS = (Topic.ACCEPTED,)
 LAG_MAX_AGE_S = 5.0
 _PROBE_TIMEOUT_S = 3.0
 _CHECK_TIMEOUT_S = 2.0
@@ -139,26 +144,26 @@ class PipelineProbe:
         a group or commits, so neither disturbs the members."""
         if group is None:
             if self._probe is None:
-                self._probe = Consumer(self._config(f"meterstream-lag-probe-{uuid.uuid4().hex[:8]}"))
+                self._probe = self._new(f"meterstream-lag-probe-{uuid.uuid4().hex[:8]}")
             return self._probe
         reader = self._committed_readers.get(group)
         if reader is None:
-            reader = self._committed_readers[group] = Consumer(self._config(group))
+            reader = self._committed_readers[group] = self._new(group)
         return reader
 
-    def _config(self, group: str) -> dict[str, Any]:
-        return self._settings.kafka_config(
+    def _new(self, group: str) -> Consumer:
+        """A consumer that fetches little and answers fast: it only learns watermarks and offsets."""
+        return new_consumer(
+            self._settings,
+            group,
             **{
-                "group.id": group,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
                 "enable.partition.eof": True,
                 "fetch.wait.max.ms": 50,
                 "max.partition.fetch.bytes": 1024,
                 "fetch.max.bytes": 65536,
                 "message.max.bytes": 65536,
                 "log_level": 3,
-            }
+            },
         )
 
     def _measure_sync(self, progress: dict[str, int]) -> list[LagRow]:

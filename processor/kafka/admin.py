@@ -18,7 +18,7 @@ from processor.config import Settings
 from processor.errors import TopicDriftError, TopicError
 from topics import CATALOG, TopicSpec
 
-__all__ = ["TopicReport", "ensure_topics"]
+__all__ = ["TopicReport", "broker_answers", "ensure_topics", "new_admin"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,23 @@ class TopicReport:
         return text
 
 
+def new_admin(settings: Settings) -> AdminClient:
+    """An admin client for the cluster of ``settings`` (security settings included)."""
+    return AdminClient(settings.kafka_config())
+
+
+def broker_answers(bootstrap: str, timeout: float = 1.0) -> bool:
+    """Whether a broker at ``bootstrap`` answers a metadata request within ``timeout`` seconds: the
+    readiness probe of the embedded and durable brokers, which have a bare loopback address and no
+    :class:`~processor.config.Settings` yet (librdkafka's logs are silenced: refusals are expected while
+    the broker starts)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    try:
+        return bool(admin.list_topics(timeout=timeout).brokers)
+    except Exception:
+        return False
+
+
 def _expected_partitions(spec: TopicSpec, settings: Settings) -> int:
     if spec.partitions == 1 or settings.topic_partitions is None:
         return spec.partitions
@@ -54,7 +71,7 @@ def ensure_topics(settings: Settings, *, check_only: bool = False, timeout: floa
     Raises :class:`TopicDriftError` when any topic has the wrong partition count; the message lists
     every drifted topic, so one run shows everything to fix.
     """
-    admin = AdminClient(settings.kafka_config())
+    admin = new_admin(settings)
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:

@@ -195,8 +195,13 @@ class AckedProducer:
 
     def close(self, timeout: float) -> int:
         """Flush, then drop the client; returns how many records were still in flight (lost unless the
-        caller resends them)."""
-        remaining = self.flush(timeout)
+        caller resends them). Never raises: it runs on the way out (``finally`` blocks, shutdown), where a
+        fatal producer error can only be logged, and raising would hide the error that led there."""
+        try:
+            remaining = self.flush(timeout)
+        except KafkaDeliveryError as exc:
+            log.warning("closing a failed Kafka producer: %s", exc)
+            remaining = 0
         if not remaining:
             self._producer = None
         return remaining

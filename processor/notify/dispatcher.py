@@ -27,16 +27,20 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from processor.config import Settings
-from processor.kafka.clients import consumer_config
+from processor.kafka.consume import new_consumer
 from processor.notify.reports import Windows, dumps, sign
 from processor.notify.store import destinations, store_event, thin_of
 from processor.state.connect import SyncRedis, sync_redis
 from processor.state.keys import Keys, notify_attempts, notify_deliveries, notify_event
+from topics import Topic, topic_name
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
 
 __all__ = ["DEFAULT_WINDOW_S", "Notifier", "notifier_group"]
 
@@ -45,7 +49,7 @@ log = logging.getLogger(__name__)
 DEFAULT_WINDOW_S = 60
 MAX_BACKOFF_S = 3600
 RETRY_SPAN_MS = 3 * 86_400_000
-ERRORS = "meter-event-errors"
+ERRORS = Topic.ERRORS
 _USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks); meterstream"
 
 
@@ -71,7 +75,7 @@ class Notifier:
         self.backoff_base_s = backoff_base_s
         self.poll_s = poll_s
         self.http_timeout_s = http_timeout_s
-        self.topic = settings.topic_prefix + ERRORS
+        self.topic = topic_name(ERRORS, settings.topic_prefix)
         self.redis: SyncRedis = sync_redis(settings, decode_responses=True)
         self._consumer: Consumer | None = None
         self.stats = {"records": 0, "events": 0, "delivered": 0, "failed_attempts": 0, "abandoned": 0}
@@ -134,7 +138,7 @@ class Notifier:
         return stored
 
     def _report_loop(self, stop: threading.Event) -> None:
-        consumer = Consumer(consumer_config(self.settings, notifier_group(self.settings)))
+        consumer = new_consumer(self.settings, notifier_group(self.settings))
         self._consumer = consumer
         consumer.subscribe([self.topic])
         try:

@@ -36,17 +36,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from processor.aggregator.validate import meter_value
 from processor.config import Settings
 from processor.errors import EventValidationError, KafkaDeliveryError, UnreadableFileError
 from processor.events.schema import validate_event
-from processor.kafka.clients import producer_config
+from processor.kafka.produce import AckedProducer, RecordTooLargeError
 from processor.limits import TIMESTAMP_FUTURE_S, TIMESTAMP_PAST_S, customer_problem
 from processor.meters.model import DEFAULT_CUSTOMER_KEY, Meter
 from processor.ops.formats import detect_format, iter_rows, row_digest, row_identifier
 from processor.state.keys import OPS_RECORD_TTL_S, Keys
+from topics import Topic, topic_name
 
 __all__ = ["ImportReport", "ImportState", "Importer", "RowError"]
 
@@ -336,8 +337,8 @@ class Importer:
             state = ImportState(self.digest, self._started_at(state))
         if state.acked and on_acked is not None:
             on_acked(state.acked)  # (the progress bar counts what an earlier run delivered)
-        producer = Producer(producer_config(self.settings, **{"allow.auto.create.topics": False}))
-        topic = self.settings.topic_prefix + "meter-events"
+        producer = AckedProducer(self.settings, config={"allow.auto.create.topics": False})
+        topic = topic_name(Topic.EVENTS, self.settings.topic_prefix)
         acked: set[int] = set()
         failures: list[str] = []
         last_save = time.monotonic()
@@ -352,8 +353,8 @@ class Importer:
             if moved and on_acked is not None:
                 on_acked(moved)
 
-        def callback(i: int) -> Callable[[KafkaError | None, Any], None]:
-            def done(err: KafkaError | None, _msg: Any) -> None:
+        def callback(i: int) -> Callable[[KafkaError | None, Message], None]:
+            def done(err: KafkaError | None, _msg: Message) -> None:
                 if err is not None:
                     failures.append(err.str())
                 else:
@@ -362,7 +363,7 @@ class Importer:
             return done
 
         try:
-            for _, customer, value, error in self.events(self._started_at(state)):
+            for line, customer, value, error in self.events(self._started_at(state)):
                 if stop is not None and stop():
                     report.interrupted = True
                     break
@@ -373,12 +374,13 @@ class Importer:
                     report.skipped_done += 1
                     continue
                 data = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-                while True:
-                    try:
-                        producer.produce(topic, data, customer.encode(), on_delivery=callback(i))
-                        break
-                    except BufferError:
-                        producer.poll(0.1)
+                try:
+                    producer.produce(topic, data, customer, on_delivery=callback(i))
+                except RecordTooLargeError as exc:
+                    raise KafkaDeliveryError(
+                        f"line {line}: {exc}; the import stops there with its progress saved: shorten "
+                        "that row and run the import again to resume"
+                    ) from exc
                 report.sent += 1
                 producer.poll(0)
                 if failures:
@@ -400,7 +402,7 @@ class Importer:
         except KafkaException as exc:
             raise KafkaDeliveryError(f"cannot produce to {topic}: {exc}") from exc
         finally:
-            producer.flush(10)
+            producer.close(10)
             advance()
             self.save_state(state)
         report.rows = index

@@ -22,16 +22,20 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from processor.aggregator.engine import RawRecord
 from processor.aggregator.meterbook import MeterBook
 from processor.config import Settings
 from processor.errors import TopicError
-from processor.kafka.clients import consumer_config
+from processor.kafka.consume import new_consumer
 from processor.meters.model import Meter
 from topics import Topic
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
 
 __all__ = ["RangeRead", "committed_offsets", "load_meters", "to_raw"]
 
@@ -81,8 +85,8 @@ class RangeRead:
 
     def messages(self) -> Iterator[list[Message]]:
         """Batches of kept messages, each partition in offset order."""
-        consumer = Consumer(
-            consumer_config(self.settings, f"meterstream-ops-{uuid.uuid4().hex[:12]}", **{"enable.partition.eof": True})
+        consumer = new_consumer(
+            self.settings, f"meterstream-ops-{uuid.uuid4().hex[:12]}", **{"enable.partition.eof": True}
         )
         try:
             yield from self._run(consumer)
@@ -209,7 +213,7 @@ class RangeRead:
 def committed_offsets(settings: Settings, group: str, bases: Sequence[str]) -> dict[str, int]:
     """The offsets ``group`` committed to Kafka, ``"<base>/<partition>" → offset`` (partitions without a
     commit are left out). Only fetches them: the consumer never subscribes, so the group is not joined."""
-    consumer = Consumer(consumer_config(settings, group))
+    consumer = new_consumer(settings, group)
     try:
         tps: list[TopicPartition] = []
         for base in bases:

@@ -23,24 +23,25 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, Message
 
 from processor.aggregator.engine import ADJUSTMENTS, EVENTS
 from processor.aggregator.meterbook import MeterBook
 from processor.aggregator.validate import Rejected, Source, default_identifier, validate_adjustment, validate_event
 from processor.config import Settings
 from processor.errors import KafkaDeliveryError
-from processor.kafka.clients import producer_config
+from processor.kafka.produce import AckedProducer
 from processor.ops.reader import RangeRead
 from processor.state.keys import DAY_S, HOUR_S, OPS_RECORD_TTL_S, Keys
 from processor.state.store import StateStore
 from processor.wire.times import parse_iso
+from topics import Topic, topic_name
 
 __all__ = ["ErrorRecord", "Replayable", "plan_errors_replay", "read_errors", "replay_marks", "run_errors_replay"]
 
 log = logging.getLogger(__name__)
 
-ERRORS = "meter-event-errors"
+ERRORS = Topic.ERRORS
 RECORD_KIND = "errors-replayed"
 _FIELDS = ("event_name", "payload", "identifier", "timestamp")
 
@@ -240,11 +241,11 @@ def run_errors_replay(settings: Settings, client: Any, plan: list[Replayable]) -
     if not chosen:
         return result
     _mark(client, keys, chosen, f"p{time.time_ns() // 1_000_000}")
-    producer = Producer(producer_config(settings, **{"allow.auto.create.topics": False}))
+    producer = AckedProducer(settings, config={"allow.auto.create.topics": False})
     acked: list[Replayable] = []
 
-    def callback(item: Replayable) -> Callable[[KafkaError | None, Any], None]:
-        def done(err: KafkaError | None, _msg: Any) -> None:
+    def callback(item: Replayable) -> Callable[[KafkaError | None, Message], None]:
+        def done(err: KafkaError | None, _msg: Message) -> None:
             if err is None:
                 acked.append(item)
             else:
@@ -252,17 +253,15 @@ def run_errors_replay(settings: Settings, client: Any, plan: list[Replayable]) -
 
         return done
 
-    for item in chosen:
-        data = json.dumps(item.value, separators=(",", ":"), ensure_ascii=False).encode()
-        key = (item.key or "").encode()
-        while True:
-            try:
-                producer.produce(settings.topic_prefix + item.base, data, key, on_delivery=callback(item))
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
-    remaining = producer.flush(60)
+    try:
+        for item in chosen:
+            data = json.dumps(item.value, separators=(",", ":"), ensure_ascii=False).encode()
+            topic = topic_name(item.base, settings.topic_prefix)
+            producer.produce(topic, data, item.key or "", on_delivery=callback(item))
+            producer.poll(0)
+        remaining = producer.flush(60)
+    finally:
+        producer.close(10)
     if acked:
         _mark(client, keys, acked, f"d{time.time_ns() // 1_000_000}")
     result.published = len(acked)

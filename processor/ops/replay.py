@@ -33,11 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Producer
-
 from processor.config import Settings
 from processor.errors import KafkaDeliveryError
-from processor.kafka.clients import producer_config
+from processor.kafka.produce import AckedProducer
 from processor.limits import TIMESTAMP_PAST_S
 from processor.ops.reader import RangeRead
 from processor.sink.delivery import DeliveryLog, DeliveryStatus, RecordingStripeApi, lookup_statuses, received_ms_of
@@ -48,7 +46,7 @@ from processor.sink.ratelimit import AsyncRateLimiter
 from processor.sink.records import AcceptedRecord, parse_accepted
 from processor.state.connect import async_redis
 from processor.state.keys import DAY_S, HOUR_S, Keys
-from topics import Topic
+from topics import Topic, topic_name
 
 __all__ = ["SAFE_RESEND_MS", "Decision", "ReplayPlan", "decide", "plan_replay", "run_replay"]
 
@@ -183,8 +181,8 @@ async def _send(settings: Settings, plan: ReplayPlan, on_done: Callable[[int], N
     limiter = AsyncRateLimiter(settings.stripe_rate)
     metrics = SinkMetrics(settings.stripe_mode)
     stripe = RecordingStripeApi(settings, DeliveryLog(redis, keys), acquire=limiter.acquire)
-    dlq = Producer(producer_config(settings))
-    dlq_topic = settings.topic_prefix + Topic.STRIPE_DLQ
+    dlq = AckedProducer(settings)
+    dlq_topic = topic_name(Topic.STRIPE_DLQ, settings.topic_prefix)
     done = asyncio.Event()
     finished = 0
 
@@ -196,16 +194,10 @@ async def _send(settings: Settings, plan: ReplayPlan, on_done: Callable[[int], N
             done.set()
 
     async def dead_letter(customer: str, value: bytes) -> None:
-        errors: list[str] = []
-
-        def delivered(err: Any, _msg: Any) -> None:
-            if err is not None:
-                errors.append(str(err))
-
-        dlq.produce(dlq_topic, key=customer.encode(), value=value, on_delivery=delivered)
-        remaining = await asyncio.to_thread(dlq.flush, 30)
-        if remaining or errors:
-            raise KafkaDeliveryError(f"cannot write to {dlq_topic}: {errors or 'timeout'}")
+        try:
+            await asyncio.to_thread(dlq.produce_and_wait, dlq_topic, value, customer, timeout=30)
+        except KafkaDeliveryError as exc:
+            raise KafkaDeliveryError(f"cannot write to {dlq_topic}: {exc}") from exc
 
     engine = SinkEngine(
         mode=settings.stripe_mode,
@@ -229,4 +221,5 @@ async def _send(settings: Settings, plan: ReplayPlan, on_done: Callable[[int], N
     finally:
         await stripe.close()
         await redis.aclose()
+        await asyncio.to_thread(dlq.close, 10)
     return metrics.snapshot()

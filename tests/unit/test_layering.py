@@ -60,3 +60,133 @@ def test_the_foundation_imports_no_component() -> None:
 
 def test_a_cycle_is_found() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+# ---- the Kafka layer ----------------------------------------------------------------------------------
+KAFKA_LAYER = ROOT / "kafka"
+#: The confluent-kafka classes that open connections: only processor/kafka/ constructs them.
+CLIENT_CLASSES = {"Producer", "Consumer", "AdminClient"}
+#: (module, name) pairs still waiting for their owner's change, with the reason. Keep this empty.
+PENDING_CLIENTS = {
+    # The two readers of the `meters` topic (the processor's own, and the registry's) are being replaced
+    # by the one meters log reader (issue 15, deliverable 2); these entries go with them.
+    ("aggregator/runner.py", "Consumer"),
+    ("meters/topic.py", "Consumer"),
+}
+PENDING_TOPIC_LITERALS = {("aggregator/runner.py", "meters")}
+
+
+def _outside_the_kafka_layer() -> list[Path]:
+    return sorted(p for p in ROOT.rglob("*.py") if KAFKA_LAYER not in p.parents)
+
+
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of the nodes under ``if TYPE_CHECKING:`` (imports there exist for annotations, never at run time)."""
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If):
+            test = node.test
+            name = test.id if isinstance(test, ast.Name) else test.attr if isinstance(test, ast.Attribute) else ""
+            if name == "TYPE_CHECKING":
+                inside.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return inside
+
+
+def client_imports(source: str) -> set[str]:
+    """The confluent-kafka client classes ``source`` can construct: imported by name from any
+    ``confluent_kafka`` module outside ``if TYPE_CHECKING:``, or reached as ``confluent_kafka.<Class>``."""
+    tree = ast.parse(source)
+    typing_only = _type_checking_only(tree)
+    modules = {  # the names `import confluent_kafka [as x]` binds
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+        if alias.name.split(".")[0] == "confluent_kafka"
+    }
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "confluent_kafka":
+            if id(node) not in typing_only:
+                names = {alias.name for alias in node.names}
+                found |= CLIENT_CLASSES if "*" in names else names & CLIENT_CLASSES
+        elif isinstance(node, ast.Attribute) and node.attr in CLIENT_CLASSES:
+            base = node.value
+            while isinstance(base, ast.Attribute):
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in modules:
+                found.add(node.attr)
+    return found
+
+
+def test_only_the_kafka_layer_builds_confluent_kafka_clients() -> None:
+    found = {
+        (str(path.relative_to(ROOT)), name)
+        for path in _outside_the_kafka_layer()
+        for name in client_imports(path.read_text("utf-8"))
+    }
+    assert found - PENDING_CLIENTS == set(), "use processor.kafka (AckedProducer, new_consumer, new_admin)"
+
+
+def test_client_imports_are_found() -> None:
+    assert client_imports("from confluent_kafka import KafkaError, Producer") == {"Producer"}
+    assert client_imports("from confluent_kafka.admin import AdminClient as A") == {"AdminClient"}
+    assert client_imports("import confluent_kafka\nc = confluent_kafka.Consumer({})") == {"Consumer"}
+    assert client_imports("import confluent_kafka.admin as ka\nc = ka.AdminClient({})") == {"AdminClient"}
+    assert client_imports("import other\nc = other.Producer()") == set()
+    assert (
+        client_imports("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from confluent_kafka import Consumer")
+        == set()
+    )
+
+
+def _topic_names() -> set[str]:
+    from topics import Topic
+
+    return {t.value for t in Topic}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """ids of string statements: module, class and function docstrings and attribute docstrings."""
+    return {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+    }
+
+
+def topic_literals(source: str) -> list[tuple[int, str]]:
+    """(line, text) of every string literal in ``source`` that is a topic's base name, or starts with one
+    followed by ``/`` (a ``"<topic>/<partition>"`` key). f-string pieces count (``f"{prefix}meters"``);
+    docstrings and comments do not, nor do dict keys (``{"meters": n}`` is a field of a JSON answer)."""
+    names = _topic_names()
+    tree = ast.parse(source)
+    skip = _docstrings(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            skip.update(id(key) for key in node.keys if key is not None)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+            text = node.value
+            if text.split("/", 1)[0] in names:
+                found.append((node.lineno, text))
+    return sorted(found)
+
+
+def test_topic_names_come_from_the_catalog() -> None:
+    """Topic base names are written once, in ``topics.catalog`` (``topics.Topic``); everywhere else a typo
+    would be a topic nobody reads."""
+    found = {
+        f"{path.relative_to(ROOT)}:{line}: {text!r}"
+        for path in _outside_the_kafka_layer()
+        for line, text in topic_literals(path.read_text("utf-8"))
+        if (str(path.relative_to(ROOT)), text) not in PENDING_TOPIC_LITERALS
+    }
+    assert found == set(), "use topics.Topic / topics.topic_name"
+
+
+def test_topic_literals_are_found() -> None:
+    source = 'x = prefix + "meters"\ny = f"{p}meter-events"\nz = "meter-event-errors/3"\n'
+    assert topic_literals(source) == [(1, "meters"), (2, "meter-events"), (3, "meter-event-errors/3")]
+    assert topic_literals('"""reads meter-events"""\nd = {"meters": 1}\n# "meters"\nm = "meters.list"\n') == []
