@@ -5,7 +5,7 @@ identifier, with their payloads.
 Reads are bounded: per partition only the newest :data:`TAIL` records are read, whatever the topic holds.
 Where a partition ends is taken from a Fetch response (a throwaway consumer reads from the start and
 keeps the high watermark librdkafka caches from the answer), because the embedded Tansu broker answers
-ListOffsets wrongly (SPEC §11, see pipeline.py); then it reads from ``high - TAIL`` to ``high``. The
+ListOffsets wrongly (SPEC §11, processor.kafka.consume.fetched_high_watermarks); then it reads from ``high - TAIL`` to ``high``. The
 consumer never joins a group or commits. An identifier older than the tail is not found here: the
 explorer says how far back it looked, and ``meterstream errors list`` reads a whole topic.
 """
@@ -17,7 +17,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
@@ -25,12 +25,9 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 from processor.config import Settings
 from processor.errors import InvalidRequestError
 from processor.gateway.state import GATEWAY, Gateway
-from processor.kafka.consume import new_consumer
+from processor.kafka.consume import fetched_high_watermarks, new_consumer
 from processor.wire import get_int, get_str, json_response
 from topics import Topic, topic_name
-
-if TYPE_CHECKING:
-    from confluent_kafka import Consumer
 
 __all__ = ["TAIL", "ExplorerQuery", "install", "read_tail"]
 
@@ -112,7 +109,8 @@ def read_tail(settings: Settings, query: ExplorerQuery, tail: int = TAIL) -> dic
         if meta is None or meta.error is not None:
             raise InvalidRequestError(f"topic {topic} does not exist", param="kind")
         parts = sorted(meta.partitions)
-        highs = _highs(consumer, topic, parts)
+        found = fetched_high_watermarks(consumer, {(topic, p): OFFSET_BEGINNING for p in parts}, _TIMEOUT_S)
+        highs = {p: found[(topic, p)] for p in parts if (topic, p) in found}
         starts = {p: max(0, h - tail) for p, h in highs.items() if h > 0}
         rows: list[dict[str, Any]] = []
         scanned = 0
@@ -149,25 +147,6 @@ def read_tail(settings: Settings, query: ExplorerQuery, tail: int = TAIL) -> dic
         }
     finally:
         consumer.close()
-
-
-def _highs(consumer: Consumer, topic: str, parts: list[int]) -> dict[int, int]:
-    """Each partition's high watermark from a Fetch response (see the module docstring)."""
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-    answered: set[int] = set()
-    deadline = time.monotonic() + _TIMEOUT_S
-    while len(answered) < len(parts) and time.monotonic() < deadline:
-        for msg in consumer.consume(100, 0.1):
-            err = msg.error()
-            if err is None or err.code() == KafkaError._PARTITION_EOF:
-                answered.add(msg.partition() or 0)
-    highs = {}
-    for p in parts:
-        if p in answered:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
-            highs[p] = max(0, high)
-    consumer.unassign()
-    return highs
 
 
 def install(app: web.Application) -> None:

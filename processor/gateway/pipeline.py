@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import redis.asyncio as aioredis
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
 from processor.config import Settings
 from processor.gateway.metrics import PipelineSnapshot, int_fields
-from processor.kafka.consume import new_consumer
+from processor.kafka.consume import fetched_high_watermarks, new_consumer
 from processor.logs import mask_secrets
 from processor.state.keys import Keys
 from topics import Topic
@@ -186,28 +186,11 @@ class PipelineProbe:
                 group = self._settings.sink_group
                 for tp in self._consumer(group).committed(sink_tps, timeout=_CHECK_TIMEOUT_S):
                     wanted[(tp.topic, tp.partition)] = (group, tp.offset if tp.offset >= 0 else 0)
-            return self._probe_watermarks(probe, wanted)
-
-    def _probe_watermarks(self, probe: Consumer, wanted: dict[tuple[str, int], tuple[str, int]]) -> list[LagRow]:
+            starts = {tp: nxt if nxt > 0 else OFFSET_BEGINNING for tp, (_, nxt) in wanted.items()}
+            highs = fetched_high_watermarks(probe, starts, _PROBE_TIMEOUT_S)
         prefix_len = len(self._settings.topic_prefix)
-        probe.assign(
-            [TopicPartition(t, p, nxt if nxt > 0 else OFFSET_BEGINNING) for (t, p), (_, nxt) in wanted.items()]
-        )
-        answered: set[tuple[str, int]] = set()
-        deadline = time.monotonic() + _PROBE_TIMEOUT_S
-        try:
-            while len(answered) < len(wanted) and time.monotonic() < deadline:
-                for msg in probe.consume(500, 0.1):
-                    err = msg.error()
-                    if err is None or err.code() == KafkaError._PARTITION_EOF:
-                        answered.add((msg.topic() or "", msg.partition() or 0))
-            rows = []
-            for (topic, partition), (group, nxt) in sorted(wanted.items()):
-                if (topic, partition) not in answered:
-                    continue
-                _, high = probe.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-                if high >= 0:
-                    rows.append(LagRow(group, topic[prefix_len:], partition, nxt, high))
-            return rows
-        finally:
-            probe.unassign()
+        return [
+            LagRow(group, topic[prefix_len:], partition, nxt, highs[(topic, partition)])
+            for (topic, partition), (group, nxt) in sorted(wanted.items())
+            if (topic, partition) in highs
+        ]
