@@ -176,7 +176,7 @@ def reference_state(settings: Settings, redis_prefix: str, partitions: int) -> s
     ``redis_prefix``: the state a perfect run must reach. Returns the (kind, identifier) pairs it accepted."""
     from processor.aggregator.engine import Engine, RawRecord
     from processor.aggregator.fetch import EventFetcher
-    from processor.aggregator.meterbook import MeterBook
+    from processor.meters.book import MeterBook
     from processor.state.store import StateStore, connect_redis
 
     book = MeterBook()
