@@ -169,9 +169,8 @@ class AckedProducer:
         timestamp: int | None = None,
     ) -> Message:
         """Produce one record (``timestamp`` in ms, default now) and wait (at most ``timeout`` s) for its
-        acknowledgement. Raises
-        :class:`~processor.errors.KafkaDeliveryError` when the broker refused it or did not answer in time
-        (the caller must then treat the write as not made)."""
+        acknowledgement. Raises :class:`~processor.errors.KafkaDeliveryError` when the broker refused it or
+        did not answer in time (the caller must then treat the write as not made)."""
         answers: list[tuple[KafkaError | None, Message]] = []
         self.produce(topic, value, key, on_delivery=lambda err, msg: answers.append((err, msg)), timestamp=timestamp)
         deadline = time.monotonic() + timeout

@@ -45,7 +45,7 @@ from processor.errors import TopicError
 from processor.kafka.consume import new_consumer
 from processor.meters.book import MeterBook
 from processor.meters.model import Meter
-from topics import Topic
+from processor.meters.topic import meters_topic
 
 __all__ = ["FOLLOW_WAIT_S", "MetersLog", "load_meters", "read_meters_topic"]
 
@@ -65,7 +65,7 @@ class MetersLog:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.topic = settings.topic_prefix + Topic.METERS
+        self.topic = meters_topic(settings)
         self.book = MeterBook()
         self.latest: dict[str, Meter] = {}
         self._consumer: Consumer | None = None

@@ -4,7 +4,8 @@ Two deployments get the same events: one whose ``meters`` topic holds every mete
 happened, what a live processor reading along saw) and one holding only each meter's latest record (what
 log compaction leaves). On the compacted one, the live processor started with lag, ``meterstream rebuild``
 and a replay (the processor re-deriving everything from the beginning, as after losing Redis) must all
-reach the aggregates and the rejections the full history gives.
+reach the aggregates and the rejections the full history gives, and ``errors replay`` must decide about the
+rejections as it does on the full topic.
 
 The meter that makes this fail without the status history in the record: created at T0, deactivated at
 T1, reactivated at T2. Compaction leaves only the T2 record, which on its own says "active, created T0";
@@ -119,6 +120,9 @@ def test_a_compacted_meters_topic_is_judged_like_the_full_history(
     run_processor(compacted)
     assert usage_snapshot(redis_client, compacted.redis_prefix) == truth
     assert _errors(compacted) == truth_errors
+    # `errors replay` reads the meters with the same reader and decides alike on both topics.
+    plans = [sorted(cli(s, "errors", "replay", "--dry-run", "--list").output.splitlines()) for s in (full, compacted)]
+    assert plans[0] == plans[1] and any("will replay" in line for line in plans[0]), plans
 
     # rebuild: the ops reader re-derives the range from the topics.
     assert delete_keys(redis_client, f"{compacted.redis_prefix}:*") > 0
