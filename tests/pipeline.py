@@ -176,12 +176,10 @@ def reference_state(settings: Settings, redis_prefix: str, partitions: int) -> s
     ``redis_prefix``: the state a perfect run must reach. Returns the (kind, identifier) pairs it accepted."""
     from processor.aggregator.engine import Engine, RawRecord
     from processor.aggregator.fetch import EventFetcher
-    from processor.aggregator.meterbook import MeterBook
+    from processor.meters.log import load_meters
     from processor.state.store import StateStore, connect_redis
 
-    book = MeterBook()
-    for msg in read_all(settings, ["meters"], 1, idle=1.0):
-        book.add_record(msg.timestamp()[1], msg.value())
+    book, _ = load_meters(settings)
     base = {settings.topic_prefix + b: b for b in ("meter-events", "meter-event-adjustments")}
     msgs = read_all(settings, ["meter-events", "meter-event-adjustments"], partitions)
     engine = Engine(StateStore(connect_redis(settings.require_redis_url()), redis_prefix), book, EventFetcher(settings))

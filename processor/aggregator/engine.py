@@ -23,7 +23,6 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from processor.aggregator.meterbook import MeterBook
 from processor.aggregator.validate import (
     Cancel,
     Event,
@@ -36,6 +35,7 @@ from processor.aggregator.validate import (
     validate_event,
 )
 from processor.errors import StateError
+from processor.meters.book import MeterBook
 from processor.meters.model import Meter
 from processor.state.keys import Keys
 from processor.state.store import ApplyOp, ClaimOp, ClaimResult, StateStore

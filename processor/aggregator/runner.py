@@ -20,23 +20,26 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
+from typing import TYPE_CHECKING
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
 
 from processor import metrics
 from processor.aggregator.engine import ADJUSTMENTS, EVENTS, Engine, Output, RawRecord
 from processor.aggregator.fetch import EventFetcher
-from processor.aggregator.meterbook import MeterBook
 from processor.aggregator.validate import Source
 from processor.config import Settings
 from processor.errors import KafkaDeliveryError
-from processor.kafka.clients import consumer_config
 from processor.kafka.consume import new_consumer
 from processor.kafka.produce import AckedProducer
 from processor.logs import activity_report
+from processor.meters.log import MetersLog
 from processor.state.connect import sync_redis
 from processor.state.store import StateStore
 from topics import Topic, topic_name
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
 
 __all__ = ["Processor", "partition_lags"]
 
@@ -44,6 +47,9 @@ log = logging.getLogger(__name__)
 
 #: How often librdkafka reports statistics, hence each partition's lag.
 LAG_INTERVAL_MS = 5000
+
+#: How long the processor may take at start to read the ``meters`` topic to its caught-up point.
+METERS_START_TIMEOUT_S = 60.0
 
 #: Pause after holding back cancellations whose event is not out yet (see Processor._defer_early_cancels).
 DEFER_PAUSE_S = 0.05
@@ -73,12 +79,12 @@ class Processor:
         self.settings = settings
         self.prefix = settings.topic_prefix
         self.topics = {self.prefix + EVENTS: EVENTS, self.prefix + ADJUSTMENTS: ADJUSTMENTS}
-        self.meters = MeterBook()
+        self._meters_log = MetersLog(settings)
+        self.meters = self._meters_log.book
         self.stats: Counter[str] = Counter()
         #: seconds spent per stage over all batches (decode, validate, claim, apply, produce, commit)
         self.stage_s: defaultdict[str, float] = defaultdict(float)
         self._consumer: Consumer | None = None
-        self._meters_consumer: Consumer | None = None
         self._producer: AckedProducer | None = None
         self._store: StateStore | None = None
         self._engine: Engine | None = None
@@ -98,8 +104,6 @@ class Processor:
         client = sync_redis(s)
         self._store = StateStore(client, s.redis_prefix, s.usage_retention_days)
         self._producer = AckedProducer(s)
-        self._meters_consumer = Consumer(consumer_config(s, f"{s.processor_group}-meters", **{"log_level": 3}))
-        self._meters_consumer.assign([TopicPartition(self.prefix + "meters", 0, OFFSET_BEGINNING)])
         self._load_meters(initial=True)
         self._consumer = new_consumer(
             s,
@@ -119,23 +123,12 @@ class Processor:
         return self._engine
 
     def _load_meters(self, initial: bool = False) -> int:
-        """Read new records of the ``meters`` topic. At start, read until it has been quiet for a moment
-        (the embedded broker's high watermarks cannot be trusted, so "caught up" means "nothing new")."""
-        assert self._meters_consumer is not None
-        n = 0
-        quiet_until = time.monotonic() + (1.0 if initial else 0.0)
-        while True:
-            msg = self._meters_consumer.poll(0.2 if initial else 0)
-            if msg is None:
-                if time.monotonic() >= quiet_until:
-                    return n
-                continue
-            if msg.error():
-                continue
-            if self.meters.add_record(msg.timestamp()[1], msg.value()) is not None:
-                n += 1
-            if initial:
-                quiet_until = time.monotonic() + 0.5
+        """Read new records of the ``meters`` topic through the one meters reader (processor/meters/log.py):
+        at start to its caught-up point, before each batch what the broker has reported since (no request,
+        and no wait when nothing is new). Returns how many meter records were added."""
+        if initial:
+            return self._meters_log.catch_up(METERS_START_TIMEOUT_S)
+        return self._meters_log.follow()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._store is not None
@@ -375,8 +368,7 @@ class Processor:
                 except Exception as exc:
                     log.debug("final offset commit failed: %s", exc)
             self._consumer.close()
-        if self._meters_consumer is not None:
-            self._meters_consumer.close()
+        self._meters_log.close()
         if self._fetcher is not None:
             self._fetcher.close()
             self._fetcher = None
@@ -384,7 +376,7 @@ class Processor:
             self._producer.close(30)
         if self._store is not None:
             self._store.client.close()
-        self._consumer = self._meters_consumer = self._producer = None
+        self._consumer = self._producer = None
         if self._engine is not None:
             self._engine.close()
         self._engine = None

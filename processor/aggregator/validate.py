@@ -15,9 +15,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from processor.aggregator.meterbook import MeterBook
 from processor.aggregator.values import MAX_SIGNIFICANT_DIGITS, MAX_TOTAL_DIGITS, parse_whole, significant_digits
 from processor.limits import IDENTIFIER_MAX, TIMESTAMP_FUTURE_S, TIMESTAMP_PAST_S, customer_problem, text_problem
+from processor.meters.book import MeterBook
 from processor.meters.model import Meter
 
 __all__ = [

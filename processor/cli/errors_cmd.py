@@ -43,7 +43,7 @@ def _read_errors(
     end: str | None,
     last: str | None,
 ) -> Any:
-    from processor.ops.reader import load_meters
+    from processor.meters.log import load_meters
     from processor.ops.rejected import read_errors
 
     names: list[str] = []
@@ -110,7 +110,7 @@ def errors_list(
 ) -> None:
     """List rejected records (oldest first) with their customer and whether they were already replayed,
     and count them by code. --json adds "customer" and "replayed" to each error record."""
-    from processor.ops.reader import load_meters
+    from processor.meters.log import load_meters
     from processor.state.connect import sync_redis
 
     found = _read_errors(settings, codes, meter, start, end, last)
@@ -182,7 +182,7 @@ def errors_replay(
     \b
     meterstream errors replay --code no_meter --meter api_requests --dry-run
     """
-    from processor.ops.reader import load_meters
+    from processor.meters.log import load_meters
     from processor.ops.rejected import plan_errors_replay, run_errors_replay
     from processor.state.connect import sync_redis
     from processor.state.keys import Keys

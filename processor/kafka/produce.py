@@ -160,13 +160,19 @@ class AckedProducer:
                 raise KafkaDeliveryError(f"cannot queue a record for {topic}: {exc}") from exc
 
     def produce_and_wait(
-        self, topic: str, value: bytes | None, key: str | bytes | None = None, *, timeout: float
+        self,
+        topic: str,
+        value: bytes | None,
+        key: str | bytes | None = None,
+        *,
+        timeout: float,
+        timestamp: int | None = None,
     ) -> Message:
-        """Produce one record and wait (at most ``timeout`` s) for its acknowledgement. Raises
-        :class:`~processor.errors.KafkaDeliveryError` when the broker refused it or did not answer in time
-        (the caller must then treat the write as not made)."""
+        """Produce one record (``timestamp`` in ms, default now) and wait (at most ``timeout`` s) for its
+        acknowledgement. Raises :class:`~processor.errors.KafkaDeliveryError` when the broker refused it or
+        did not answer in time (the caller must then treat the write as not made)."""
         answers: list[tuple[KafkaError | None, Message]] = []
-        self.produce(topic, value, key, on_delivery=lambda err, msg: answers.append((err, msg)))
+        self.produce(topic, value, key, on_delivery=lambda err, msg: answers.append((err, msg)), timestamp=timestamp)
         deadline = time.monotonic() + timeout
         producer = self.client()
         while not answers and time.monotonic() < deadline:

@@ -1,8 +1,17 @@
 """The meter, in Stripe's ``billing.meter`` shape. Pure: no I/O.
 
 A :class:`Meter` is immutable; the only changes a meter ever sees (display_name, status) produce a new
-value with a new ``updated`` time. ``to_dict``/``from_dict`` round-trip the exact JSON stored on the
-``meters`` topic and in the Redis ``<prefix>:meters`` hash.
+value with a new ``updated`` time. ``to_dict`` is Stripe's object (what the APIs answer);
+``to_record``/``from_dict`` round-trip the exact JSON stored on the ``meters`` topic and in the Redis
+``<prefix>:meters`` hash: Stripe's object plus ``status_history``.
+
+Why ``status_history``: the topic is compacted, so a reader may find only a meter's latest record, and
+events are judged by the meter's status at their received time. Stripe's object alone (``created``,
+``status``, ``status_transitions.deactivated_at``) cannot say that a meter was inactive between two
+earlier times. The history lists every status the meter had since its creation, each with the
+millisecond it took effect (the Kafka timestamp of the record that made the change), so the latest
+record alone defines the whole history. Meters written before the field existed have none
+(``status_history == ()``); readers then fall back to the record timestamps (processor/meters/book.py).
 """
 
 from __future__ import annotations
@@ -19,11 +28,16 @@ __all__ = [
     "CreateParams",
     "Formula",
     "Meter",
+    "Status",
+    "StatusChange",
     "Window",
 ]
 
 Formula = Literal["sum", "count", "last"]
 Window = Literal["hour", "day"]
+Status = Literal["active", "inactive"]
+#: One entry of a meter's status history: (effective time in ms, status from then on).
+StatusChange = tuple[int, Status]
 FORMULAS: tuple[str, ...] = ("sum", "count", "last")
 WINDOWS: tuple[str, ...] = ("hour", "day")
 DEFAULT_CUSTOMER_KEY = "stripe_customer_id"
@@ -66,18 +80,21 @@ class Meter:
     event_time_window: Window | None = None
     customer_key: str = DEFAULT_CUSTOMER_KEY
     value_key: str = DEFAULT_VALUE_KEY
-    status: Literal["active", "inactive"] = "active"
+    status: Status = "active"
     created: int = 0
     updated: int = 0
     deactivated_at: int | None = None
+    #: Every status since creation, oldest first (module docstring); empty for meters written before it.
+    status_history: tuple[StatusChange, ...] = ()
 
     @property
     def active(self) -> bool:
         return self.status == "active"
 
     @classmethod
-    def from_create_params(cls, meter_id: str, params: CreateParams, now: int) -> Meter:
-        """A new active meter from validated create params (``created`` = ``updated`` = ``now``)."""
+    def from_create_params(cls, meter_id: str, params: CreateParams, now: int, *, at_ms: int | None = None) -> Meter:
+        """A new active meter from validated create params (``created`` = ``updated`` = ``now``), its
+        status history starting at ``at_ms`` (default ``now`` in ms): the record's Kafka timestamp."""
         return cls(
             id=meter_id,
             display_name=params["display_name"],
@@ -88,6 +105,7 @@ class Meter:
             value_key=params["value_settings"]["event_payload_key"],
             created=now,
             updated=now,
+            status_history=((now * 1000 if at_ms is None else at_ms, "active"),),
         )
 
     def create_params(self) -> CreateParams:
@@ -119,8 +137,17 @@ class Meter:
             "value_settings": {"event_payload_key": self.value_key},
         }
 
+    def to_record(self) -> dict[str, Any]:
+        """The stored record: Stripe's object plus ``status_history`` (left out when empty, as meters
+        written before it had none)."""
+        record = self.to_dict()
+        if self.status_history:
+            record["status_history"] = [{"status": status, "since_ms": ms} for ms, status in self.status_history]
+        return record
+
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+        """The stored record as compact JSON (the ``meters`` topic value and the Redis mirror's)."""
+        return json.dumps(self.to_record(), separators=(",", ":"), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Meter:
@@ -135,6 +162,14 @@ class Meter:
         if status not in ("active", "inactive"):
             raise ValueError(f"unknown status {status!r}")
         transitions = data.get("status_transitions") or {}
+        history: list[StatusChange] = []
+        for entry in data.get("status_history") or ():
+            changed = entry["status"]
+            if changed not in ("active", "inactive"):
+                raise ValueError(f"unknown status {changed!r} in status_history")
+            history.append((int(entry["since_ms"]), changed))
+        if history != sorted(history, key=lambda change: change[0]):
+            raise ValueError("status_history is not in time order")
         return cls(
             id=str(data["id"]),
             display_name=str(data["display_name"]),
@@ -147,6 +182,7 @@ class Meter:
             created=int(data.get("created") or 0),
             updated=int(data.get("updated") or 0),
             deactivated_at=transitions.get("deactivated_at"),
+            status_history=tuple(history),
         )
 
     @classmethod
@@ -156,8 +192,25 @@ class Meter:
     def renamed(self, display_name: str, now: int) -> Meter:
         return replace(self, display_name=display_name, updated=now)
 
-    def deactivated(self, now: int) -> Meter:
-        return replace(self, status="inactive", deactivated_at=now, updated=now)
+    def deactivated(self, now: int, *, at_ms: int | None = None) -> Meter:
+        """Inactive from ``at_ms`` (default ``now`` in ms), recorded in the status history if it has one."""
+        return replace(
+            self,
+            status="inactive",
+            deactivated_at=now,
+            updated=now,
+            status_history=self._changed("inactive", now, at_ms),
+        )
 
-    def reactivated(self, now: int) -> Meter:
-        return replace(self, status="active", deactivated_at=None, updated=now)
+    def reactivated(self, now: int, *, at_ms: int | None = None) -> Meter:
+        """Active again from ``at_ms`` (default ``now`` in ms), recorded like :meth:`deactivated`."""
+        return replace(
+            self, status="active", deactivated_at=None, updated=now, status_history=self._changed("active", now, at_ms)
+        )
+
+    def _changed(self, status: Status, now: int, at_ms: int | None) -> tuple[StatusChange, ...]:
+        """The history with ``status`` appended. A meter without one (written before the field existed)
+        keeps none: its earlier statuses are not known, and a partial history would claim they are."""
+        if not self.status_history:
+            return ()
+        return (*self.status_history, (now * 1000 if at_ms is None else at_ms, status))

@@ -37,8 +37,9 @@ from processor.config import Settings
 from processor.errors import MeterConflictError, MeterNotFoundError, StateError
 from processor.logs import mask_secrets
 from processor.meters.listing import paginate
+from processor.meters.log import read_meters_topic
 from processor.meters.model import Meter
-from processor.meters.topic import DELIVERY_TIMEOUT_S, MeterTopicWriter, read_meters_topic
+from processor.meters.topic import DELIVERY_TIMEOUT_S, MeterTopicWriter
 from processor.meters.validation import validate_create_params, validate_update_params
 from processor.state.connect import SyncRedis, sync_redis
 from processor.state.keys import Keys
@@ -207,12 +208,13 @@ class MeterRegistry:
         client = self._redis
         with self._locked():
             self._sync_if_mirror_empty()
-            meter = Meter.from_create_params(new_meter_id(), normalized, int(time.time()))
+            now_ms = time.time_ns() // 1_000_000
+            meter = Meter.from_create_params(new_meter_id(), normalized, now_ms // 1000, at_ms=now_ms)
             reservation = RESERVATION_PREFIX + meter.id
             if not client.hsetnx(self._keys.meter_names, event_name, reservation):
                 raise self._conflict(event_name)
             try:
-                self._writer.write(meter)
+                self._writer.write(meter, now_ms)
             except BaseException:
                 client.eval(_RELEASE_NAME, 1, self._keys.meter_names, event_name, reservation)
                 raise
@@ -239,13 +241,15 @@ class MeterRegistry:
 
     @_translate_redis
     def _change(self, meter_id: str, change: Callable[[Meter, int], Meter]) -> Meter:
-        """Apply ``change`` to the current meter under the lock; no record when nothing changes."""
+        """Apply ``change(meter, now_ms)`` to the current meter under the lock; no record when nothing
+        changes. The record is effective from ``now_ms``, the time a status change enters the history."""
         with self._locked():
             current = self.get(meter_id)
-            new = change(current, int(time.time()))
+            now_ms = time.time_ns() // 1_000_000
+            new = change(current, now_ms)
             if new == current:
                 return current
-            self._writer.write(new)
+            self._writer.write(new, now_ms)
             self._mirror(new)
         return new
 
@@ -258,15 +262,15 @@ class MeterRegistry:
 
     def rename(self, meter_id: str, display_name: str) -> Meter:
         name = validate_update_params({"display_name": display_name})["display_name"]
-        return self._change(meter_id, lambda m, now: m if m.display_name == name else m.renamed(name, now))
+        return self._change(meter_id, lambda m, ms: m if m.display_name == name else m.renamed(name, ms // 1000))
 
     def deactivate(self, meter_id: str) -> Meter:
         """Stop accepting events for the meter (already inactive: returned unchanged)."""
-        return self._change(meter_id, lambda m, now: m.deactivated(now) if m.active else m)
+        return self._change(meter_id, lambda m, ms: m.deactivated(ms // 1000, at_ms=ms) if m.active else m)
 
     def reactivate(self, meter_id: str) -> Meter:
         """Accept events again (already active: returned unchanged)."""
-        return self._change(meter_id, lambda m, now: m if m.active else m.reactivated(now))
+        return self._change(meter_id, lambda m, ms: m if m.active else m.reactivated(ms // 1000, at_ms=ms))
 
     # ---- sync -------------------------------------------------------------------------------------
     @_translate_redis

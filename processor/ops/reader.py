@@ -27,17 +27,14 @@ from typing import TYPE_CHECKING
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from processor.aggregator.engine import RawRecord
-from processor.aggregator.meterbook import MeterBook
 from processor.config import Settings
 from processor.errors import TopicError
 from processor.kafka.consume import new_consumer
-from processor.meters.model import Meter
-from topics import Topic
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer
 
-__all__ = ["RangeRead", "committed_offsets", "load_meters", "to_raw"]
+__all__ = ["RangeRead", "committed_offsets", "to_raw"]
 
 log = logging.getLogger(__name__)
 
@@ -236,18 +233,3 @@ def to_raw(msg: Message, prefix: str) -> RawRecord:
     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
     assert topic is not None and partition is not None and offset is not None
     return RawRecord(topic[len(prefix) :], partition, offset, msg.timestamp()[1], msg.value())
-
-
-def load_meters(settings: Settings) -> tuple[MeterBook, dict[str, Meter]]:
-    """Every meter version on the ``meters`` topic, as the processor judges events by them (the book
-    restores what compaction removed), and the latest version of each meter by id."""
-    found: list[tuple[int, bytes | None]] = []
-    for batch in RangeRead(settings, [Topic.METERS]).messages():
-        found.extend((msg.timestamp()[1], msg.value()) for msg in batch)
-    book = MeterBook()
-    latest: dict[str, Meter] = {}
-    for effective_ms, value in sorted(found, key=lambda r: r[0]):
-        meter = book.add_record(effective_ms, value)
-        if meter is not None:
-            latest[meter.id] = meter
-    return book, latest

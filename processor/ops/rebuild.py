@@ -41,11 +41,12 @@ import redis
 
 from processor.aggregator.engine import ADJUSTMENTS, EVENTS, Engine
 from processor.aggregator.fetch import EventFetcher
-from processor.aggregator.meterbook import MeterBook
 from processor.config import Settings
 from processor.errors import MeterNotFoundError, StateError
+from processor.meters.book import MeterBook
+from processor.meters.log import load_meters
 from processor.meters.model import Meter
-from processor.ops.reader import RangeRead, committed_offsets, load_meters
+from processor.ops.reader import RangeRead, committed_offsets
 from processor.ops.swap import PairResult, SwapScript
 from processor.state.connect import sync_redis
 from processor.state.keys import CLAIM_TTL_S, DAY_S, HOUR_S, Keys

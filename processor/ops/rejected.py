@@ -26,11 +26,11 @@ from typing import Any
 from confluent_kafka import KafkaError, Message
 
 from processor.aggregator.engine import ADJUSTMENTS, EVENTS
-from processor.aggregator.meterbook import MeterBook
 from processor.aggregator.validate import Rejected, Source, default_identifier, validate_adjustment, validate_event
 from processor.config import Settings
 from processor.errors import KafkaDeliveryError
 from processor.kafka.produce import AckedProducer
+from processor.meters.book import MeterBook
 from processor.ops.reader import RangeRead
 from processor.state.keys import DAY_S, HOUR_S, OPS_RECORD_TTL_S, Keys
 from processor.state.store import StateStore

@@ -19,8 +19,8 @@ import pytest
 from redis.crc import key_slot
 
 from processor.aggregator.engine import Engine, RawRecord
-from processor.aggregator.meterbook import MeterBook
 from processor.embedded import EmbeddedRedisCluster
+from processor.meters.book import MeterBook
 from processor.state.connect import SyncRedis, sync_redis_url
 from processor.state.keys import Keys
 from processor.state.store import StateStore

@@ -374,8 +374,8 @@ def test_a_cancellation_never_overtakes_an_event_another_processor_claimed(
     cancellation of an event it does not know, and bill the event). Here A's event is not even on the
     topic yet when B reads the cancellation; B may only emit the cancellation once the event is out."""
     from processor.aggregator.engine import Engine, RawRecord
-    from processor.aggregator.meterbook import MeterBook
     from processor.aggregator.runner import Processor
+    from processor.meters.book import MeterBook
     from processor.meters.model import Meter
     from processor.state.store import StateStore, connect_redis
     from tests.pipeline import cancel_value, event_value

@@ -57,9 +57,12 @@ def test_create_writes_the_topic_then_the_mirror(
     assert meter.created == meter.updated > 0 and meter.status == "active"
 
     records = read_topic(settings, "meters", expect=1)
-    assert [(m.key().decode(), json.loads(m.value())) for m in records] == [(meter.id, meter.to_dict())]
+    # The stored record: Stripe's object plus the status history, effective from the record's timestamp.
+    assert [(m.key().decode(), json.loads(m.value())) for m in records] == [(meter.id, meter.to_record())]
+    assert meter.status_history == ((records[0].timestamp()[1], "active"),)
+    assert meter.created == records[0].timestamp()[1] // 1000
     keys = Keys(settings.redis_prefix)
-    assert json.loads(redis_client.hget(keys.meters, meter.id)) == meter.to_dict()  # type: ignore[arg-type]
+    assert json.loads(redis_client.hget(keys.meters, meter.id)) == meter.to_record()  # type: ignore[arg-type]
     assert redis_client.hget(keys.meter_names, "tokens") == meter.id
     assert registry.get(meter.id) == meter
     assert registry.find_by_event_name("tokens") == meter
@@ -141,6 +144,10 @@ def test_deactivate_and_reactivate(
     values = [json.loads(m.value()) for m in read_topic(settings, "meters", expect=3)]
     assert [v["status"] for v in values] == ["active", "inactive", "active"]
     assert [v["status_transitions"]["deactivated_at"] for v in values] == [None, off.deactivated_at, None]
+    # Each status change is in the history at its record's timestamp, so the last record holds them all.
+    stamps = [m.timestamp()[1] for m in read_topic(settings, "meters", expect=3)]
+    assert on.status_history == tuple(zip(stamps, ("active", "inactive", "active"), strict=True))
+    assert values[-1]["status_history"] == [{"status": s, "since_ms": t} for t, s in on.status_history]
 
 
 def test_event_name_belongs_to_one_meter_even_when_inactive(registry: MeterRegistry) -> None:
@@ -260,7 +267,7 @@ def test_sync_restores_meters_a_lost_topic_no_longer_has(
         report = reg.sync()
         assert report.restored == [meter.id]
         assert reg.get(meter.id) == meter
-    assert [json.loads(m.value()) for m in read_topic(after, "meters", expect=1)] == [meter.to_dict()]
+    assert [json.loads(m.value()) for m in read_topic(after, "meters", expect=1)] == [meter.to_record()]
     with MeterRegistry(after) as reg:
         assert reg.sync(prune=True).removed == []
 

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from processor.aggregator.engine import Engine, RawRecord
-from processor.aggregator.meterbook import MeterBook
 from processor.errors import InvalidRequestError
+from processor.meters.book import MeterBook
 from processor.meters.model import Meter
 from processor.state.connect import SyncRedis, sync_redis_url
 from processor.state.keys import DAY_S, Keys

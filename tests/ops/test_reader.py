@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from processor.aggregator.meterbook import MeterBook
 from processor.config import Settings
+from processor.meters.book import MeterBook
 from processor.meters.model import Meter
 from processor.ops.reader import RangeRead
 from tests.pipeline import producer

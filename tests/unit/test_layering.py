@@ -67,13 +67,8 @@ KAFKA_LAYER = ROOT / "kafka"
 #: The confluent-kafka classes that open connections: only processor/kafka/ constructs them.
 CLIENT_CLASSES = {"Producer", "Consumer", "AdminClient"}
 #: (module, name) pairs still waiting for their owner's change, with the reason. Keep this empty.
-PENDING_CLIENTS = {
-    # The two readers of the `meters` topic (the processor's own, and the registry's) are being replaced
-    # by the one meters log reader (issue 15, deliverable 2); these entries go with them.
-    ("aggregator/runner.py", "Consumer"),
-    ("meters/topic.py", "Consumer"),
-}
-PENDING_TOPIC_LITERALS = {("aggregator/runner.py", "meters")}
+PENDING_CLIENTS: set[tuple[str, str]] = set()
+PENDING_TOPIC_LITERALS: set[tuple[str, str]] = set()
 
 
 def _outside_the_kafka_layer() -> list[Path]:

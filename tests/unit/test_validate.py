@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from processor.aggregator.meterbook import MeterBook
 from processor.aggregator.validate import Cancel, Event, Rejected, Source, validate_adjustment, validate_event
+from processor.meters.book import MeterBook
 from processor.meters.model import Meter
 
 R_MS = 1_800_000_000_000

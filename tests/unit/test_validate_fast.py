@@ -11,7 +11,6 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.aggregator.meterbook import MeterBook
 from processor.aggregator.validate import (
     Event,
     Source,
@@ -21,6 +20,7 @@ from processor.aggregator.validate import (
     validate_adjustment,
     validate_event,
 )
+from processor.meters.book import MeterBook
 from processor.meters.model import Meter
 
 R_MS = 1_800_000_000_000
