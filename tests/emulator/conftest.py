@@ -4,8 +4,6 @@ background thread), reset before every test, and the official ``stripe`` SDK poi
 from __future__ import annotations
 
 import contextlib
-import json
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -13,44 +11,7 @@ import pytest
 import stripe
 
 from processor.emulator import EmulatorConfig, EmulatorServer
-
-
-class Control:
-    """The emulator's ``/_emulator/*`` endpoints (test control, not part of Stripe's API)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
-
-    def reset(self) -> None:
-        self.call("POST", "/_emulator/reset")
-
-    def faults(self, **changes: Any) -> dict[str, Any]:
-        return self.call("POST", "/_emulator/faults", changes)  # type: ignore[no-any-return]
-
-    def advance(self, seconds: float) -> float:
-        return float(self.call("POST", "/_emulator/clock", {"advance": seconds})["now"])
-
-    def set_time(self, unix: float, *, freeze: bool = False) -> float:
-        return float(self.call("POST", "/_emulator/clock", {"set": unix, "freeze": freeze})["now"])
-
-    def now(self) -> float:
-        return float(self.call("GET", "/_emulator/clock")["now"])
-
-    def events(self, event_name: str) -> dict[str, Any]:
-        return self.call("GET", f"/_emulator/events?event_name={event_name}")  # type: ignore[no-any-return]
-
-    def errors(self) -> list[dict[str, Any]]:
-        return self.call("GET", "/_emulator/errors")["errors"]  # type: ignore[no-any-return]
-
-    def stats(self) -> dict[str, int]:
-        return self.call("GET", "/_emulator/stats")["stats"]  # type: ignore[no-any-return]
+from tests.helpers import EmulatorControl
 
 
 @pytest.fixture(scope="session")
@@ -60,14 +21,14 @@ def emulator_server() -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture
-def control(emulator_server: EmulatorServer) -> Control:
-    ctl = Control(emulator_server.url)
+def control(emulator_server: EmulatorServer) -> EmulatorControl:
+    ctl = EmulatorControl(emulator_server.url)
     ctl.reset()
     return ctl
 
 
 @pytest.fixture
-def url(control: Control) -> str:
+def url(control: EmulatorControl) -> str:
     return control.url
 
 

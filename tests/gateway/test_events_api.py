@@ -17,6 +17,7 @@ from processor.config import Settings
 from processor.gateway import GatewayServer
 from tests.fixtures import values
 from tests.gateway.conftest import API_KEY, async_client, make_meter
+from tests.helpers import FrozenClock
 
 ReadTopic = Callable[..., list[Any]]
 
@@ -151,14 +152,17 @@ def test_v2_session_and_stream(
     assert errors[1]["event"]["identifier"] == "s0" and errors[0]["meter_id"].startswith("mtr_")
 
 
-def test_expired_session(settings_factory: Callable[..., Settings]) -> None:
+def test_expired_session(settings_factory: Callable[..., Settings], now: int) -> None:
     settings = settings_factory(METERSTREAM_API_KEYS=API_KEY)
-    with GatewayServer(settings, session_ttl_s=1) as server:
+    with GatewayServer(settings) as server:
+        sessions = server.gateway.sessions
+        sessions.clock = clock = FrozenClock(now)  # the session clock, moved instead of waited out
         client = stream_client(server.url, API_KEY)
         token = client.v2.billing.meter_event_session.create().authentication_token
         event = {"event_name": "calls", "payload": {"stripe_customer_id": "c", "value": "1"}}
+        clock.advance(sessions.ttl_s - 1)  # still valid a second before the end of its validity
         stream_client(server.url, token).v2.billing.meter_event_stream.create({"events": [event]})  # type: ignore[list-item]
-        time.sleep(1.1)
+        clock.advance(1)
         with pytest.raises(stripe.TemporarySessionExpiredError) as expired:
             stream_client(server.url, token).v2.billing.meter_event_stream.create({"events": [event]})  # type: ignore[list-item]
         assert expired.value.http_status == 401 and expired.value.code == "billing_meter_event_session_expired"

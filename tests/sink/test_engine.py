@@ -26,7 +26,8 @@ from processor.sink.ratelimit import AsyncRateLimiter
 from processor.sink.stripe_api import StripeApi
 from processor.state.connect import async_redis
 from processor.state.keys import Keys
-from tests.sink.conftest import API_KEY, EmulatorControl, cancel, event
+from tests.helpers import EmulatorControl
+from tests.sink.conftest import API_KEY, cancel, event
 
 pytestmark = pytest.mark.integration
 

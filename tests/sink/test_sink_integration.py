@@ -25,9 +25,9 @@ from processor.config import Secret, Settings
 from processor.embedded import free_port
 from processor.meters.model import Meter
 from processor.state.keys import Keys
+from tests.helpers import EmulatorControl
 from tests.sink.conftest import (
     API_KEY,
-    EmulatorControl,
     Produced,
     SinkProcess,
     cancel,
