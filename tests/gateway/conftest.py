@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -98,7 +99,8 @@ def get_json(url: str, key: str = API_KEY) -> Any:
 
 
 # ---- headless Chromium (Debian's package; never a downloaded browser build) -------------------------
-CHROMIUM = Path("/usr/bin/chromium")
+#: METERSTREAM_TEST_CHROMIUM names another binary of that package (say, one unpacked without installing it).
+CHROMIUM = Path(os.environ.get("METERSTREAM_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
