@@ -88,7 +88,7 @@ def now() -> int:
     Read when the test runs, not when its module is imported: a module-level ``NOW = time.time()`` is as
     old as the collection, and a long run (or one test waiting on another worker) could push a test's
     "recent" events past Stripe's 35-day or 5-minute windows, or into another hour than the one it
-    asserts on. Tests derive their buckets from it (``tests.helpers.hour_start``)."""
+    asserts on. Tests derive their buckets from it with ``processor.windows``."""
     return int(time.time())
 
 

@@ -1,30 +1,26 @@
-"""Helpers shared by test packages: the emulator's test-control endpoints, bounded polling, and the
-hour/day arithmetic tests use to place events in buckets.
+"""Helpers shared by test packages: the emulator's test-control endpoints, bounded polling, a clock that
+moves only when told, and the SDK calls the emulator's and the gateway's tests both make (the two serve the
+same Stripe API). Buckets come from ``processor.windows``, as the processor's do.
 
 One copy here, so a change to the emulator's control API or to how tests wait is made once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
+import stripe
+
+from processor.config import Settings
+
 T = TypeVar("T")
-
-HOUR_S = 3600
-DAY_S = 86_400
-
-
-def hour_start(unix: int) -> int:
-    """The start of the UTC hour holding ``unix`` (the processor's hour bucket)."""
-    return unix - unix % HOUR_S
-
-
-def day_start(unix: int) -> int:
-    """The start of the UTC day holding ``unix`` (the processor's day bucket)."""
-    return unix - unix % DAY_S
 
 
 def wait_until(
@@ -114,3 +110,65 @@ class FrozenClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def make_meter(client: stripe.StripeClient, event_name: str, formula: str = "sum", **extra: Any) -> Any:
+    """A meter created through the SDK, named after its event (``extra``: further create parameters)."""
+    params: dict[str, Any] = {
+        "display_name": event_name.replace("_", " ").title(),
+        "event_name": event_name,
+        "default_aggregation": {"formula": formula},
+        **extra,
+    }
+    return client.v1.billing.meters.create(params)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def async_sdk_client(url: str, key: str) -> AsyncIterator[stripe.StripeClient]:
+    """An SDK client for ``*_async`` calls inside one event loop, its aiohttp session closed at the end
+    (an unclosed session warns at garbage collection, which the test settings turn into errors)."""
+    http = stripe.AIOHTTPClient()
+    try:
+        yield stripe.StripeClient(key, base_addresses={"api": url, "meter_events": url}, http_client=http)
+    finally:
+        await http.close_async()
+
+
+async def events_and_cancels_async(client: stripe.StripeClient, event_name: str, customer: str) -> None:
+    """The SDK's four async meter-event calls: an event and its cancellation through v1 (identifier
+    ``a1``, value 2), then through v2 (``a2``, value 3)."""
+    billing = client.v1.billing
+    await billing.meter_events.create_async(
+        {"event_name": event_name, "identifier": "a1", "payload": {"stripe_customer_id": customer, "value": "2"}}
+    )
+    await billing.meter_event_adjustments.create_async(
+        {"event_name": event_name, "type": "cancel", "cancel": {"identifier": "a1"}}
+    )
+    await client.v2.billing.meter_events.create_async(
+        {"event_name": event_name, "identifier": "a2", "payload": {"stripe_customer_id": customer, "value": "3"}}
+    )
+    await client.v2.billing.meter_event_adjustments.create_async(
+        {"event_name": event_name, "type": "cancel", "cancel": {"identifier": "a2"}}
+    )
+
+
+def child_env(settings: Settings | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a program a test starts: this process's without its ``METERSTREAM_*`` variables
+    (a developer's must not reach it), then ``settings`` (as variables) and ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
+    if settings is not None:
+        env.update(settings.to_env())
+    return env | extra
+
+
+def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+    """Ask ``proc`` to stop with ``sig`` (unless it has exited); kill it if it is still running after
+    ``timeout`` seconds. Returns its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import signal
@@ -17,6 +16,7 @@ import pytest
 
 from processor.embedded import free_port
 from tests.conftest import cluster_wanted
+from tests.helpers import child_env
 
 
 def read_banner(
@@ -51,8 +51,7 @@ def read_banner(
 @pytest.fixture
 def running_up(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
-    env["METERSTREAM_GATEWAY_PORT"] = str(port)
+    env = child_env(METERSTREAM_GATEWAY_PORT=str(port))
     if cluster_wanted():  # the cluster run: every component of `up` on the session's Redis Cluster
         env["METERSTREAM_REDIS_URL"] = request.getfixturevalue("redis_url")
     proc = subprocess.Popen(

@@ -33,6 +33,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from processor.cli import main
 from processor.embedded import free_port
 from tests.e2e.conftest import read_banner
+from tests.helpers import child_env
 from tests.pipeline import event_value
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -62,8 +63,7 @@ def descendants(pid: int) -> list[int]:
 
 @contextmanager
 def up_data(data: Path, port: int) -> Iterator[tuple[subprocess.Popen[str], dict[str, str], str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
-    env["METERSTREAM_GATEWAY_PORT"] = str(port)
+    env = child_env(METERSTREAM_GATEWAY_PORT=str(port))
     proc = subprocess.Popen(
         [sys.executable, "-m", "processor", "up", "--data", str(data)],
         env=env,

@@ -6,7 +6,6 @@ SDK by `meterstream reconcile`) equal the Redis aggregates, and no identifier wa
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -28,6 +27,7 @@ from processor.emulator import EmulatorConfig, EmulatorServer
 from processor.emulator.faults import FaultConfig
 from processor.meters.model import Meter
 from processor.state.keys import Keys
+from tests.helpers import child_env
 from tests.pipeline import cancel_value, event_value, producer, put_meters
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -109,7 +109,7 @@ def test_stripe_ends_equal_to_redis_despite_faults_and_a_killed_sink(
         finally:
             proc.close()
 
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}, **settings.to_env()}
+        env = child_env(settings)
 
         def start_sink() -> subprocess.Popen[bytes]:
             return subprocess.Popen(

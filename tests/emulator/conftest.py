@@ -4,14 +4,14 @@ background thread), reset before every test, and the official ``stripe`` SDK poi
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 import stripe
 
 from processor.emulator import EmulatorConfig, EmulatorServer
-from tests.helpers import EmulatorControl
+from tests.helpers import EmulatorControl, async_sdk_client
+from tests.helpers import make_meter as make_meter
 
 
 @pytest.fixture(scope="session")
@@ -37,22 +37,8 @@ def client(url: str) -> stripe.StripeClient:
     return stripe.StripeClient("sk_test_emulator", base_addresses={"api": url, "meter_events": url})
 
 
-def make_meter(client: stripe.StripeClient, event_name: str, formula: str = "sum", **extra: Any) -> Any:
-    params: dict[str, Any] = {
-        "display_name": event_name.title(),
-        "event_name": event_name,
-        "default_aggregation": {"formula": formula},
-        **extra,
-    }
-    return client.v1.billing.meters.create(params)
-
-
-@contextlib.asynccontextmanager
-async def async_client(url: str, key: str = "sk_test_emulator") -> AsyncIterator[stripe.StripeClient]:
-    """An SDK client for ``*_async`` calls inside one event loop, its aiohttp session closed at the end
-    (an unclosed session warns at garbage collection, which the test settings turn into errors)."""
-    http = stripe.AIOHTTPClient()
-    try:
-        yield stripe.StripeClient(key, base_addresses={"api": url, "meter_events": url}, http_client=http)
-    finally:
-        await http.close_async()
+def async_client(
+    url: str, key: str = "sk_test_emulator"
+) -> contextlib.AbstractAsyncContextManager[stripe.StripeClient]:
+    """``tests.helpers.async_sdk_client`` with this package's key."""
+    return async_sdk_client(url, key)

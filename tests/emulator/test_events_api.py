@@ -10,7 +10,7 @@ import pytest
 import stripe
 
 from tests.emulator.conftest import async_client, make_meter
-from tests.helpers import EmulatorControl
+from tests.helpers import EmulatorControl, events_and_cancels_async
 
 DAY = 86400
 
@@ -274,19 +274,7 @@ def test_async_variants(client: stripe.StripeClient, control: EmulatorControl, u
 
     async def scenario() -> None:
         async with async_client(url) as aclient:
-            billing = aclient.v1.billing
-            await billing.meter_events.create_async(
-                {"event_name": "calls", "identifier": "a1", "payload": {"stripe_customer_id": "cus_x", "value": "2"}}
-            )
-            await billing.meter_event_adjustments.create_async(
-                {"event_name": "calls", "type": "cancel", "cancel": {"identifier": "a1"}}
-            )
-            await aclient.v2.billing.meter_events.create_async(
-                {"event_name": "calls", "identifier": "a2", "payload": {"stripe_customer_id": "cus_x", "value": "3"}}
-            )
-            await aclient.v2.billing.meter_event_adjustments.create_async(
-                {"event_name": "calls", "type": "cancel", "cancel": {"identifier": "a2"}}
-            )
+            await events_and_cancels_async(aclient, "calls", "cus_x")
             session = await aclient.v2.billing.meter_event_session.create_async()
             customer = await aclient.v1.customers.create_async({"name": "Async"})
             assert (await aclient.v1.customers.retrieve_async(customer.id)).name == "Async"

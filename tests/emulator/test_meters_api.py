@@ -9,6 +9,7 @@ import pytest
 import stripe
 
 from tests.emulator.conftest import async_client, make_meter
+from tests.stripe_cases import METER_CREATE_ERRORS
 
 
 def test_create_retrieve_and_shape(client: stripe.StripeClient) -> None:
@@ -40,49 +41,7 @@ def test_defaults(client: stripe.StripeClient) -> None:
     assert meter.event_time_window is None
 
 
-@pytest.mark.parametrize(
-    ("params", "param", "code"),
-    [
-        ({"event_name": "x", "default_aggregation": {"formula": "sum"}}, "display_name", "parameter_missing"),
-        ({"display_name": "X", "default_aggregation": {"formula": "sum"}}, "event_name", "parameter_missing"),
-        ({"display_name": "X", "event_name": "x"}, "default_aggregation", "parameter_missing"),
-        (
-            {"display_name": "X", "event_name": "x", "default_aggregation": {"formula": "max"}},
-            "default_aggregation[formula]",
-            "parameter_invalid_string",
-        ),
-        (
-            {"display_name": "X", "event_name": "x" * 101, "default_aggregation": {"formula": "sum"}},
-            "event_name",
-            "string_too_long",
-        ),
-        (
-            {
-                "display_name": "X",
-                "event_name": "x",
-                "default_aggregation": {"formula": "sum"},
-                "event_time_window": "week",
-            },
-            "event_time_window",
-            "parameter_invalid_string",
-        ),
-        (
-            {
-                "display_name": "X",
-                "event_name": "x",
-                "default_aggregation": {"formula": "sum"},
-                "customer_mapping": {"type": "by_email", "event_payload_key": "c"},
-            },
-            "customer_mapping[type]",
-            "parameter_invalid_string",
-        ),
-        (
-            {"display_name": "X", "event_name": "x", "default_aggregation": {"formula": "sum"}, "colour": "red"},
-            "colour",
-            "parameter_unknown",
-        ),
-    ],
-)
+@pytest.mark.parametrize(("params", "param", "code"), METER_CREATE_ERRORS)
 def test_create_validation(client: stripe.StripeClient, params: dict[str, object], param: str, code: str) -> None:
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v1.billing.meters.create(params)  # type: ignore[arg-type]

@@ -4,7 +4,6 @@ must equal a clean single run of the engine over the same topics (tests/pipeline
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -18,6 +17,7 @@ import redis
 from processor.aggregator.runner import Processor
 from processor.config import Settings
 from processor.meters.model import Meter
+from tests.helpers import child_env
 from tests.pipeline import (
     event_value,
     make_workload,
@@ -41,7 +41,7 @@ def spawn(settings: Settings) -> Iterator[Callable[[], subprocess.Popen[bytes]]]
     procs: list[subprocess.Popen[bytes]] = []
 
     def start() -> subprocess.Popen[bytes]:
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}, **settings.to_env()}
+        env = child_env(settings)
         proc = subprocess.Popen(
             [sys.executable, "-m", "processor", "processor"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )

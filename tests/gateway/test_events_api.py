@@ -17,7 +17,7 @@ from processor.config import Settings
 from processor.gateway import GatewayServer
 from tests.fixtures import values
 from tests.gateway.conftest import API_KEY, async_client, make_meter
-from tests.helpers import FrozenClock
+from tests.helpers import FrozenClock, events_and_cancels_async
 
 ReadTopic = Callable[..., list[Any]]
 
@@ -229,18 +229,7 @@ def test_async_client(url: str, client: stripe.StripeClient, gw_settings: Settin
 
     async def scenario() -> None:
         async with async_client(url) as aclient:
-            await aclient.v1.billing.meter_events.create_async(
-                {"event_name": "calls", "identifier": "a1", "payload": {"stripe_customer_id": "cus_x", "value": "2"}}
-            )
-            await aclient.v1.billing.meter_event_adjustments.create_async(
-                {"event_name": "calls", "type": "cancel", "cancel": {"identifier": "a1"}}
-            )
-            await aclient.v2.billing.meter_events.create_async(
-                {"event_name": "calls", "identifier": "a2", "payload": {"stripe_customer_id": "cus_x", "value": "3"}}
-            )
-            await aclient.v2.billing.meter_event_adjustments.create_async(
-                {"event_name": "calls", "type": "cancel", "cancel": {"identifier": "a2"}}
-            )
+            await events_and_cancels_async(aclient, "calls", "cus_x")
             session = await aclient.v2.billing.meter_event_session.create_async()
             with pytest.raises(stripe.InvalidRequestError) as info:
                 await aclient.v1.billing.meter_events.create_async({"event_name": "calls", "payload": {"v": "1"}})

@@ -15,6 +15,7 @@ from processor.config import Settings
 from processor.meters import read_meters_topic
 from processor.state.keys import Keys
 from tests.gateway.conftest import async_client, make_meter
+from tests.stripe_cases import METER_CREATE_ERRORS
 
 
 def test_create_retrieve_update_and_the_topic(
@@ -75,23 +76,7 @@ def test_list_status_limit_and_cursors(client: stripe.StripeClient) -> None:
     assert [m.id for m in inactive.data] == [ids[1]]
 
 
-@pytest.mark.parametrize(
-    ("params", "param", "code"),
-    [
-        ({"event_name": "x", "default_aggregation": {"formula": "sum"}}, "display_name", "parameter_missing"),
-        ({"display_name": "X", "default_aggregation": {"formula": "sum"}}, "event_name", "parameter_missing"),
-        (
-            {"display_name": "X", "event_name": "x", "default_aggregation": {"formula": "max"}},
-            "default_aggregation[formula]",
-            "parameter_invalid_string",
-        ),
-        (
-            {"display_name": "X", "event_name": "x", "default_aggregation": {"formula": "sum"}, "colour": "red"},
-            "colour",
-            "parameter_unknown",
-        ),
-    ],
-)
+@pytest.mark.parametrize(("params", "param", "code"), METER_CREATE_ERRORS)
 def test_create_errors(client: stripe.StripeClient, params: dict[str, Any], param: str, code: str) -> None:
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v1.billing.meters.create(params)  # type: ignore[arg-type]

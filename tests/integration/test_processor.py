@@ -12,7 +12,7 @@ import redis
 from processor.aggregator.runner import Processor
 from processor.config import Settings
 from processor.meters.model import Meter
-from tests.helpers import day_start, hour_start
+from processor.windows import day_start, hour_start
 from tests.pipeline import (
     cancel_value,
     event_value,

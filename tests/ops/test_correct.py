@@ -14,7 +14,7 @@ from processor.config import Settings
 from processor.errors import InvalidRequestError
 from processor.meters.model import Meter
 from processor.ops.correct import plan_correction
-from tests.helpers import hour_start
+from processor.windows import hour_start
 from tests.ops.helpers import cli, run_processor
 from tests.ops.test_reconcile import mirror
 from tests.pipeline import event_value, producer, put_meters, usage_snapshot

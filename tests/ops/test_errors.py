@@ -12,7 +12,7 @@ import redis
 
 from processor.config import Settings
 from processor.meters.model import Meter
-from tests.helpers import hour_start
+from processor.windows import hour_start
 from tests.ops.helpers import cli, run_processor
 from tests.pipeline import event_value, producer, put_meters, usage_snapshot
 

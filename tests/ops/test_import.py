@@ -17,7 +17,7 @@ from processor.errors import UnreadableFileError
 from processor.meters.model import Meter
 from processor.ops.importer import Importer
 from processor.ops.reader import RangeRead
-from tests.helpers import hour_start
+from processor.windows import hour_start
 from tests.ops.helpers import cli, run_processor
 from tests.ops.test_reconcile import mirror
 from tests.pipeline import put_meters, usage_snapshot

@@ -11,7 +11,8 @@ import redis
 from processor.config import Settings
 from processor.ops.rebuild import Rebuild, cleanup_shadows
 from processor.state.keys import Keys
-from tests.helpers import day_start, wait_until
+from processor.windows import day_start
+from tests.helpers import wait_until
 from tests.ops.helpers import cli, delete_keys, live_processor, progress_lines, run_processor
 from tests.pipeline import (
     event_value,

@@ -13,7 +13,7 @@ from processor.config import Settings
 from processor.meters.model import Meter
 from processor.ops.reconcile import stripe_value
 from processor.state.keys import Keys
-from tests.helpers import day_start, hour_start
+from processor.windows import day_start, hour_start
 from tests.ops.conftest import Emulator
 from tests.ops.helpers import cli, progress_lines, run_processor
 from tests.pipeline import event_value, producer, put_meters

@@ -20,8 +20,9 @@ from processor.meters.model import Meter
 from processor.ops.importer import ImportState
 from processor.ops.s3 import REIMPORT_WINDOW_S, S3Connector
 from processor.state.keys import Keys
+from processor.windows import hour_start
 from tests.fixtures import values
-from tests.helpers import hour_start, wait_until
+from tests.helpers import wait_until
 from tests.ops.helpers import cli, run_processor
 from tests.s3.conftest import Connector
 from tests.s3.helpers import csv_body, event, hours, jsonl_body, record, totals

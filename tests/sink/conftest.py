@@ -5,7 +5,6 @@ produced to the test's topics, meters in the Redis mirror, and the sink as a rea
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from processor.emulator import EmulatorConfig, EmulatorServer, FaultConfig
 from processor.meters.model import Meter
 from processor.state.keys import Keys
 from tests import helpers
-from tests.helpers import EmulatorControl
+from tests.helpers import EmulatorControl, child_env
 
 API_KEY = "sk_test_sinkintegration"
 
@@ -121,7 +120,7 @@ class SinkProcess:
     """``python -m processor sink`` as a child process, its output in a log file."""
 
     def __init__(self, settings: Settings, log_path: Path, args: tuple[str, ...] = ()) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
+        env = child_env()
         env.update(settings.to_env())
         self.log_path = log_path
         self._log = open(log_path, "ab")  # closed in stop()
