@@ -17,7 +17,7 @@ import redis
 from processor.aggregator.runner import Processor
 from processor.config import Settings
 from processor.meters.model import Meter
-from tests.helpers import child_env
+from tests.helpers import child_env, wait_until
 from tests.pipeline import (
     event_value,
     make_workload,
@@ -58,10 +58,13 @@ def spawn(settings: Settings) -> Iterator[Callable[[], subprocess.Popen[bytes]]]
 
 
 def _wait_done(client: redis.Redis, settings: Settings, total: int, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while stored_progress(client, settings) < total:
-        assert time.monotonic() < deadline, f"stuck at {stored_progress(client, settings)} of {total}"
-        time.sleep(0.5)
+    wait_until(
+        lambda: stored_progress(client, settings) >= total,
+        f"progress past all {total} records",
+        timeout,
+        interval=0.5,
+        on_timeout=lambda: f"stuck at {stored_progress(client, settings)}",
+    )
 
 
 def _accepted(settings: Settings) -> set[tuple[str, str]]:
@@ -85,10 +88,8 @@ def test_kill_9_five_times_while_100k_events_flow(
     while kills < 5:
         # wait until this incarnation made progress, then kill it at a random moment
         base = stored_progress(redis_client, settings)
-        deadline = time.monotonic() + 120
-        while stored_progress(redis_client, settings) == base and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(rnd.uniform(0.0, 1.5))
+        wait_until(lambda b=base: b != stored_progress(redis_client, settings) or b >= total, "progress", 120)
+        time.sleep(rnd.uniform(0.0, 1.5))  # fault injection: the kill lands at a random moment of the run
         if stored_progress(redis_client, settings) >= total:
             break
         proc.send_signal(signal.SIGKILL)
@@ -116,9 +117,7 @@ def test_two_processors_one_killed(
     put_workload(settings, w, PARTITIONS)
     total = len(w.events) + len(w.cancels)
     a, b = spawn(), spawn()
-    deadline = time.monotonic() + 120
-    while stored_progress(redis_client, settings) < total // 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: stored_progress(redis_client, settings) >= total // 4, "a quarter applied", 120, interval=0.05)
     a.send_signal(signal.SIGKILL)
     a.wait(10)
     _wait_done(redis_client, settings, total)

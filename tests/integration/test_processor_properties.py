@@ -37,14 +37,6 @@ PARTITIONS = 3
 DEFAULT_MAX_RECORD = 999_964  # key + value bytes a default-configured librdkafka producer accepts
 
 
-@pytest.fixture
-def base_ms(now: int) -> int:
-    """Midnight UTC five days before the test started (not before the module was imported). Day-aligned so
-    bucket boundaries fall as in the model's own examples; the newest received time the strategy can make
-    (base + 5 days) is today's midnight, never the future."""
-    return (now * 1000 // DAY_MS - 5) * DAY_MS
-
-
 def _key(rec_topic: str, value: bytes) -> str | None:
     """The Kafka key a real producer would use: the customer for events, the identifier for cancellations."""
     try:
