@@ -20,7 +20,6 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from processor.aggregator.runner import Processor
 from processor.cli import main
 from processor.config import Settings
 from processor.emulator import EmulatorConfig, EmulatorServer
@@ -28,7 +27,7 @@ from processor.emulator.faults import FaultConfig
 from processor.meters.model import Meter
 from processor.state.keys import Keys
 from tests.helpers import child_env
-from tests.pipeline import cancel_value, event_value, producer, put_meters
+from tests.pipeline import cancel_value, event_value, producer, put_meters, run_processor
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -103,11 +102,7 @@ def test_stripe_ends_equal_to_redis_despite_faults_and_a_killed_sink(
                 )
                 cancels += 1
         assert p.flush(30) == 0
-        proc = Processor(settings)
-        try:
-            proc.drain(idle=1.0)
-        finally:
-            proc.close()
+        run_processor(settings)
 
         env = child_env(settings)
 

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from processor.aggregator.runner import Processor
 from processor.config import Settings
 from processor.meters.model import Meter
 from tests.helpers import child_env, wait_until
@@ -26,6 +25,7 @@ from tests.pipeline import (
     put_workload,
     read_all,
     reference_state,
+    run_processor,
     snapshot_diff,
     stored_progress,
     usage_snapshot,
@@ -75,6 +75,16 @@ def _accepted(settings: Settings) -> set[tuple[str, str]]:
     return out
 
 
+def _assert_as_a_perfect_run(settings: Settings, redis_client: redis.Redis) -> None:
+    """Redis holds exactly what one uninterrupted run over every record gives, and nothing was lost on the
+    way out: every accepted event and cancellation reached the accepted topic."""
+    ref_prefix = settings.redis_prefix + "ref"
+    expected_accepted = reference_state(settings, ref_prefix, PARTITIONS)
+    diff = snapshot_diff(usage_snapshot(redis_client, settings.redis_prefix), usage_snapshot(redis_client, ref_prefix))
+    assert not diff, "\n".join(diff)
+    assert _accepted(settings) == expected_accepted
+
+
 def test_kill_9_five_times_while_100k_events_flow(
     settings_factory: Callable[..., Settings], spawn: Callable[[], subprocess.Popen[bytes]], redis_client: redis.Redis
 ) -> None:
@@ -101,12 +111,7 @@ def test_kill_9_five_times_while_100k_events_flow(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
 
-    ref_prefix = settings.redis_prefix + "ref"
-    expected_accepted = reference_state(settings, ref_prefix, PARTITIONS)
-    diff = snapshot_diff(usage_snapshot(redis_client, settings.redis_prefix), usage_snapshot(redis_client, ref_prefix))
-    assert not diff, "\n".join(diff)
-    # nothing lost on the way out: every accepted event and cancellation reached the accepted topic
-    assert _accepted(settings) == expected_accepted
+    _assert_as_a_perfect_run(settings, redis_client)
 
 
 def test_two_processors_one_killed(
@@ -123,11 +128,7 @@ def test_two_processors_one_killed(
     _wait_done(redis_client, settings, total)
     b.send_signal(signal.SIGTERM)
     assert b.wait(30) == 0
-    ref_prefix = settings.redis_prefix + "ref"
-    expected_accepted = reference_state(settings, ref_prefix, PARTITIONS)
-    diff = snapshot_diff(usage_snapshot(redis_client, settings.redis_prefix), usage_snapshot(redis_client, ref_prefix))
-    assert not diff, "\n".join(diff)
-    assert _accepted(settings) == expected_accepted
+    _assert_as_a_perfect_run(settings, redis_client)
 
 
 def test_malformed_records_never_block_a_partition(settings: Settings, redis_client: redis.Redis) -> None:
@@ -157,11 +158,7 @@ def test_malformed_records_never_block_a_partition(settings: Settings, redis_cli
     p.produce(topic, key="c", value=event_value("m", "c", 41, "after"), timestamp=now_ms + 101)
     p.produce(topic, key="c", value=None, timestamp=now_ms + 102)  # a tombstone-like record without value
     assert p.flush(60) == 0
-    proc = Processor(settings)
-    try:
-        proc.drain(idle=1.0)
-    finally:
-        proc.close()
+    run_processor(settings)
     assert (
         sum(int(v) for v in usage_snapshot(redis_client, settings.redis_prefix)[":usage:{mtr_m:c}:day"].values())
         == 41  # the 900 KB event is over the 262,144-byte limit: invalid_event

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import stripe
 
-from processor.aggregator.runner import Processor
 from processor.config import Settings
 from processor.gateway import GatewayServer
 from tests.helpers import async_sdk_client
 from tests.helpers import make_meter as make_meter
+from tests.pipeline import run_processor as run_processor
 
 API_KEY = "sk_test_gatewaykey0001"
 OTHER_KEY = "sk_test_gatewaykey0002"
@@ -50,15 +50,6 @@ def client(url: str) -> stripe.StripeClient:
 def async_client(url: str, key: str = API_KEY) -> contextlib.AbstractAsyncContextManager[stripe.StripeClient]:
     """``tests.helpers.async_sdk_client`` with this package's key."""
     return async_sdk_client(url, key)
-
-
-def run_processor(settings: Settings) -> None:
-    """Apply everything on the topics to Redis with the real processor, then stop it."""
-    processor = Processor(settings)
-    try:
-        processor.drain(idle=1.0)
-    finally:
-        processor.close()
 
 
 def http(

@@ -9,7 +9,6 @@ switched off — and compare Redis, the accepted topic and the error topic with 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -21,7 +20,7 @@ from hypothesis import strategies as st
 from processor.aggregator import engine as engine_module
 from processor.aggregator.runner import Processor
 from processor.config import Settings
-from tests.integration.test_processor_properties import PARTITIONS, _produce, _topic_diffs
+from tests.integration.test_processor_properties import PARTITIONS, _produce, _topic_diffs, example_settings
 from tests.model.builders import Log, meter_version
 from tests.model.reference import ADJUSTMENTS, DAY_MS, EVENTS, compare, run_model
 from tests.model.strategies import Scenario, scenarios
@@ -34,14 +33,7 @@ def _run_in_phases(
 ) -> tuple[list[str], int]:
     """Events first (one processor), then cancellations (a new processor); returns (differences from the
     model, how many events the processors read back from Kafka)."""
-    u = uuid.uuid4().hex[:10]
-    s = settings_factory(
-        partitions=scenario.partitions,
-        METERSTREAM_TOPIC_PREFIX=f"f{u}.",
-        METERSTREAM_REDIS_PREFIX=f"fm{u}",
-        METERSTREAM_PROCESSOR_GROUP=f"proc-{u}",
-        METERSTREAM_SINK_GROUP=f"sink-{u}",
-    )
+    s = example_settings(settings_factory, scenario.partitions)
     model = run_model(scenario.meters, scenario.records)
     phases = [
         [r for r in scenario.records if r.topic == EVENTS],

@@ -158,6 +158,19 @@ def _topic_diffs(s: Settings, model: ModelResult) -> list[str]:
     return diffs
 
 
+def example_settings(settings_factory: Callable[..., Settings], partitions: int) -> Settings:
+    """Settings of their own (topics, Redis prefix, groups) for one hypothesis example: the examples of a
+    test share its ``settings`` fixture, and must not see each other's records or keys."""
+    u = uuid.uuid4().hex[:10]
+    return settings_factory(
+        partitions=partitions,
+        METERSTREAM_TOPIC_PREFIX=f"p{u}.",
+        METERSTREAM_REDIS_PREFIX=f"pm{u}",
+        METERSTREAM_PROCESSOR_GROUP=f"proc-{u}",
+        METERSTREAM_SINK_GROUP=f"sink-{u}",
+    )
+
+
 def _check(
     settings_factory: Callable[..., Settings],
     redis_client: redis.Redis,
@@ -170,14 +183,7 @@ def _check(
 
     ``phases`` (a split of ``scenario.records``) forces a processing order the model must not care about:
     each phase is produced and drained (by a new processor instance of the same group) before the next."""
-    u = uuid.uuid4().hex[:10]
-    s = settings_factory(
-        partitions=scenario.partitions,
-        METERSTREAM_TOPIC_PREFIX=f"p{u}.",
-        METERSTREAM_REDIS_PREFIX=f"pm{u}",
-        METERSTREAM_PROCESSOR_GROUP=f"proc-{u}",
-        METERSTREAM_SINK_GROUP=f"sink-{u}",
-    )
+    s = example_settings(settings_factory, scenario.partitions)
     model = run_model(scenario.meters, scenario.records)
     processed = 0
     for i, phase in enumerate([p for p in phases or [scenario.records] if p] or [[]]):

@@ -19,8 +19,6 @@ from tests.ops.helpers import cli, run_processor
 from tests.ops.test_reconcile import mirror
 from tests.pipeline import event_value, producer, put_meters, usage_snapshot
 
-pytestmark = pytest.mark.integration
-
 SUM = Meter("mtr_fix", "Fix", "fix_api", "sum", created=1)
 COUNT = Meter("mtr_fixc", "Count", "fix_cnt", "count", created=1)
 LAST = Meter("mtr_fixl", "Last", "fix_last", "last", created=1)

@@ -18,8 +18,6 @@ from tests.ops.conftest import Emulator
 from tests.ops.helpers import cli, progress_lines, run_processor
 from tests.pipeline import event_value, producer, put_meters
 
-pytestmark = pytest.mark.integration
-
 METER = Meter("mtr_rc", "Reconcile", "rc_api", "sum", created=1)
 
 

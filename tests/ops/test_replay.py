@@ -21,8 +21,6 @@ from tests.ops.conftest import Emulator
 from tests.ops.helpers import cli
 from tests.pipeline import producer
 
-pytestmark = pytest.mark.integration
-
 METER = Meter("mtr_replay", "Replay", "replay_api", "sum", created=1)
 
 
