@@ -89,6 +89,7 @@ def test_gateway_workers_share_the_port_and_the_metrics(gw_settings: Settings, t
         http(url + "/healthz")  # no worker is left listening
 
 
+@pytest.mark.integration  # `up` starts its own broker and Valkey: a whole program, not a unit
 def test_up_runs_the_gateway_and_prints_the_url_and_a_key(tmp_path: Path) -> None:
     port = free_port()
     env = child_env(METERSTREAM_GATEWAY_PORT=str(port), METERSTREAM_TOPIC_PARTITIONS="1")
