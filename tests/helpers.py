@@ -7,6 +7,7 @@ One copy here, so a change to the emulator's control API or to how tests wait is
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
@@ -172,3 +173,38 @@ def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout
             proc.kill()
             proc.wait(10)
     return proc.returncode
+
+
+def stream_client(url: str, token: str) -> stripe.StripeClient:
+    """An SDK client authenticated with ``token`` (an API key or a v2 session token)."""
+    return stripe.StripeClient(token, base_addresses={"api": url, "meter_events": url})
+
+
+def open_stream(client: stripe.StripeClient, url: str) -> stripe.StripeClient:
+    """A v2 meter-event session made with ``client`` (checked to have Stripe's shape and 15-minute life),
+    and a client streaming with its token."""
+    session = client.v2.billing.meter_event_session.create()
+    assert session.object == "v2.billing.meter_event_session"
+    created = dt.datetime.fromisoformat(session.created)
+    assert dt.datetime.fromisoformat(session.expires_at) - created == dt.timedelta(minutes=15)
+    return stream_client(url, session.authentication_token)
+
+
+def make_full_meter(client: stripe.StripeClient) -> Any:
+    """A meter with every optional setting (``last``, hourly window, own customer and value keys), checked
+    to come back in Stripe's shape with those settings."""
+    meter = make_meter(
+        client,
+        "api_calls",
+        "last",
+        event_time_window="hour",
+        customer_mapping={"type": "by_id", "event_payload_key": "account"},
+        value_settings={"event_payload_key": "tokens"},
+    )
+    assert meter.id.startswith("mtr_") and meter.object == "billing.meter"
+    assert meter.default_aggregation.formula == "last" and meter.event_time_window == "hour"
+    assert meter.customer_mapping.event_payload_key == "account"
+    assert meter.value_settings.event_payload_key == "tokens"
+    assert meter.status == "active"
+    assert meter.last_response.request_id.startswith("req_")
+    return meter

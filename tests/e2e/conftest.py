@@ -19,6 +19,17 @@ from tests.conftest import cluster_wanted
 from tests.helpers import child_env
 
 
+def start_up(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """``python -m processor up ARGS``, its output (stdout and stderr) on a text pipe for ``read_banner``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "processor", "up", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def read_banner(
     proc: subprocess.Popen[str], timeout: float = 120.0
 ) -> tuple[dict[str, str], dict[str, str], list[str]]:
@@ -54,13 +65,7 @@ def running_up(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[
     env = child_env(METERSTREAM_GATEWAY_PORT=str(port))
     if cluster_wanted():  # the cluster run: every component of `up` on the session's Redis Cluster
         env["METERSTREAM_REDIS_URL"] = request.getfixturevalue("redis_url")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "processor", "up", "--state-dir", str(tmp_path)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_up(env, "--state-dir", str(tmp_path))
     assert proc.stdout is not None
     info, exports, lines = read_banner(proc)
     assert "api key" in info, "".join(lines)

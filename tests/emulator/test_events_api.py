@@ -10,7 +10,7 @@ import pytest
 import stripe
 
 from tests.emulator.conftest import async_client, make_meter
-from tests.helpers import EmulatorControl, events_and_cancels_async
+from tests.helpers import EmulatorControl, events_and_cancels_async, open_stream, stream_client
 
 DAY = 86400
 
@@ -223,17 +223,9 @@ def test_v2_meter_events_and_adjustments(client: stripe.StripeClient, control: E
     assert control.ledger("calls")["cancellations"][0]["result"] == "cancelled"
 
 
-def stream_client(url: str, token: str) -> stripe.StripeClient:
-    return stripe.StripeClient(token, base_addresses={"api": url, "meter_events": url})
-
-
 def test_v2_stream(client: stripe.StripeClient, control: EmulatorControl, url: str) -> None:
     make_meter(client, "calls")
-    session = client.v2.billing.meter_event_session.create()
-    assert session.object == "v2.billing.meter_event_session"
-    created = dt.datetime.fromisoformat(session.created)
-    assert dt.datetime.fromisoformat(session.expires_at) - created == dt.timedelta(minutes=15)
-    streamer = stream_client(url, session.authentication_token)
+    streamer = open_stream(client, url)
     events = [
         {"event_name": "calls", "identifier": f"s{i}", "payload": {"stripe_customer_id": "cus_s", "value": str(i)}}
         for i in range(100)

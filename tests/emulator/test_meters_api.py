@@ -9,26 +9,13 @@ import pytest
 import stripe
 
 from tests.emulator.conftest import async_client, make_meter
+from tests.helpers import make_full_meter
 from tests.stripe_cases import METER_CREATE_ERRORS
 
 
 def test_create_retrieve_and_shape(client: stripe.StripeClient) -> None:
-    meter = make_meter(
-        client,
-        "api_calls",
-        "last",
-        event_time_window="hour",
-        customer_mapping={"type": "by_id", "event_payload_key": "account"},
-        value_settings={"event_payload_key": "tokens"},
-    )
-    assert meter.id.startswith("mtr_")
-    assert meter.object == "billing.meter"
-    assert meter.default_aggregation.formula == "last"
-    assert meter.event_time_window == "hour"
-    assert meter.customer_mapping.event_payload_key == "account"
-    assert meter.value_settings.event_payload_key == "tokens"
-    assert meter.status == "active" and meter.status_transitions.deactivated_at is None
-    assert meter.last_response.request_id.startswith("req_")
+    meter = make_full_meter(client)
+    assert meter.status_transitions.deactivated_at is None
     again = client.v1.billing.meters.retrieve(meter.id)
     assert again.to_dict() == meter.to_dict()
 

@@ -17,13 +17,9 @@ from processor.config import Settings
 from processor.gateway import GatewayServer
 from tests.fixtures import values
 from tests.gateway.conftest import API_KEY, async_client, make_meter
-from tests.helpers import FrozenClock, events_and_cancels_async
+from tests.helpers import FrozenClock, events_and_cancels_async, open_stream, stream_client
 
 ReadTopic = Callable[..., list[Any]]
-
-
-def stream_client(url: str, token: str) -> stripe.StripeClient:
-    return stripe.StripeClient(token, base_addresses={"api": url, "meter_events": url})
 
 
 def test_v1_event_is_on_kafka_keyed_by_the_meters_customer_key(
@@ -110,11 +106,7 @@ def test_v2_session_and_stream(
     client: stripe.StripeClient, url: str, gw_settings: Settings, read_topic: ReadTopic
 ) -> None:
     make_meter(client, "calls")
-    session = client.v2.billing.meter_event_session.create()
-    assert session.object == "v2.billing.meter_event_session"
-    created = dt.datetime.fromisoformat(session.created)
-    assert dt.datetime.fromisoformat(session.expires_at) - created == dt.timedelta(minutes=15)
-    streamer = stream_client(url, session.authentication_token)
+    streamer = open_stream(client, url)
     events = [
         {
             "event_name": "calls",
