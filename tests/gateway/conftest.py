@@ -76,8 +76,9 @@ def get_json(url: str, key: str = API_KEY) -> Any:
 
 
 # ---- headless Chromium (Debian's package; never a downloaded browser build) -------------------------
-#: METERSTREAM_TEST_CHROMIUM names another binary of that package (say, one unpacked without installing it).
-CHROMIUM = Path(os.environ.get("METERSTREAM_TEST_CHROMIUM", "/usr/bin/chromium"))
+#: CHROMIUM_BIN names another binary of that package (say, one unpacked without installing it); not a
+#: METERSTREAM_ variable, which every program would refuse as an unknown setting.
+CHROMIUM = Path(os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
