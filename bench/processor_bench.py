@@ -53,6 +53,20 @@ from processor.meters.model import Meter
 PARTITIONS = 6
 
 
+def bench_setup(bootstrap: str, redis_url: str) -> tuple[dict[str, str], Settings]:
+    """The environment and settings of a benchmark's processors (PARTITIONS partitions, 10,000-record
+    batches) on the given broker and Redis, with the topics created."""
+    env = {
+        "METERSTREAM_KAFKA_BOOTSTRAP": bootstrap,
+        "METERSTREAM_REDIS_URL": redis_url,
+        "METERSTREAM_TOPIC_PARTITIONS": str(PARTITIONS),
+        "METERSTREAM_PROCESSOR_BATCH": "10000",
+    }
+    settings = load_settings(env)
+    ensure_topics(settings)
+    return env, settings
+
+
 def _record(i: int, now_ms: int, workload: str) -> tuple[str, str, bytes]:
     """(topic base, key, value) of the i-th bench record: deterministic, so every run sees the same stream."""
     cust = f"cus_{i % 1000}"
@@ -262,14 +276,7 @@ def main() -> None:
         else:
             kafka = stack.enter_context(EmbeddedKafka(workdir=work))
             redis_srv = stack.enter_context(EmbeddedRedis(workdir=work))
-        env = {
-            "METERSTREAM_KAFKA_BOOTSTRAP": kafka.bootstrap,
-            "METERSTREAM_REDIS_URL": redis_srv.url,
-            "METERSTREAM_TOPIC_PARTITIONS": str(PARTITIONS),
-            "METERSTREAM_PROCESSOR_BATCH": "10000",
-        }
-        settings = load_settings(env)
-        ensure_topics(settings)
+        env, settings = bench_setup(kafka.bootstrap, redis_srv.url)
         t0 = time.perf_counter()
         _produce(settings, n, args.workload)
         produce_s = time.perf_counter() - t0

@@ -24,13 +24,11 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from bench.processor_bench import PARTITIONS, _produce
+from bench.processor_bench import _produce, bench_setup
 from processor.aggregator import engine as engine_mod
 from processor.aggregator import runner as runner_mod
 from processor.aggregator import validate as validate_mod
-from processor.config import load_settings
 from processor.embedded import EmbeddedKafka, EmbeddedRedis
-from processor.kafka.admin import ensure_topics
 from processor.state import store as store_mod
 
 SPENT: defaultdict[str, float] = defaultdict(float)
@@ -64,14 +62,7 @@ def main() -> None:
     _timed(runner_mod.Processor, "_commit", "commit")
     work = tempfile.mkdtemp(prefix="bench-probe-")
     with EmbeddedKafka(workdir=work) as kafka, EmbeddedRedis(workdir=work) as redis_srv:
-        env = {
-            "METERSTREAM_KAFKA_BOOTSTRAP": kafka.bootstrap,
-            "METERSTREAM_REDIS_URL": redis_srv.url,
-            "METERSTREAM_TOPIC_PARTITIONS": str(PARTITIONS),
-            "METERSTREAM_PROCESSOR_BATCH": "10000",
-        }
-        settings = load_settings(env)
-        ensure_topics(settings)
+        _, settings = bench_setup(kafka.bootstrap, redis_srv.url)
         _produce(settings, n, "adversarial")
         proc = runner_mod.Processor(settings)
         proc._setup()

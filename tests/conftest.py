@@ -14,6 +14,7 @@ other's records or keys and need no cleanup between them.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -78,6 +79,17 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     with EmbeddedRedis(workdir=tmp_path_factory.mktemp("redis")) as server:
         yield server.url
+
+
+@pytest.fixture
+def now() -> int:
+    """The wall-clock second (Unix) at which this test started.
+
+    Read when the test runs, not when its module is imported: a module-level ``NOW = time.time()`` is as
+    old as the collection, and a long run (or one test waiting on another worker) could push a test's
+    "recent" events past Stripe's 35-day or 5-minute windows, or into another hour than the one it
+    asserts on. Tests derive their buckets from it with ``processor.windows``."""
+    return int(time.time())
 
 
 @pytest.fixture

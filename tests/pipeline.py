@@ -12,6 +12,7 @@ from typing import Any
 import redis
 from confluent_kafka import Producer
 
+from processor.aggregator.runner import Processor
 from processor.config import Settings
 from processor.meters.model import Meter
 from processor.state.keys import Keys
@@ -19,6 +20,17 @@ from processor.state.keys import Keys
 
 def producer(settings: Settings) -> Producer:
     return Producer(settings.kafka_config(**{"linger.ms": 5, "queue.buffering.max.messages": 1_000_000}))
+
+
+def run_processor(settings: Settings, idle: float = 1.0, timeout: float = 120.0) -> Processor:
+    """One real processor, until its input has been quiet for ``idle`` seconds; then it leaves the group
+    (so the next one is assigned at once). Returns it, for its stats."""
+    proc = Processor(settings)
+    try:
+        proc.drain(idle=idle, timeout=timeout)
+    finally:
+        proc.close()
+    return proc
 
 
 def put_meters(settings: Settings, meters: Iterable[Meter], effective_ms: int) -> None:

@@ -7,9 +7,11 @@ shows fixed errors as if they were open sends people chasing problems that are g
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -29,34 +31,54 @@ def errors() -> None:
     """Read the error topic (meter-event-errors) and replay rejected events once their cause is fixed."""
 
 
+@dataclass(frozen=True)
+class _Filters:
+    """The options that choose error records, shared by ``list`` and ``replay``."""
+
+    codes: tuple[str, ...]
+    meter: str | None
+    start: str | None
+    end: str | None
+    last: str | None
+
+    def read(self, settings: Settings) -> Any:
+        """The error records that match, oldest first."""
+        from processor.meters.log import load_meters
+        from processor.ops.rejected import read_errors
+
+        names: list[str] = []
+        if self.meter is not None:
+            _, latest = load_meters(settings)
+            names = [latest[self.meter].event_name] if self.meter in latest else [self.meter]
+        lo, hi = resolve_range(self.start, self.end, self.last, align=60, required=False)
+        return read_errors(
+            settings,
+            codes=self.codes,
+            event_names=names,
+            start_ms=None if lo is None else lo * 1000,
+            end_ms=None if hi is None else hi * 1000,
+        )
+
+
 def _with_filters(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = range_options("Received time", to_help="Received time to, exclusive.")(f)
-    f = click.option("--meter", help="Meter id or event_name of the rejected events.")(f)
-    return click.option("--code", "codes", multiple=True, help="Stripe error code (repeatable), e.g. no_meter.")(f)
+    """The filter options on a command, handed to it as one ``filters`` argument."""
 
+    @functools.wraps(f)
+    def command(
+        *args: Any,
+        codes: tuple[str, ...],
+        meter: str | None,
+        start: str | None,
+        end: str | None,
+        last: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        return f(*args, filters=_Filters(codes, meter, start, end, last), **kwargs)
 
-def _read_errors(
-    settings: Settings,
-    codes: tuple[str, ...],
-    meter: str | None,
-    start: str | None,
-    end: str | None,
-    last: str | None,
-) -> Any:
-    from processor.meters.log import load_meters
-    from processor.ops.rejected import read_errors
-
-    names: list[str] = []
-    if meter is not None:
-        _, latest = load_meters(settings)
-        names = [latest[meter].event_name] if meter in latest else [meter]
-    lo, hi = resolve_range(start, end, last, align=60, required=False)
-    return read_errors(
-        settings,
-        codes=codes,
-        event_names=names,
-        start_ms=None if lo is None else lo * 1000,
-        end_ms=None if hi is None else hi * 1000,
+    wrapped: Callable[..., Any] = range_options("Received time", to_help="Received time to, exclusive.")(command)
+    wrapped = click.option("--meter", help="Meter id or event_name of the rejected events.")(wrapped)
+    return click.option("--code", "codes", multiple=True, help="Stripe error code (repeatable), e.g. no_meter.")(
+        wrapped
     )
 
 
@@ -98,22 +120,13 @@ ERROR_HEADER = (
 @click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True, help="Lines shown.")
 @click.option("--json", "as_json", is_flag=True, help="Print the error records as JSON lines.")
 @click.pass_obj
-def errors_list(
-    settings: Settings,
-    codes: tuple[str, ...],
-    meter: str | None,
-    start: str | None,
-    end: str | None,
-    last: str | None,
-    limit: int,
-    as_json: bool,
-) -> None:
+def errors_list(settings: Settings, filters: _Filters, limit: int, as_json: bool) -> None:
     """List rejected records (oldest first) with their customer and whether they were already replayed,
     and count them by code. --json adds "customer" and "replayed" to each error record."""
     from processor.meters.log import load_meters
     from processor.state.connect import sync_redis
 
-    found = _read_errors(settings, codes, meter, start, end, last)
+    found = filters.read(settings)
     if not found:
         if not as_json:
             click.echo("no rejected events match")
@@ -166,16 +179,7 @@ def errors_show(settings: Settings, ref: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Only say what would and would not be replayed.")
 @click.option("--list", "list_items", is_flag=True, help="One line per error with its decision.")
 @click.pass_obj
-def errors_replay(
-    settings: Settings,
-    codes: tuple[str, ...],
-    meter: str | None,
-    start: str | None,
-    end: str | None,
-    last: str | None,
-    dry_run: bool,
-    list_items: bool,
-) -> None:
+def errors_replay(settings: Settings, filters: _Filters, dry_run: bool, list_items: bool) -> None:
     """Re-publish rejected events whose cause is fixed (e.g. no_meter after the meter was created),
     each at most once, with its original identifier and time.
 
@@ -187,7 +191,7 @@ def errors_replay(
     from processor.state.connect import sync_redis
     from processor.state.keys import Keys
 
-    found = _read_errors(settings, codes, meter, start, end, last)
+    found = filters.read(settings)
     book, _ = load_meters(settings)
     client = sync_redis(settings)
     plan = plan_errors_replay(client, Keys(settings.redis_prefix), book, found)

@@ -40,6 +40,7 @@ _PAGE_HEADERS = {
 _ASSETS = {
     "app.js": "text/javascript",
     "chart.js": "text/javascript",
+    "common.js": "text/javascript",
     "history.js": "text/javascript",
     "ops.js": "text/javascript",
     "style.css": "text/css",

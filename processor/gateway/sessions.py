@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -52,7 +52,10 @@ def key_fingerprint(api_key: str) -> str:
 
 
 class SessionStore:
-    """Issues and checks session tokens; ``keys`` are the API keys a session may be bound to (the gateway's)."""
+    """Issues and checks session tokens; ``keys`` are the API keys a session may be bound to (the gateway's).
+
+    ``clock`` (Unix seconds, ``time.time`` by default) decides when a session expires: tests move it
+    instead of waiting out a validity period."""
 
     def __init__(
         self,
@@ -61,8 +64,10 @@ class SessionStore:
         *,
         ttl_s: int = GATEWAY_SESSION_TTL_S,
         api_keys: Iterable[str] = (),
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = client
+        self.clock = clock
         self._keys = keys
         self.ttl_s = ttl_s
         self._fingerprints = frozenset(key_fingerprint(k) for k in api_keys)
@@ -70,7 +75,7 @@ class SessionStore:
 
     async def create(self, api_key: str) -> Session:
         """A new session for the caller authenticated with ``api_key``."""
-        now = time.time()
+        now = self.clock()
         token = _TOKEN_PREFIX + secrets.token_hex(32)
         session = Session("mes_" + secrets.token_hex(12), token, now, now + self.ttl_s)
         digest = _digest(token)
@@ -101,12 +106,12 @@ class SessionStore:
         expires_at, fingerprint = known
         if fingerprint not in self._fingerprints:  # its key was removed: revoked with it
             raise AuthenticationFailedError(_INVALID)
-        if time.time() >= expires_at:
+        if self.clock() >= expires_at:
             raise SessionExpiredError()
 
     def _remember(self, digest: str, expires_at: float, fingerprint: str) -> None:
         if len(self._known) >= _MAX_REMEMBERED:
-            now = time.time()
+            now = self.clock()
             self._known = {d: e for d, e in self._known.items() if e[0] > now}
             if len(self._known) >= _MAX_REMEMBERED:
                 self._known.clear()

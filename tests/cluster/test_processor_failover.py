@@ -6,7 +6,6 @@ record reached the accepted topic once."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from processor.config import Settings
 from processor.embedded import EmbeddedRedisCluster
 from processor.state.connect import SyncRedis
 from processor.state.keys import Keys
+from tests.helpers import child_env
 from tests.pipeline import (
     Workload,
     make_workload,
@@ -41,7 +41,7 @@ CHUNKS = 4
 
 @pytest.fixture
 def processor_proc(cluster_settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}, **cluster_settings.to_env()}
+    env = child_env(cluster_settings)
     proc = subprocess.Popen(
         [sys.executable, "-m", "processor", "processor"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import signal
@@ -17,6 +16,18 @@ import pytest
 
 from processor.embedded import free_port
 from tests.conftest import cluster_wanted
+from tests.helpers import child_env
+
+
+def start_up(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """``python -m processor up ARGS``, its output (stdout and stderr) on a text pipe for ``read_banner``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "processor", "up", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def read_banner(
@@ -51,17 +62,10 @@ def read_banner(
 @pytest.fixture
 def running_up(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
-    env["METERSTREAM_GATEWAY_PORT"] = str(port)
+    env = child_env(METERSTREAM_GATEWAY_PORT=str(port))
     if cluster_wanted():  # the cluster run: every component of `up` on the session's Redis Cluster
         env["METERSTREAM_REDIS_URL"] = request.getfixturevalue("redis_url")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "processor", "up", "--state-dir", str(tmp_path)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_up(env, "--state-dir", str(tmp_path))
     assert proc.stdout is not None
     info, exports, lines = read_banner(proc)
     assert "api key" in info, "".join(lines)

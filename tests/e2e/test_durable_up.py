@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -32,7 +31,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from processor.cli import main
 from processor.embedded import free_port
-from tests.e2e.conftest import read_banner
+from tests.e2e.conftest import read_banner, start_up
+from tests.helpers import child_env
 from tests.pipeline import event_value
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -62,15 +62,7 @@ def descendants(pid: int) -> list[int]:
 
 @contextmanager
 def up_data(data: Path, port: int) -> Iterator[tuple[subprocess.Popen[str], dict[str, str], str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
-    env["METERSTREAM_GATEWAY_PORT"] = str(port)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "processor", "up", "--data", str(data)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_up(child_env(METERSTREAM_GATEWAY_PORT=str(port)), "--data", str(data))
     _, exports, lines = read_banner(proc)
     assert "METERSTREAM_KAFKA_BOOTSTRAP" in exports, "".join(lines)
     # keep draining up's output so it never blocks on a full pipe

@@ -6,7 +6,6 @@ SDK by `meterstream reconcile`) equal the Redis aggregates, and no identifier wa
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -21,14 +20,14 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from processor.aggregator.runner import Processor
 from processor.cli import main
 from processor.config import Settings
 from processor.emulator import EmulatorConfig, EmulatorServer
 from processor.emulator.faults import FaultConfig
 from processor.meters.model import Meter
 from processor.state.keys import Keys
-from tests.pipeline import cancel_value, event_value, producer, put_meters
+from tests.helpers import child_env
+from tests.pipeline import cancel_value, event_value, producer, put_meters, run_processor
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -103,13 +102,9 @@ def test_stripe_ends_equal_to_redis_despite_faults_and_a_killed_sink(
                 )
                 cancels += 1
         assert p.flush(30) == 0
-        proc = Processor(settings)
-        try:
-            proc.drain(idle=1.0)
-        finally:
-            proc.close()
+        run_processor(settings)
 
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}, **settings.to_env()}
+        env = child_env(settings)
 
         def start_sink() -> subprocess.Popen[bytes]:
             return subprocess.Popen(

@@ -19,6 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from processor.cli import main
 from processor.state.connect import sync_redis_url
 from tests.conftest import cluster_wanted
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -58,19 +59,12 @@ def test_up_create_meter_send_events_and_see_them_everywhere(running_up: dict[st
     # the processor aggregated them; `meterstream usage` and the gateway's summaries agree
     now = int(time.time())
     start, end = now - now % 86400, now - now % 86400 + 86400
-    deadline = time.monotonic() + 60
-    out = ""
-    while time.monotonic() < deadline:
-        res = runner.invoke(
-            main,
-            ["usage", "--meter", meter_id, "--customer", "cus_new", "--from", str(start), "--to", str(end), "--json"],
-            env=env,
-        )
-        out = res.output
-        if '"aggregated_value": 7' in out:
-            break
-        time.sleep(0.5)
-    assert '"aggregated_value": 7' in out, out
+    usage = ["usage", "--meter", meter_id, "--customer", "cus_new", "--from", str(start), "--to", str(end), "--json"]
+    wait_until(
+        lambda: '"aggregated_value": 7' in runner.invoke(main, usage, env=env).output,
+        "`meterstream usage` to show both events",
+        interval=0.5,
+    )
 
     client = stripe.StripeClient(
         running_up["api key"], base_addresses={"api": running_up["gateway"], "meter_events": running_up["gateway"]}
@@ -82,25 +76,21 @@ def test_up_create_meter_send_events_and_see_them_everywhere(running_up: dict[st
 
     # and the sink forwarded both events to Stripe (the emulator), where the meter was created by event_name
     stripe_url = running_up["stripe"]
-    deadline = time.monotonic() + 90
-    total = None
-    while time.monotonic() < deadline:
-        emu = stripe.StripeClient(
-            running_up["stripe key"], base_addresses={"api": stripe_url, "meter_events": stripe_url}
-        )
+    emu = stripe.StripeClient(running_up["stripe key"], base_addresses={"api": stripe_url, "meter_events": stripe_url})
+
+    def stripe_total() -> int | None:
         meters = [m for m in emu.v1.billing.meters.list().data if m.event_name == "api_requests"]
-        if meters:
-            try:
-                got = emu.v1.billing.meters.event_summaries.list(
-                    meters[0].id, {"customer": "cus_new", "start_time": start, "end_time": end}
-                ).data
-            except stripe.InvalidRequestError:  # "No such customer" until the sink delivered the first event
-                got = []
-            total = got[0].aggregated_value if got else None
-            if total == 7:
-                break
-        time.sleep(1)
-    assert total == 7
+        if not meters:
+            return None
+        try:
+            got = emu.v1.billing.meters.event_summaries.list(
+                meters[0].id, {"customer": "cus_new", "start_time": start, "end_time": end}
+            ).data
+        except stripe.InvalidRequestError:  # "No such customer" until the sink delivered the first event
+            return None
+        return got[0].aggregated_value if got else None
+
+    wait_until(lambda: stripe_total() == 7, "the emulator to count both events", timeout=90, interval=1.0)
     # the sink kept its delivery record (what `meterstream replay` relies on to never re-send old events)
     r = sync_redis_url(running_up["redis"], decode_responses=True)
     records = [v for key in r.scan_iter(match="ms:dlv:*") for v in r.hvals(key)]
@@ -130,9 +120,7 @@ def test_up_is_on_loopback_and_valkey_wants_its_password(running_up: dict[str, s
     """Issue 13, item 6: the gateway listened on 0.0.0.0 while the banner said 127.0.0.1, and the embedded
     Valkey took commands from anyone local (who could forge a v2 session by writing its key)."""
     port = int(running_up["gateway"].rsplit(":", 1)[1])
-    deadline = time.monotonic() + 60
-    while not _listening(port) and time.monotonic() < deadline:  # the gateway starts after the banner
-        time.sleep(0.2)
+    wait_until(lambda: _listening(port), "the gateway to listen", interval=0.2)  # it starts after the banner
     assert _listening(port) == {"127.0.0.1"}
     if cluster_wanted():
         return

@@ -9,7 +9,8 @@ import datetime as dt
 import pytest
 import stripe
 
-from tests.emulator.conftest import Control, async_client, make_meter
+from tests.emulator.conftest import async_client, make_meter
+from tests.helpers import EmulatorControl, events_and_cancels_async, open_stream, stream_client
 
 DAY = 86400
 
@@ -19,7 +20,7 @@ def send(client: stripe.StripeClient, customer: str, value: str, **extra: object
     return client.v1.billing.meter_events.create(params)  # type: ignore[arg-type]
 
 
-def test_v1_event_echo_and_log(client: stripe.StripeClient, control: Control) -> None:
+def test_v1_event_echo_and_log(client: stripe.StripeClient, control: EmulatorControl) -> None:
     make_meter(client, "calls")
     now = int(control.now())
     ev = send(client, "cus_a", "25", identifier="id-1", timestamp=now - 60)
@@ -28,14 +29,14 @@ def test_v1_event_echo_and_log(client: stripe.StripeClient, control: Control) ->
     assert ev.payload.to_dict() == {"stripe_customer_id": "cus_a", "value": "25"}  # type: ignore[attr-defined]
     generated = send(client, "cus_a", "5")
     assert generated.identifier  # type: ignore[attr-defined]
-    log = control.events("calls")
+    log = control.ledger("calls")
     assert [(e["identifier"], e["customer"], e["value"]) for e in log["events"]] == [
         ("id-1", "cus_a", 25),
         (generated.identifier, "cus_a", 5),  # type: ignore[attr-defined]
     ]
 
 
-def test_duplicate_identifier_within_24h(client: stripe.StripeClient, control: Control) -> None:
+def test_duplicate_identifier_within_24h(client: stripe.StripeClient, control: EmulatorControl) -> None:
     make_meter(client, "calls")
     send(client, "cus_a", "1", identifier="dup")
     control.advance(DAY - 5)
@@ -47,11 +48,11 @@ def test_duplicate_identifier_within_24h(client: stripe.StripeClient, control: C
     assert err.headers is not None and err.headers.get("Stripe-Should-Retry") == "false"
     control.advance(10)  # 24 h after the first: the identifier is free again
     send(client, "cus_a", "1", identifier="dup")
-    assert [e["identifier"] for e in control.events("calls")["events"]] == ["dup", "dup"]
+    assert [e["identifier"] for e in control.ledger("calls")["events"]] == ["dup", "dup"]
     assert control.stats()["duplicates"] == 1
 
 
-def test_timestamp_window(client: stripe.StripeClient, control: Control) -> None:
+def test_timestamp_window(client: stripe.StripeClient, control: EmulatorControl) -> None:
     make_meter(client, "calls")
     now = int(control.now())
     send(client, "cus_a", "1", timestamp=now - 35 * DAY + 2)
@@ -60,36 +61,40 @@ def test_timestamp_window(client: stripe.StripeClient, control: Control) -> None
         with pytest.raises(stripe.InvalidRequestError) as info:
             send(client, "cus_a", "1", timestamp=ts)
         assert info.value.code == code and info.value.param == "timestamp"
-    assert len(control.events("calls")["events"]) == 2
+    assert len(control.ledger("calls")["events"]) == 2
 
 
 @pytest.mark.parametrize("value", ["1.5", "abc", "", "1234567890123456"])
-def test_values_must_be_whole_with_15_digits(client: stripe.StripeClient, control: Control, value: str) -> None:
+def test_values_must_be_whole_with_15_digits(client: stripe.StripeClient, control: EmulatorControl, value: str) -> None:
     make_meter(client, "calls")
     with pytest.raises(stripe.InvalidRequestError) as info:
         send(client, "cus_a", value)
     assert info.value.code in ("meter_event_invalid_value", "meter_event_value_too_many_digits")
     assert info.value.param == "payload[value]"
-    assert control.events("calls")["events"] == []
+    assert control.ledger("calls")["events"] == []
 
 
 @pytest.mark.parametrize(
     ("value", "expected"), [("-3", -3), ("1.0", 1), ("1e3", 1000), ("100000000000000000000", 10**20)]
 )
-def test_whole_values_accepted(client: stripe.StripeClient, control: Control, value: str, expected: int) -> None:
+def test_whole_values_accepted(
+    client: stripe.StripeClient, control: EmulatorControl, value: str, expected: int
+) -> None:
     make_meter(client, "calls")
     send(client, "cus_a", value)
-    assert control.events("calls")["events"][0]["value"] == expected
+    assert control.ledger("calls")["events"][0]["value"] == expected
 
 
-def test_count_meter_ignores_value(client: stripe.StripeClient, control: Control) -> None:
+def test_count_meter_ignores_value(client: stripe.StripeClient, control: EmulatorControl) -> None:
     make_meter(client, "calls", "count")
     client.v1.billing.meter_events.create({"event_name": "calls", "payload": {"stripe_customer_id": "cus_a"}})
     send(client, "cus_a", "not a number")
-    assert len(control.events("calls")["events"]) == 2
+    assert len(control.ledger("calls")["events"]) == 2
 
 
-def test_sync_rejections_and_async_stream_errors(client: stripe.StripeClient, control: Control, url: str) -> None:
+def test_sync_rejections_and_async_stream_errors(
+    client: stripe.StripeClient, control: EmulatorControl, url: str
+) -> None:
     """As the gateway: v1/v2 meter_events refuse what a rule rejects (400, Stripe's code, param,
     Stripe-Should-Retry: false); the stream judges each event's rules on its own, asynchronously."""
     meter = make_meter(client, "calls")
@@ -117,7 +122,7 @@ def test_sync_rejections_and_async_stream_errors(client: stripe.StripeClient, co
     assert inactive.value.code == "archived_meter"
     client.v1.billing.meters.reactivate(meter.id)
     send(client, "cus_a", "1", identifier="while-inactive")  # a rejected event claimed nothing
-    assert len(control.events("calls")["events"]) == 1
+    assert len(control.ledger("calls")["events"]) == 1
     assert control.errors() == []
 
     token = client.v2.billing.meter_event_session.create().authentication_token
@@ -129,7 +134,7 @@ def test_sync_rejections_and_async_stream_errors(client: stripe.StripeClient, co
     ]
     streamer.v2.billing.meter_event_stream.create({"events": batch})  # type: ignore[typeddict-item]
     assert [e["code"] for e in control.errors()] == ["meter_event_no_customer_defined", "meter_event_invalid_value"]
-    assert len(control.events("calls")["events"]) == 2
+    assert len(control.ledger("calls")["events"]) == 2
     with pytest.raises(stripe.InvalidRequestError) as shape:  # Stripe's request schema: the whole batch
         streamer.v2.billing.meter_event_stream.create({"events": [{**batch[0], "colour": "red"}]})  # type: ignore[typeddict-item]
     assert shape.value.param == "events[0][colour]"
@@ -155,7 +160,7 @@ def test_request_shape_errors(client: stripe.StripeClient) -> None:
             assert info.value.code == code
 
 
-def test_cancellation_window(client: stripe.StripeClient, control: Control) -> None:
+def test_cancellation_window(client: stripe.StripeClient, control: EmulatorControl) -> None:
     make_meter(client, "calls")
     send(client, "cus_a", "10", identifier="keep")
     send(client, "cus_a", "20", identifier="gone")
@@ -174,7 +179,7 @@ def test_cancellation_window(client: stripe.StripeClient, control: Control) -> N
     client.v1.billing.meter_event_adjustments.create(
         {"event_name": "calls", "type": "cancel", "cancel": {"identifier": "never"}}
     )
-    log = control.events("calls")
+    log = control.ledger("calls")
     assert [(e["identifier"], e["cancelled"]) for e in log["events"]] == [("keep", False), ("gone", True)]
     assert [(c["identifier"], c["result"]) for c in log["cancellations"]] == [
         ("gone", "cancelled"),
@@ -188,7 +193,7 @@ def test_cancellation_window(client: stripe.StripeClient, control: Control) -> N
     assert info.value.param == "cancel"
 
 
-def test_v2_meter_events_and_adjustments(client: stripe.StripeClient, control: Control) -> None:
+def test_v2_meter_events_and_adjustments(client: stripe.StripeClient, control: EmulatorControl) -> None:
     make_meter(client, "calls")
     moment = dt.datetime.fromtimestamp(int(control.now()) - 120, tz=dt.UTC)
     ev = client.v2.billing.meter_events.create(
@@ -215,20 +220,12 @@ def test_v2_meter_events_and_adjustments(client: stripe.StripeClient, control: C
         {"event_name": "calls", "type": "cancel", "cancel": {"identifier": "v2-1"}}
     )
     assert adj.object == "v2.billing.meter_event_adjustment" and adj.id.startswith("mea_")
-    assert control.events("calls")["cancellations"][0]["result"] == "cancelled"
+    assert control.ledger("calls")["cancellations"][0]["result"] == "cancelled"
 
 
-def stream_client(url: str, token: str) -> stripe.StripeClient:
-    return stripe.StripeClient(token, base_addresses={"api": url, "meter_events": url})
-
-
-def test_v2_stream(client: stripe.StripeClient, control: Control, url: str) -> None:
+def test_v2_stream(client: stripe.StripeClient, control: EmulatorControl, url: str) -> None:
     make_meter(client, "calls")
-    session = client.v2.billing.meter_event_session.create()
-    assert session.object == "v2.billing.meter_event_session"
-    created = dt.datetime.fromisoformat(session.created)
-    assert dt.datetime.fromisoformat(session.expires_at) - created == dt.timedelta(minutes=15)
-    streamer = stream_client(url, session.authentication_token)
+    streamer = open_stream(client, url)
     events = [
         {"event_name": "calls", "identifier": f"s{i}", "payload": {"stripe_customer_id": "cus_s", "value": str(i)}}
         for i in range(100)
@@ -241,7 +238,7 @@ def test_v2_stream(client: stripe.StripeClient, control: Control, url: str) -> N
         {"event_name": "nope", "payload": {"stripe_customer_id": "cus_s", "value": "1"}},
     ]
     streamer.v2.billing.meter_event_stream.create({"events": bad})  # type: ignore[typeddict-item]
-    log = control.events("calls")["events"]
+    log = control.ledger("calls")["events"]
     assert len(log) == 100 and sum(e["value"] for e in log) == sum(range(100))
     assert {e["source"] for e in log} == {"v2_stream"}
     assert [e["code"] for e in control.errors()] == ["meter_event_invalid_value", "no_meter"]
@@ -260,28 +257,16 @@ def test_v2_stream(client: stripe.StripeClient, control: Control, url: str) -> N
     stream_client(url, fresh.authentication_token).v2.billing.meter_event_stream.create(
         {"events": [{"event_name": "calls", "payload": {"stripe_customer_id": "cus_s", "value": "1"}}]}
     )
-    assert len(control.events("calls")["events"]) == 101
+    assert len(control.ledger("calls")["events"]) == 101
 
 
-def test_async_variants(client: stripe.StripeClient, control: Control, url: str) -> None:
+def test_async_variants(client: stripe.StripeClient, control: EmulatorControl, url: str) -> None:
     meter = make_meter(client, "calls")
     start = int(control.now()) // 3600 * 3600 - 3600
 
     async def scenario() -> None:
         async with async_client(url) as aclient:
-            billing = aclient.v1.billing
-            await billing.meter_events.create_async(
-                {"event_name": "calls", "identifier": "a1", "payload": {"stripe_customer_id": "cus_x", "value": "2"}}
-            )
-            await billing.meter_event_adjustments.create_async(
-                {"event_name": "calls", "type": "cancel", "cancel": {"identifier": "a1"}}
-            )
-            await aclient.v2.billing.meter_events.create_async(
-                {"event_name": "calls", "identifier": "a2", "payload": {"stripe_customer_id": "cus_x", "value": "3"}}
-            )
-            await aclient.v2.billing.meter_event_adjustments.create_async(
-                {"event_name": "calls", "type": "cancel", "cancel": {"identifier": "a2"}}
-            )
+            await events_and_cancels_async(aclient, "calls", "cus_x")
             session = await aclient.v2.billing.meter_event_session.create_async()
             customer = await aclient.v1.customers.create_async({"name": "Async"})
             assert (await aclient.v1.customers.retrieve_async(customer.id)).name == "Async"
@@ -299,7 +284,7 @@ def test_async_variants(client: stripe.StripeClient, control: Control, url: str)
             assert summary.data[0].aggregated_value == 4
 
     asyncio.run(scenario())
-    log = control.events("calls")
+    log = control.ledger("calls")
     assert [(e["identifier"], e["cancelled"]) for e in log["events"]] == [("a1", True), ("a2", True), ("a3", False)]
 
 

@@ -10,12 +10,13 @@ import pytest
 import stripe
 
 from processor.emulator import EmulatorConfig, EmulatorServer
-from tests.emulator.conftest import Control, make_meter
+from tests.emulator.conftest import make_meter
+from tests.helpers import EmulatorControl
 
 EVENT = {"event_name": "calls", "identifier": "ev-1", "payload": {"stripe_customer_id": "cus_a", "value": "1"}}
 
 
-def test_injected_429_has_no_side_effect(client: stripe.StripeClient, control: Control) -> None:
+def test_injected_429_has_no_side_effect(client: stripe.StripeClient, control: EmulatorControl) -> None:
     control.faults(fail_429=1.0)
     with pytest.raises(stripe.RateLimitError) as info:
         make_meter(client, "calls")
@@ -26,18 +27,18 @@ def test_injected_429_has_no_side_effect(client: stripe.StripeClient, control: C
     assert client.v1.billing.meters.list().data == []
 
 
-def test_injected_500_has_no_side_effect(client: stripe.StripeClient, control: Control) -> None:
+def test_injected_500_has_no_side_effect(client: stripe.StripeClient, control: EmulatorControl) -> None:
     make_meter(client, "calls")
     control.faults(fail_500=1.0)
     with pytest.raises(stripe.APIError) as info:
         client.v1.billing.meter_events.create(EVENT)  # type: ignore[arg-type]
     assert info.value.http_status == 500
     control.faults(fail_500=0.0)
-    assert control.events("calls")["events"] == []
+    assert control.ledger("calls")["events"] == []
     client.v1.billing.meter_events.create(EVENT)  # type: ignore[arg-type]  # the identifier was never claimed
 
 
-def test_v2_rate_limit_is_rate_limit_error(client: stripe.StripeClient, control: Control, url: str) -> None:
+def test_v2_rate_limit_is_rate_limit_error(client: stripe.StripeClient, control: EmulatorControl, url: str) -> None:
     session = client.v2.billing.meter_event_session.create()
     control.faults(fail_429=1.0)
     streamer = stripe.StripeClient(session.authentication_token, base_addresses={"api": url, "meter_events": url})
@@ -45,7 +46,7 @@ def test_v2_rate_limit_is_rate_limit_error(client: stripe.StripeClient, control:
         streamer.v2.billing.meter_event_stream.create({"events": [EVENT]})  # type: ignore[list-item]
 
 
-def test_fault_rate_roughly_honoured(client: stripe.StripeClient, control: Control) -> None:
+def test_fault_rate_roughly_honoured(client: stripe.StripeClient, control: EmulatorControl) -> None:
     control.faults(fail_429=0.3, fail_500=0.1)
     limited = failed = ok = 0
     for _ in range(400):
@@ -63,7 +64,7 @@ def test_fault_rate_roughly_honoured(client: stripe.StripeClient, control: Contr
     assert control.stats()["fault_429"] == limited
 
 
-def test_rps_limit(client: stripe.StripeClient, control: Control) -> None:
+def test_rps_limit(client: stripe.StripeClient, control: EmulatorControl) -> None:
     control.faults(rps=0.2)  # one request per 5 s, burst of one
     client.v1.billing.meters.list()
     with pytest.raises(stripe.RateLimitError):
@@ -72,14 +73,14 @@ def test_rps_limit(client: stripe.StripeClient, control: Control) -> None:
     client.v1.billing.meters.list()
 
 
-def test_sdk_retry_after_commit_is_replayed(client: stripe.StripeClient, control: Control, url: str) -> None:
+def test_sdk_retry_after_commit_is_replayed(client: stripe.StripeClient, control: EmulatorControl, url: str) -> None:
     """A 500 after commit: the SDK's retry carries the same Idempotency-Key and gets the saved answer, so
     the event counts once; a resend with a new key is the identifier's duplicate 400."""
     make_meter(client, "calls")
     control.faults(fail_after_commit=1.0)
     with pytest.raises(stripe.APIError):
         client.v1.billing.meter_events.create(EVENT, {"idempotency_key": "key-1"})  # type: ignore[arg-type]
-    assert len(control.events("calls")["events"]) == 1
+    assert len(control.ledger("calls")["events"]) == 1
     replay = client.v1.billing.meter_events.create(EVENT, {"idempotency_key": "key-1"})  # type: ignore[arg-type]
     assert replay.identifier == "ev-1"
     assert replay.last_response.headers.get("Idempotent-Replayed") == "true"
@@ -92,18 +93,18 @@ def test_sdk_retry_after_commit_is_replayed(client: stripe.StripeClient, control
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v1.billing.meter_events.create(second)  # type: ignore[arg-type]
     assert "already exists" in str(info.value.user_message)
-    assert [e["identifier"] for e in control.events("calls")["events"]] == ["ev-1", "ev-2"]
+    assert [e["identifier"] for e in control.ledger("calls")["events"]] == ["ev-1", "ev-2"]
     assert control.stats()["idempotent_replays"] >= 2
 
 
-def test_idempotency_key_with_other_params(client: stripe.StripeClient, control: Control) -> None:
+def test_idempotency_key_with_other_params(client: stripe.StripeClient, control: EmulatorControl) -> None:
     make_meter(client, "calls")
     client.v1.billing.meter_events.create(EVENT, {"idempotency_key": "same"})  # type: ignore[arg-type]
     with pytest.raises(stripe.IdempotencyError):
         client.v1.billing.meter_events.create(dict(EVENT, identifier="other"), {"idempotency_key": "same"})  # type: ignore[arg-type]
 
 
-def test_bad_keys_are_401(url: str, control: Control) -> None:
+def test_bad_keys_are_401(url: str, control: EmulatorControl) -> None:
     for key in ("sk_live_abc", "rk_test_abc", "sk_test_"):
         bad = stripe.StripeClient(key, base_addresses={"api": url, "meter_events": url})
         with pytest.raises(stripe.AuthenticationError) as info:
@@ -121,7 +122,7 @@ def test_configured_api_key() -> None:
             other.v1.billing.meters.list()
 
 
-def test_latency_and_control_endpoint(client: stripe.StripeClient, control: Control) -> None:
+def test_latency_and_control_endpoint(client: stripe.StripeClient, control: EmulatorControl) -> None:
     assert control.faults(latency_ms=5)["latency_ms"] == 5
     assert client.v1.billing.meters.list().data == []
     with pytest.raises(urllib.error.HTTPError) as info:
@@ -145,7 +146,7 @@ def test_request_id_on_every_answer(url: str) -> None:
         assert headers["Request-Id"].startswith("req_")
 
 
-def test_too_large_body(client: stripe.StripeClient, control: Control) -> None:
+def test_too_large_body(client: stripe.StripeClient, control: EmulatorControl) -> None:
     make_meter(client, "calls")
     payload = {"stripe_customer_id": "cus_a", "value": "1", "blob": "x" * (2 << 20)}
     with pytest.raises(stripe.StripeError) as info:

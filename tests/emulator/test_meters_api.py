@@ -9,25 +9,13 @@ import pytest
 import stripe
 
 from tests.emulator.conftest import async_client, make_meter
+from tests.helpers import make_full_meter
+from tests.stripe_cases import METER_CREATE_ERRORS
 
 
 def test_create_retrieve_and_shape(client: stripe.StripeClient) -> None:
-    meter = make_meter(
-        client,
-        "api_calls",
-        "last",
-        event_time_window="hour",
-        customer_mapping={"type": "by_id", "event_payload_key": "account"},
-        value_settings={"event_payload_key": "tokens"},
-    )
-    assert meter.id.startswith("mtr_")
-    assert meter.object == "billing.meter"
-    assert meter.default_aggregation.formula == "last"
-    assert meter.event_time_window == "hour"
-    assert meter.customer_mapping.event_payload_key == "account"
-    assert meter.value_settings.event_payload_key == "tokens"
-    assert meter.status == "active" and meter.status_transitions.deactivated_at is None
-    assert meter.last_response.request_id.startswith("req_")
+    meter = make_full_meter(client)
+    assert meter.status_transitions.deactivated_at is None
     again = client.v1.billing.meters.retrieve(meter.id)
     assert again.to_dict() == meter.to_dict()
 
@@ -40,49 +28,7 @@ def test_defaults(client: stripe.StripeClient) -> None:
     assert meter.event_time_window is None
 
 
-@pytest.mark.parametrize(
-    ("params", "param", "code"),
-    [
-        ({"event_name": "x", "default_aggregation": {"formula": "sum"}}, "display_name", "parameter_missing"),
-        ({"display_name": "X", "default_aggregation": {"formula": "sum"}}, "event_name", "parameter_missing"),
-        ({"display_name": "X", "event_name": "x"}, "default_aggregation", "parameter_missing"),
-        (
-            {"display_name": "X", "event_name": "x", "default_aggregation": {"formula": "max"}},
-            "default_aggregation[formula]",
-            "parameter_invalid_string",
-        ),
-        (
-            {"display_name": "X", "event_name": "x" * 101, "default_aggregation": {"formula": "sum"}},
-            "event_name",
-            "string_too_long",
-        ),
-        (
-            {
-                "display_name": "X",
-                "event_name": "x",
-                "default_aggregation": {"formula": "sum"},
-                "event_time_window": "week",
-            },
-            "event_time_window",
-            "parameter_invalid_string",
-        ),
-        (
-            {
-                "display_name": "X",
-                "event_name": "x",
-                "default_aggregation": {"formula": "sum"},
-                "customer_mapping": {"type": "by_email", "event_payload_key": "c"},
-            },
-            "customer_mapping[type]",
-            "parameter_invalid_string",
-        ),
-        (
-            {"display_name": "X", "event_name": "x", "default_aggregation": {"formula": "sum"}, "colour": "red"},
-            "colour",
-            "parameter_unknown",
-        ),
-    ],
-)
+@pytest.mark.parametrize(("params", "param", "code"), METER_CREATE_ERRORS)
 def test_create_validation(client: stripe.StripeClient, params: dict[str, object], param: str, code: str) -> None:
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v1.billing.meters.create(params)  # type: ignore[arg-type]

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import stripe
 
-from tests.emulator.conftest import Control, make_meter
+from tests.emulator.conftest import make_meter
+from tests.helpers import EmulatorControl
 
 H, D = 3600, 86400
 MIDNIGHT = 1_800_000_000 // D * D
@@ -16,7 +17,7 @@ T0 = MIDNIGHT + 12 * H  # "now" in these tests: noon UTC
 
 
 @pytest.fixture
-def pinned(control: Control) -> Control:
+def pinned(control: EmulatorControl) -> EmulatorControl:
     control.set_time(T0, freeze=True)
     return control
 
@@ -46,7 +47,7 @@ def values(listing: Any) -> list[tuple[int, int, int]]:
     return [(s.start_time, s.end_time, s.aggregated_value) for s in listing.data]
 
 
-def test_sum_ranges_and_windows(client: stripe.StripeClient, pinned: Control) -> None:
+def test_sum_ranges_and_windows(client: stripe.StripeClient, pinned: EmulatorControl) -> None:
     meter = make_meter(client, "api").id
     send(client, "api", "cus_a", 5, T0 - 3 * H + 10)
     send(client, "api", "cus_a", 7, T0 - 3 * H + 70)
@@ -73,7 +74,7 @@ def test_sum_ranges_and_windows(client: stripe.StripeClient, pinned: Control) ->
     assert values(daily) == [(MIDNIGHT, MIDNIGHT + D, 10), (MIDNIGHT - D, MIDNIGHT, 100)]
 
 
-def test_integers_stay_exact(client: stripe.StripeClient, pinned: Control) -> None:
+def test_integers_stay_exact(client: stripe.StripeClient, pinned: EmulatorControl) -> None:
     meter = make_meter(client, "big").id
     for i in range(11):
         send(client, "big", "cus_a", 999_999_999_999_999, T0 - 60 * (i + 1))
@@ -81,7 +82,7 @@ def test_integers_stay_exact(client: stripe.StripeClient, pinned: Control) -> No
     assert total == 10_999_999_999_999_989 and isinstance(total, int)  # above 2**53: a float would round
 
 
-def test_count_and_last(client: stripe.StripeClient, pinned: Control) -> None:
+def test_count_and_last(client: stripe.StripeClient, pinned: EmulatorControl) -> None:
     count = make_meter(client, "cnt", "count").id
     last = make_meter(client, "lst", "last").id
     for ts in (T0 - 100, T0 - 200, T0 - 2 * H):
@@ -106,7 +107,7 @@ def test_count_and_last(client: stripe.StripeClient, pinned: Control) -> None:
     assert summaries(client, last, "cus_a", T0 - 4 * H, T0 - 2 * H).data[0].aggregated_value == 7
 
 
-def test_pre_aggregated_overwrite_and_cancel(client: stripe.StripeClient, pinned: Control) -> None:
+def test_pre_aggregated_overwrite_and_cancel(client: stripe.StripeClient, pinned: EmulatorControl) -> None:
     meter = make_meter(client, "gauge", "sum", event_time_window="hour").id
     send(client, "gauge", "cus_a", 5, T0 - 2 * H + 10, "first")
     send(client, "gauge", "cus_a", 3, T0 - 2 * H + 3000, "second")  # same UTC hour: overwrites
@@ -130,7 +131,7 @@ def test_pre_aggregated_overwrite_and_cancel(client: stripe.StripeClient, pinned
     assert summaries(client, meter, "cus_b", T0 - D, T0).data[0].aggregated_value == 100
 
 
-def test_daily_pre_aggregation(client: stripe.StripeClient, pinned: Control) -> None:
+def test_daily_pre_aggregation(client: stripe.StripeClient, pinned: EmulatorControl) -> None:
     meter = make_meter(client, "daily", "sum", event_time_window="day").id
     send(client, "daily", "cus_a", 5, MIDNIGHT + 10)
     send(client, "daily", "cus_a", 8, MIDNIGHT + 5 * H)
@@ -141,7 +142,7 @@ def test_daily_pre_aggregation(client: stripe.StripeClient, pinned: Control) -> 
     ]
 
 
-def test_cancellation_window_with_clock(client: stripe.StripeClient, pinned: Control) -> None:
+def test_cancellation_window_with_clock(client: stripe.StripeClient, pinned: EmulatorControl) -> None:
     meter = make_meter(client, "api").id
     send(client, "api", "cus_a", 5, T0 - 60, "e1")
     send(client, "api", "cus_a", 6, T0 - 60, "e2")
@@ -156,7 +157,7 @@ def test_cancellation_window_with_clock(client: stripe.StripeClient, pinned: Con
     assert summaries(client, meter, "cus_a", T0 - H, T0).data[0].aggregated_value == 6
 
 
-def test_pagination(client: stripe.StripeClient, pinned: Control) -> None:
+def test_pagination(client: stripe.StripeClient, pinned: EmulatorControl) -> None:
     meter = make_meter(client, "api").id
     for i in range(30):
         send(client, "api", "cus_a", i + 1, T0 - (i + 1) * H)
@@ -186,7 +187,7 @@ def test_pagination(client: stripe.StripeClient, pinned: Control) -> None:
     ],
 )
 def test_parameter_rules(
-    client: stripe.StripeClient, pinned: Control, start: int, end: int, window: str | None, param: str
+    client: stripe.StripeClient, pinned: EmulatorControl, start: int, end: int, window: str | None, param: str
 ) -> None:
     meter = make_meter(client, "api").id
     send(client, "api", "cus_a", 1, T0 - 60)
@@ -195,7 +196,7 @@ def test_parameter_rules(
     assert info.value.http_status == 400 and info.value.param == param
 
 
-def test_required_params_and_unknown_customer(client: stripe.StripeClient, pinned: Control) -> None:
+def test_required_params_and_unknown_customer(client: stripe.StripeClient, pinned: EmulatorControl) -> None:
     meter = make_meter(client, "api").id
     for missing in ("customer", "start_time", "end_time"):
         params = {"customer": "cus_a", "start_time": T0 - H, "end_time": T0}

@@ -4,7 +4,6 @@ must equal a clean single run of the engine over the same topics (tests/pipeline
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -15,9 +14,9 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from processor.aggregator.runner import Processor
 from processor.config import Settings
 from processor.meters.model import Meter
+from tests.helpers import child_env, wait_until
 from tests.pipeline import (
     event_value,
     make_workload,
@@ -26,6 +25,7 @@ from tests.pipeline import (
     put_workload,
     read_all,
     reference_state,
+    run_processor,
     snapshot_diff,
     stored_progress,
     usage_snapshot,
@@ -41,7 +41,7 @@ def spawn(settings: Settings) -> Iterator[Callable[[], subprocess.Popen[bytes]]]
     procs: list[subprocess.Popen[bytes]] = []
 
     def start() -> subprocess.Popen[bytes]:
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}, **settings.to_env()}
+        env = child_env(settings)
         proc = subprocess.Popen(
             [sys.executable, "-m", "processor", "processor"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
@@ -58,10 +58,13 @@ def spawn(settings: Settings) -> Iterator[Callable[[], subprocess.Popen[bytes]]]
 
 
 def _wait_done(client: redis.Redis, settings: Settings, total: int, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while stored_progress(client, settings) < total:
-        assert time.monotonic() < deadline, f"stuck at {stored_progress(client, settings)} of {total}"
-        time.sleep(0.5)
+    wait_until(
+        lambda: stored_progress(client, settings) >= total,
+        f"progress past all {total} records",
+        timeout,
+        interval=0.5,
+        on_timeout=lambda: f"stuck at {stored_progress(client, settings)}",
+    )
 
 
 def _accepted(settings: Settings) -> set[tuple[str, str]]:
@@ -70,6 +73,16 @@ def _accepted(settings: Settings) -> set[tuple[str, str]]:
         body = json.loads(msg.value())
         out.add((body["kind"], body["identifier"]))
     return out
+
+
+def _assert_as_a_perfect_run(settings: Settings, redis_client: redis.Redis) -> None:
+    """Redis holds exactly what one uninterrupted run over every record gives, and nothing was lost on the
+    way out: every accepted event and cancellation reached the accepted topic."""
+    ref_prefix = settings.redis_prefix + "ref"
+    expected_accepted = reference_state(settings, ref_prefix, PARTITIONS)
+    diff = snapshot_diff(usage_snapshot(redis_client, settings.redis_prefix), usage_snapshot(redis_client, ref_prefix))
+    assert not diff, "\n".join(diff)
+    assert _accepted(settings) == expected_accepted
 
 
 def test_kill_9_five_times_while_100k_events_flow(
@@ -85,10 +98,8 @@ def test_kill_9_five_times_while_100k_events_flow(
     while kills < 5:
         # wait until this incarnation made progress, then kill it at a random moment
         base = stored_progress(redis_client, settings)
-        deadline = time.monotonic() + 120
-        while stored_progress(redis_client, settings) == base and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(rnd.uniform(0.0, 1.5))
+        wait_until(lambda b=base: b != stored_progress(redis_client, settings) or b >= total, "progress", 120)
+        time.sleep(rnd.uniform(0.0, 1.5))  # fault injection: the kill lands at a random moment of the run
         if stored_progress(redis_client, settings) >= total:
             break
         proc.send_signal(signal.SIGKILL)
@@ -100,12 +111,7 @@ def test_kill_9_five_times_while_100k_events_flow(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
 
-    ref_prefix = settings.redis_prefix + "ref"
-    expected_accepted = reference_state(settings, ref_prefix, PARTITIONS)
-    diff = snapshot_diff(usage_snapshot(redis_client, settings.redis_prefix), usage_snapshot(redis_client, ref_prefix))
-    assert not diff, "\n".join(diff)
-    # nothing lost on the way out: every accepted event and cancellation reached the accepted topic
-    assert _accepted(settings) == expected_accepted
+    _assert_as_a_perfect_run(settings, redis_client)
 
 
 def test_two_processors_one_killed(
@@ -116,19 +122,13 @@ def test_two_processors_one_killed(
     put_workload(settings, w, PARTITIONS)
     total = len(w.events) + len(w.cancels)
     a, b = spawn(), spawn()
-    deadline = time.monotonic() + 120
-    while stored_progress(redis_client, settings) < total // 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: stored_progress(redis_client, settings) >= total // 4, "a quarter applied", 120, interval=0.05)
     a.send_signal(signal.SIGKILL)
     a.wait(10)
     _wait_done(redis_client, settings, total)
     b.send_signal(signal.SIGTERM)
     assert b.wait(30) == 0
-    ref_prefix = settings.redis_prefix + "ref"
-    expected_accepted = reference_state(settings, ref_prefix, PARTITIONS)
-    diff = snapshot_diff(usage_snapshot(redis_client, settings.redis_prefix), usage_snapshot(redis_client, ref_prefix))
-    assert not diff, "\n".join(diff)
-    assert _accepted(settings) == expected_accepted
+    _assert_as_a_perfect_run(settings, redis_client)
 
 
 def test_malformed_records_never_block_a_partition(settings: Settings, redis_client: redis.Redis) -> None:
@@ -158,11 +158,7 @@ def test_malformed_records_never_block_a_partition(settings: Settings, redis_cli
     p.produce(topic, key="c", value=event_value("m", "c", 41, "after"), timestamp=now_ms + 101)
     p.produce(topic, key="c", value=None, timestamp=now_ms + 102)  # a tombstone-like record without value
     assert p.flush(60) == 0
-    proc = Processor(settings)
-    try:
-        proc.drain(idle=1.0)
-    finally:
-        proc.close()
+    run_processor(settings)
     assert (
         sum(int(v) for v in usage_snapshot(redis_client, settings.redis_prefix)[":usage:{mtr_m:c}:day"].values())
         == 41  # the 900 KB event is over the 262,144-byte limit: invalid_event

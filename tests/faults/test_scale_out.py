@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import signal
 import subprocess
@@ -44,6 +43,7 @@ from processor.config import Settings
 from processor.embedded import free_port
 from processor.emulator import EmulatorConfig, EmulatorServer
 from processor.state.keys import Keys
+from tests.helpers import child_env
 from tests.pipeline import (
     Workload,
     make_workload,
@@ -109,7 +109,7 @@ class Fleet:
     members: list[Member] = field(default_factory=list)
 
     def _start(self, command: str, extra: list[str], port: int | None) -> Member:
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}, **self.settings.to_env()}
+        env = child_env(self.settings)
         name = f"{command}{sum(1 for m in self.members if m.name.startswith(command))}"
         log = self.workdir / f"{name}.log"
         with log.open("wb") as err:

@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import stripe
 
-from processor.aggregator.runner import Processor
 from processor.config import Settings
 from processor.gateway import GatewayServer
+from tests.helpers import async_sdk_client
+from tests.helpers import make_meter as make_meter
+from tests.pipeline import run_processor as run_processor
 
 API_KEY = "sk_test_gatewaykey0001"
 OTHER_KEY = "sk_test_gatewaykey0002"
@@ -44,34 +47,9 @@ def client(url: str) -> stripe.StripeClient:
     return stripe.StripeClient(API_KEY, base_addresses={"api": url, "meter_events": url})
 
 
-@contextlib.asynccontextmanager
-async def async_client(url: str, key: str = API_KEY) -> AsyncIterator[stripe.StripeClient]:
-    """An SDK client for ``*_async`` calls, its aiohttp session closed at the end (an unclosed session
-    warns at garbage collection, which the test settings turn into errors)."""
-    http = stripe.AIOHTTPClient()
-    try:
-        yield stripe.StripeClient(key, base_addresses={"api": url, "meter_events": url}, http_client=http)
-    finally:
-        await http.close_async()
-
-
-def make_meter(client: stripe.StripeClient, event_name: str, formula: str = "sum", **extra: Any) -> Any:
-    params: dict[str, Any] = {
-        "display_name": event_name.replace("_", " ").title(),
-        "event_name": event_name,
-        "default_aggregation": {"formula": formula},
-        **extra,
-    }
-    return client.v1.billing.meters.create(params)  # type: ignore[arg-type]
-
-
-def run_processor(settings: Settings) -> None:
-    """Apply everything on the topics to Redis with the real processor, then stop it."""
-    processor = Processor(settings)
-    try:
-        processor.drain(idle=1.0)
-    finally:
-        processor.close()
+def async_client(url: str, key: str = API_KEY) -> contextlib.AbstractAsyncContextManager[stripe.StripeClient]:
+    """``tests.helpers.async_sdk_client`` with this package's key."""
+    return async_sdk_client(url, key)
 
 
 def http(
@@ -98,7 +76,9 @@ def get_json(url: str, key: str = API_KEY) -> Any:
 
 
 # ---- headless Chromium (Debian's package; never a downloaded browser build) -------------------------
-CHROMIUM = Path("/usr/bin/chromium")
+#: CHROMIUM_BIN names another binary of that package (say, one unpacked without installing it); not a
+#: METERSTREAM_ variable, which every program would refuse as an unknown setting.
+CHROMIUM = Path(os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

@@ -4,7 +4,6 @@ processes, the official SDK against the address and key they print."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -22,11 +21,7 @@ from processor.cli import main
 from processor.config import Settings
 from processor.embedded import free_port
 from tests.gateway.conftest import API_KEY, bearer, http
-
-
-def _env(**extra: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
-    return base | extra
+from tests.helpers import child_env, stop_process
 
 
 @contextmanager
@@ -38,13 +33,7 @@ def _running(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subpro
         try:
             yield proc
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
+            stop_process(proc)
 
 
 def _wait_for(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90.0) -> None:
@@ -76,7 +65,7 @@ def test_gateway_refuses_to_start_without_keys(monkeypatch: pytest.MonkeyPatch) 
 
 def test_gateway_workers_share_the_port_and_the_metrics(gw_settings: Settings, tmp_path: Path) -> None:
     port = free_port()
-    env = _env(**gw_settings.to_env()) | {"METERSTREAM_GATEWAY_PORT": str(port)}
+    env = child_env(gw_settings, METERSTREAM_GATEWAY_PORT=str(port))
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "gateway.log"
     with _running(["gateway", "--host", "127.0.0.1", "--workers", "2"], env, log) as proc:
@@ -100,9 +89,10 @@ def test_gateway_workers_share_the_port_and_the_metrics(gw_settings: Settings, t
         http(url + "/healthz")  # no worker is left listening
 
 
+@pytest.mark.integration  # `up` starts its own broker and Valkey: a whole program, not a unit
 def test_up_runs_the_gateway_and_prints_the_url_and_a_key(tmp_path: Path) -> None:
     port = free_port()
-    env = _env(METERSTREAM_GATEWAY_PORT=str(port), METERSTREAM_TOPIC_PARTITIONS="1")
+    env = child_env(METERSTREAM_GATEWAY_PORT=str(port), METERSTREAM_TOPIC_PARTITIONS="1")
     out_path = tmp_path / "up.out"
     with _running(["up", "--state-dir", str(tmp_path / "state")], env, out_path) as proc:
         deadline = time.monotonic() + 120

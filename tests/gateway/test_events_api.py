@@ -17,12 +17,9 @@ from processor.config import Settings
 from processor.gateway import GatewayServer
 from tests.fixtures import values
 from tests.gateway.conftest import API_KEY, async_client, make_meter
+from tests.helpers import FrozenClock, events_and_cancels_async, open_stream, stream_client
 
 ReadTopic = Callable[..., list[Any]]
-
-
-def stream_client(url: str, token: str) -> stripe.StripeClient:
-    return stripe.StripeClient(token, base_addresses={"api": url, "meter_events": url})
 
 
 def test_v1_event_is_on_kafka_keyed_by_the_meters_customer_key(
@@ -109,11 +106,7 @@ def test_v2_session_and_stream(
     client: stripe.StripeClient, url: str, gw_settings: Settings, read_topic: ReadTopic
 ) -> None:
     make_meter(client, "calls")
-    session = client.v2.billing.meter_event_session.create()
-    assert session.object == "v2.billing.meter_event_session"
-    created = dt.datetime.fromisoformat(session.created)
-    assert dt.datetime.fromisoformat(session.expires_at) - created == dt.timedelta(minutes=15)
-    streamer = stream_client(url, session.authentication_token)
+    streamer = open_stream(client, url)
     events = [
         {
             "event_name": "calls",
@@ -151,14 +144,17 @@ def test_v2_session_and_stream(
     assert errors[1]["event"]["identifier"] == "s0" and errors[0]["meter_id"].startswith("mtr_")
 
 
-def test_expired_session(settings_factory: Callable[..., Settings]) -> None:
+def test_expired_session(settings_factory: Callable[..., Settings], now: int) -> None:
     settings = settings_factory(METERSTREAM_API_KEYS=API_KEY)
-    with GatewayServer(settings, session_ttl_s=1) as server:
+    with GatewayServer(settings) as server:
+        sessions = server.gateway.sessions
+        sessions.clock = clock = FrozenClock(now)  # the session clock, moved instead of waited out
         client = stream_client(server.url, API_KEY)
         token = client.v2.billing.meter_event_session.create().authentication_token
         event = {"event_name": "calls", "payload": {"stripe_customer_id": "c", "value": "1"}}
+        clock.advance(sessions.ttl_s - 1)  # still valid a second before the end of its validity
         stream_client(server.url, token).v2.billing.meter_event_stream.create({"events": [event]})  # type: ignore[list-item]
-        time.sleep(1.1)
+        clock.advance(1)
         with pytest.raises(stripe.TemporarySessionExpiredError) as expired:
             stream_client(server.url, token).v2.billing.meter_event_stream.create({"events": [event]})  # type: ignore[list-item]
         assert expired.value.http_status == 401 and expired.value.code == "billing_meter_event_session_expired"
@@ -225,18 +221,7 @@ def test_async_client(url: str, client: stripe.StripeClient, gw_settings: Settin
 
     async def scenario() -> None:
         async with async_client(url) as aclient:
-            await aclient.v1.billing.meter_events.create_async(
-                {"event_name": "calls", "identifier": "a1", "payload": {"stripe_customer_id": "cus_x", "value": "2"}}
-            )
-            await aclient.v1.billing.meter_event_adjustments.create_async(
-                {"event_name": "calls", "type": "cancel", "cancel": {"identifier": "a1"}}
-            )
-            await aclient.v2.billing.meter_events.create_async(
-                {"event_name": "calls", "identifier": "a2", "payload": {"stripe_customer_id": "cus_x", "value": "3"}}
-            )
-            await aclient.v2.billing.meter_event_adjustments.create_async(
-                {"event_name": "calls", "type": "cancel", "cancel": {"identifier": "a2"}}
-            )
+            await events_and_cancels_async(aclient, "calls", "cus_x")
             session = await aclient.v2.billing.meter_event_session.create_async()
             with pytest.raises(stripe.InvalidRequestError) as info:
                 await aclient.v1.billing.meter_events.create_async({"event_name": "calls", "payload": {"v": "1"}})

@@ -15,25 +15,15 @@ from processor.config import Settings
 from processor.meters import read_meters_topic
 from processor.state.keys import Keys
 from tests.gateway.conftest import async_client, make_meter
+from tests.helpers import make_full_meter
+from tests.stripe_cases import METER_CREATE_ERRORS
 
 
 def test_create_retrieve_update_and_the_topic(
     client: stripe.StripeClient, gw_settings: Settings, redis_client: redis.Redis
 ) -> None:
-    meter = make_meter(
-        client,
-        "api_calls",
-        "last",
-        event_time_window="hour",
-        customer_mapping={"type": "by_id", "event_payload_key": "account"},
-        value_settings={"event_payload_key": "tokens"},
-    )
-    assert meter.id.startswith("mtr_") and meter.object == "billing.meter"
-    assert meter.default_aggregation.formula == "last" and meter.event_time_window == "hour"
-    assert meter.customer_mapping.event_payload_key == "account"
-    assert meter.value_settings.event_payload_key == "tokens"
-    assert meter.status == "active" and meter.livemode is False
-    assert meter.last_response.request_id.startswith("req_")
+    meter = make_full_meter(client)
+    assert meter.livemode is False
     assert client.v1.billing.meters.retrieve(meter.id).to_dict() == meter.to_dict()
 
     renamed = client.v1.billing.meters.update(meter.id, {"display_name": "API calls (v2)"})
@@ -75,23 +65,7 @@ def test_list_status_limit_and_cursors(client: stripe.StripeClient) -> None:
     assert [m.id for m in inactive.data] == [ids[1]]
 
 
-@pytest.mark.parametrize(
-    ("params", "param", "code"),
-    [
-        ({"event_name": "x", "default_aggregation": {"formula": "sum"}}, "display_name", "parameter_missing"),
-        ({"display_name": "X", "default_aggregation": {"formula": "sum"}}, "event_name", "parameter_missing"),
-        (
-            {"display_name": "X", "event_name": "x", "default_aggregation": {"formula": "max"}},
-            "default_aggregation[formula]",
-            "parameter_invalid_string",
-        ),
-        (
-            {"display_name": "X", "event_name": "x", "default_aggregation": {"formula": "sum"}, "colour": "red"},
-            "colour",
-            "parameter_unknown",
-        ),
-    ],
-)
+@pytest.mark.parametrize(("params", "param", "code"), METER_CREATE_ERRORS)
 def test_create_errors(client: stripe.StripeClient, params: dict[str, Any], param: str, code: str) -> None:
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v1.billing.meters.create(params)  # type: ignore[arg-type]

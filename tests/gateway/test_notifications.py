@@ -6,8 +6,7 @@ delivery the endpoint refused is retried, including by a notifier started after 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from processor.events.producer import MeterEventProducer
 from processor.notify.dispatcher import Notifier
 from processor.wire.runner import AppThread
 from tests.gateway.conftest import make_meter, run_processor
+from tests.helpers import wait_until
 
 SECRET_INCLUDE = ["webhook_endpoint.signing_secret", "webhook_endpoint.url"]
 
@@ -68,13 +68,6 @@ class Running:
         self.notifier.close()
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def stream(client: stripe.StripeClient, events: list[dict[str, Any]]) -> None:
     token = client.v2.billing.meter_event_session.create().authentication_token
     base = client._requestor.base_addresses["api"]  # type: ignore[attr-defined]
@@ -119,7 +112,7 @@ def test_signed_error_reports_fetched_with_the_sdk_and_kept_across_a_restart(
     hook.failing = True  # the first attempts fail: the deliveries must be retried
     first = Running(gw_settings)
     try:
-        wait_for(lambda: len({r[0] for r in hook.received}) >= 2, "two failed deliveries")
+        wait_until(lambda: len({r[0] for r in hook.received}) >= 2, "two failed deliveries", timeout=90)
     finally:
         first.close()
     assert not hook.accepted()
@@ -135,7 +128,7 @@ def test_signed_error_reports_fetched_with_the_sdk_and_kept_across_a_restart(
 
     second = Running(gw_settings)  # a restarted notifier resumes the deliveries it owes
     try:
-        wait_for(all_errors_reported, "every error reported")
+        wait_until(all_errors_reported, "every error reported", timeout=90)
     finally:
         second.close()
     with pytest.raises(stripe.SignatureVerificationError):

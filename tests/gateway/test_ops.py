@@ -9,6 +9,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -20,6 +21,7 @@ from processor.gateway import GatewayServer
 from processor.gateway.pipeline import LAG_MAX_AGE_S
 from processor.state.keys import Keys
 from tests.gateway.conftest import API_KEY, OTHER_KEY, bearer, get_json, http, make_meter, run_processor
+from tests.helpers import wait_until
 
 DAY = 86400
 
@@ -126,27 +128,17 @@ def test_metrics(client: stripe.StripeClient, url: str, gw_settings: Settings, r
     assert _metric(text, "meterstream_pipeline_sink_records_total", counter="delivered", mode="v2_stream") == 3
     assert _metric(text, "meterstream_dependency_up", dependency="redis") == 1
     assert _metric(text, "meterstream_dependency_up", dependency="kafka") == 1
-    lag = _metric(
-        text,
-        "meterstream_pipeline_consumer_lag",
-        group=gw_settings.processor_group,
-        topic="meter-events",
-        partition="0",
-    )
+
+    def drained() -> str | None:
+        """The scrape once it shows the processor drained everything (lag 0)."""
+        page = http(url + "/metrics", headers=bearer())[2].decode()
+        group = gw_settings.processor_group
+        lag = _metric(page, "meterstream_pipeline_consumer_lag", group=group, topic="meter-events", partition="0")
+        return page if lag == 0 else None
+
     # Lag is measured at most every LAG_MAX_AGE_S (5 s) and shared with the dashboard's history sampler,
     # which may have measured while the processor still ran: a later scrape must show the drained state.
-    deadline = time.monotonic() + 4 * LAG_MAX_AGE_S
-    while lag != 0 and time.monotonic() < deadline:
-        time.sleep(0.5)
-        text = http(url + "/metrics", headers=bearer())[2].decode()
-        lag = _metric(
-            text,
-            "meterstream_pipeline_consumer_lag",
-            group=gw_settings.processor_group,
-            topic="meter-events",
-            partition="0",
-        )
-    assert lag == 0  # the processor drained everything
+    text = wait_until(drained, "the processor's lag to read 0", timeout=4 * LAG_MAX_AGE_S, interval=0.5)
     sink_lags = [
         _metric(
             text,
@@ -191,13 +183,14 @@ def test_dashboard_data_endpoints(client: stripe.StripeClient, url: str, gw_sett
 
     # Lag is measured at most every LAG_MAX_AGE_S and shared with the history sampler, which may have
     # measured while the processor still ran: a later read must show the drained state.
-    deadline = time.monotonic() + 4 * LAG_MAX_AGE_S
-    while True:
-        pipeline = get_json(f"{url}/dashboard/api/pipeline")
-        processor_lag = [r for r in pipeline["lag"] if r["group"] == gw_settings.processor_group]
-        if all(r["lag"] == 0 for r in processor_lag) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    def drained() -> dict[str, Any] | None:
+        """The pipeline view once every processor partition it lists has lag 0."""
+        pipeline: dict[str, Any] = get_json(f"{url}/dashboard/api/pipeline")
+        rows = [r for r in pipeline["lag"] if r["group"] == gw_settings.processor_group]
+        return pipeline if all(r["lag"] == 0 for r in rows) else None
+
+    pipeline = wait_until(drained, "the processor's lag to read 0", timeout=4 * LAG_MAX_AGE_S, interval=0.5)
+    processor_lag = [r for r in pipeline["lag"] if r["group"] == gw_settings.processor_group]
     assert pipeline["health"]["status"] == "ok"
     assert pipeline["processor"]["event:new"] == 4
     assert {r["topic"] for r in processor_lag} == {"meter-events", "meter-event-adjustments"}

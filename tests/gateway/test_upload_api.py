@@ -25,7 +25,6 @@ from processor.state.keys import Keys
 from tests.gateway.conftest import bearer, http, make_meter, run_processor
 
 IMPORTS = "/dashboard/api/imports"
-NOW = int(time.time())
 HOUR = 3600
 
 
@@ -76,15 +75,15 @@ def decoded_redis(redis_client: SyncRedis) -> SyncRedis:
 
 
 def test_check_send_and_reupload_never_double_count(
-    url: str, client: stripe.StripeClient, gw_settings: Settings, decoded_redis: SyncRedis
+    url: str, client: stripe.StripeClient, gw_settings: Settings, decoded_redis: SyncRedis, now: int
 ) -> None:
     meter = make_meter(client, "upl_calls")
     rows: list[tuple[int | str, str, str, str]] = [
-        (NOW - 3 * HOUR, "upl_calls", "cus_a", "5"),
-        (NOW - 3 * HOUR + 1, "upl_calls", "cus_a", "7"),
-        (NOW - 2 * HOUR, "upl_calls", "cus_b", "-2"),
-        (NOW - 2 * HOUR, "upl_calls", "cus_b", "-2"),  # the same content twice: two events, both count
-        (NOW - 1 * HOUR, "upl_calls", "cus_a", "1000000000000"),
+        (now - 3 * HOUR, "upl_calls", "cus_a", "5"),
+        (now - 3 * HOUR + 1, "upl_calls", "cus_a", "7"),
+        (now - 2 * HOUR, "upl_calls", "cus_b", "-2"),
+        (now - 2 * HOUR, "upl_calls", "cus_b", "-2"),  # the same content twice: two events, both count
+        (now - 1 * HOUR, "upl_calls", "cus_a", "1000000000000"),
     ]
     content = csv_bytes(rows)
     keys = Keys(gw_settings.redis_prefix)
@@ -115,7 +114,7 @@ def test_check_send_and_reupload_never_double_count(
     status, again = upload(url, content, dry_run="true")
     assert status == 200
     done = again["already_imported"]
-    assert done is not None and done["rows"] == 5 and NOW - 5 <= done["finished_at"] <= time.time() + 5
+    assert done is not None and done["rows"] == 5 and now - 5 <= done["finished_at"] <= time.time() + 5
     status, refused = upload(url, content)
     assert status == 200
     assert (refused["status"], refused["sent"]) == ("already_imported", 0)
@@ -130,18 +129,18 @@ def test_check_send_and_reupload_never_double_count(
 
 
 def test_invalid_rows_are_reported_per_line_and_block_the_send(
-    url: str, client: stripe.StripeClient, gw_settings: Settings, decoded_redis: SyncRedis
+    url: str, client: stripe.StripeClient, gw_settings: Settings, decoded_redis: SyncRedis, now: int
 ) -> None:
     meter = make_meter(client, "upl_bad")
-    good = (NOW - HOUR, "upl_bad", "cus_ok", "3")
+    good = (now - HOUR, "upl_bad", "cus_ok", "3")
     content = csv_bytes(
         [
             good,  # line 2
-            (NOW - HOUR, "upl_bad", "cus_x", "4,5"),  # line 3: one cell too many
-            (NOW - HOUR, "upl_bad", "", "4"),  # line 4: no customer
+            (now - HOUR, "upl_bad", "cus_x", "4,5"),  # line 3: one cell too many
+            (now - HOUR, "upl_bad", "", "4"),  # line 4: no customer
             ("yesterday", "upl_bad", "cus_x", "4"),  # line 5: not a timestamp
-            (NOW - 40 * 86_400, "upl_bad", "cus_x", "4"),  # line 6: beyond 35 days
-            (NOW - HOUR, "nobody_meters_this", "cus_x", "4"),  # valid here; the processor says no_meter
+            (now - 40 * 86_400, "upl_bad", "cus_x", "4"),  # line 6: beyond 35 days
+            (now - HOUR, "nobody_meters_this", "cus_x", "4"),  # valid here; the processor says no_meter
         ]
     )
     status, checked = upload(url, content, dry_run="true")
@@ -209,11 +208,11 @@ def test_over_5_mb_is_refused_while_streaming(url: str) -> None:
         conn.close()
 
 
-def test_exactly_5_mb_is_accepted(url: str, client: stripe.StripeClient) -> None:
+def test_exactly_5_mb_is_accepted(url: str, client: stripe.StripeClient, now: int) -> None:
     """A file of exactly 5 MiB is checked (few, wide rows keep the check quick)."""
     make_meter(client, "upl_big")
     header = b"timestamp,event_name,payload_stripe_customer_id,payload_value,payload_note\n"
-    prefix = f"{NOW - HOUR},upl_big,cus_big,1,".encode()
+    prefix = f"{now - HOUR},upl_big,cus_big,1,".encode()
     rows = []
     left = MAX_FILE_BYTES - len(header)
     while left:
@@ -243,8 +242,8 @@ def test_template_has_the_meters_payload_keys(url: str, client: stripe.StripeCli
     assert status == 404 and json.loads(raw)["error"]["code"] == "resource_missing"
 
 
-def test_request_errors(url: str) -> None:
-    content = csv_bytes([(NOW, "x", "cus", "1")])
+def test_request_errors(url: str, now: int) -> None:
+    content = csv_bytes([(now, "x", "cus", "1")])
     status, body = upload(url, content, bogus="1")
     assert (status, body["error"]["code"], body["error"]["param"]) == (400, "parameter_unknown", "bogus")
     status, body = upload(url, content, dry_run="yes")
@@ -306,14 +305,14 @@ def test_template_csv_count_meter_has_no_value_column() -> None:
 
 
 def test_skip_invalid_sends_the_rows_after_a_csv_break(
-    url: str, client: stripe.StripeClient, gw_settings: Settings, decoded_redis: SyncRedis
+    url: str, client: stripe.StripeClient, gw_settings: Settings, decoded_redis: SyncRedis, now: int
 ) -> None:
     """Issue 13, item 3: a cell over the field limit / an unclosed quote ended the reading, the answer said
     `imported` counting the rows before it, and the valid rows after it were never sent."""
     meter = make_meter(client, "upl_break")
-    before = (NOW - HOUR, "upl_break", "cus_b", "3")
-    after = [(NOW - HOUR, "upl_break", "cus_b", str(v)) for v in (5, 7)]
-    rows = [before, (NOW - HOUR, "upl_break", "cus_b", "9" * 200_000), *after]  # line 3: over the field limit
+    before = (now - HOUR, "upl_break", "cus_b", "3")
+    after = [(now - HOUR, "upl_break", "cus_b", str(v)) for v in (5, 7)]
+    rows = [before, (now - HOUR, "upl_break", "cus_b", "9" * 200_000), *after]  # line 3: over the field limit
     status, sent = upload(url, csv_bytes(rows), skip_invalid="true")
     assert status == 200, sent
     assert (sent["status"], sent["sent"], sent["valid_rows"], sent["invalid_rows"], sent["unread_rows"]) == (
@@ -324,13 +323,13 @@ def test_skip_invalid_sends_the_rows_after_a_csv_break(
         1,
     )
     assert [(e["line"], e["unread"]) for e in sent["errors"]] == [(3, True)] and sent["unreadable"] is None
-    quoted = csv_bytes([(NOW - 2 * HOUR, "upl_break", "cus_q", '"11')]) + b"%d,upl_break,cus_q,13\n" % (NOW - 2 * HOUR)
+    quoted = csv_bytes([(now - 2 * HOUR, "upl_break", "cus_q", '"11')]) + b"%d,upl_break,cus_q,13\n" % (now - 2 * HOUR)
     status, sent = upload(url, quoted, skip_invalid="true")
     assert status == 200, sent
     assert (sent["sent"], sent["unread_rows"], [e["line"] for e in sent["errors"]]) == (1, 1, [2])
     run_processor(gw_settings)
     assert hourly(decoded_redis, gw_settings, meter.id, ["cus_b", "cus_q"]) == expected_hourly(
-        [before, *after, (NOW - 2 * HOUR, "upl_break", "cus_q", "13")]
+        [before, *after, (now - 2 * HOUR, "upl_break", "cus_q", "13")]
     )
 
 
@@ -359,8 +358,8 @@ def test_deeply_nested_json_upload_is_accounted_for(url: str) -> None:
     assert status == 200 and checked["unreadable"] is not None, checked
 
 
-def test_customer_ids_over_the_cap_are_invalid_rows(url: str) -> None:
-    rows = [(NOW - HOUR, "upl_cap", "c" * 255, "1"), (NOW - HOUR, "upl_cap", "c" * 256, "1")]
+def test_customer_ids_over_the_cap_are_invalid_rows(url: str, now: int) -> None:
+    rows = [(now - HOUR, "upl_cap", "c" * 255, "1"), (now - HOUR, "upl_cap", "c" * 256, "1")]
     status, checked = upload(url, csv_bytes(rows), dry_run="true")
     assert status == 200 and (checked["valid_rows"], checked["invalid_rows"]) == (1, 1), checked
     assert checked["errors"][0]["line"] == 3 and "255" in checked["errors"][0]["message"]

@@ -9,7 +9,6 @@ switched off — and compare Redis, the accepted topic and the error topic with 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -21,7 +20,7 @@ from hypothesis import strategies as st
 from processor.aggregator import engine as engine_module
 from processor.aggregator.runner import Processor
 from processor.config import Settings
-from tests.integration.test_processor_properties import BASE_MS, PARTITIONS, _produce, _topic_diffs
+from tests.integration.test_processor_properties import PARTITIONS, _produce, _topic_diffs, example_settings
 from tests.model.builders import Log, meter_version
 from tests.model.reference import ADJUSTMENTS, DAY_MS, EVENTS, compare, run_model
 from tests.model.strategies import Scenario, scenarios
@@ -34,14 +33,7 @@ def _run_in_phases(
 ) -> tuple[list[str], int]:
     """Events first (one processor), then cancellations (a new processor); returns (differences from the
     model, how many events the processors read back from Kafka)."""
-    u = uuid.uuid4().hex[:10]
-    s = settings_factory(
-        partitions=scenario.partitions,
-        METERSTREAM_TOPIC_PREFIX=f"f{u}.",
-        METERSTREAM_REDIS_PREFIX=f"fm{u}",
-        METERSTREAM_PROCESSOR_GROUP=f"proc-{u}",
-        METERSTREAM_SINK_GROUP=f"sink-{u}",
-    )
+    s = example_settings(settings_factory, scenario.partitions)
     model = run_model(scenario.meters, scenario.records)
     phases = [
         [r for r in scenario.records if r.topic == EVENTS],
@@ -61,15 +53,18 @@ def _run_in_phases(
 
 
 def test_cancellations_after_a_restart_read_their_events_back(
-    settings_factory: Callable[..., Settings], redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    settings_factory: Callable[..., Settings],
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    base_ms: int,
 ) -> None:
     """Three meters (raw sum, hour window, raw last); every event cancelled by a processor that never saw
     it, one of them twice (the second is a no-op), one cancellation of an identifier never used."""
     monkeypatch.setattr(engine_module, "RECENT_EVENTS", 0)
-    r0 = BASE_MS + DAY_MS
+    r0 = base_ms + DAY_MS
     kinds = {"s": (None, "sum"), "h": ("hour", "sum"), "l": (None, "last")}
     meters = [
-        meter_version(BASE_MS, meter_id=f"mtr_{k}", event_name=f"api_{k}", window=w, formula=f)
+        meter_version(base_ms, meter_id=f"mtr_{k}", event_name=f"api_{k}", window=w, formula=f)
         for k, (w, f) in kinds.items()
     ]
     log = Log()
@@ -80,7 +75,7 @@ def test_cancellations_after_a_restart_read_their_events_back(
         log.cancel(r0 + 3_600_000, f"a{k}", f"api_{k}", partition=0)
     log.cancel(r0 + 3_600_001, "as", "api_s", partition=1)
     log.cancel(r0 + 3_600_002, "never", "api_s", partition=1)
-    scenario = Scenario(meters, log.records, PARTITIONS, BASE_MS)
+    scenario = Scenario(meters, log.records, PARTITIONS, base_ms)
     model = run_model(meters, log.records)
     assert model.cancelled == cancelled
     diffs, fetched = _run_in_phases(settings_factory, redis_client, scenario)
@@ -93,18 +88,18 @@ def test_cancellations_after_a_restart_read_their_events_back(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(
-    scenario=scenarios(base_ms=BASE_MS, partitions=PARTITIONS, max_events=25, max_cancels=10, allow_big=False),
-    cache=st.booleans(),
-)
+@given(data=st.data(), cache=st.booleans())
 def test_cancellations_reading_events_back_match_the_model(
     settings_factory: Callable[..., Settings],
     redis_client: redis.Redis,
-    scenario: Scenario,
+    base_ms: int,
+    data: st.DataObject,
     cache: bool,
 ) -> None:
-    """Any scenario, events drained before cancellations by another processor, with or without the
-    engine's recent-events cache: the result is the model's."""
+    """Any scenario (relative to the test's own time), events drained before cancellations by another
+    processor, with or without the engine's recent-events cache: the result is the model's."""
+    shape = scenarios(base_ms=base_ms, partitions=PARTITIONS, max_events=25, max_cancels=10, allow_big=False)
+    scenario = data.draw(shape, label="scenario")
     with pytest.MonkeyPatch.context() as mp:
         if not cache:
             mp.setattr(engine_module, "RECENT_EVENTS", 0)

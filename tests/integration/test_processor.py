@@ -12,6 +12,7 @@ import redis
 from processor.aggregator.runner import Processor
 from processor.config import Settings
 from processor.meters.model import Meter
+from processor.windows import day_start, hour_start
 from tests.pipeline import (
     cancel_value,
     event_value,
@@ -24,11 +25,6 @@ from tests.pipeline import (
 )
 
 pytestmark = pytest.mark.integration
-
-NOW = int(time.time())
-NOW_MS = NOW * 1000
-H = NOW - NOW % 3600
-D = NOW - NOW % 86400
 
 
 @pytest.fixture
@@ -72,43 +68,45 @@ def test_every_formula_and_mode(
     run_processor: Callable[..., Processor],
     redis_client: redis.Redis,
     read_topic: Callable[..., list],
+    now: int,
 ) -> None:
-    put_meters(settings, METERS, NOW_MS - 3_600_000)
+    now_ms, h, d = now * 1000, hour_start(now), day_start(now)
+    put_meters(settings, METERS, now_ms - 3_600_000)
     big = 10**20
     _send(
         settings,
         [
-            ("c1", event_value("api", "c1", 5, "a1", H + 1), NOW_MS),
-            ("c1", event_value("api", "c1", "7", "a2", H + 2), NOW_MS),
-            ("c1", event_value("api", "c1", 9, "a1", H + 3), NOW_MS + 1),  # duplicate of a1
-            ("c1", event_value("api", "c1", "-3", "a3", H - 3600), NOW_MS),  # previous hour, negative
-            ("c1", event_value("api", "c1", "1.5", "a4"), NOW_MS),  # invalid value
-            ("c2", event_value("cnt", "c2", "not read", "k1", H), NOW_MS),
-            ("c2", event_value("cnt", "c2", None, "k2", H), NOW_MS),
-            ("c1", event_value("gauge", "c1", 3, "g1", H + 50), NOW_MS),
-            ("c1", event_value("gauge", "c1", big, "g2", H + 60), NOW_MS),
-            ("c1", event_value("gauge", "c1", 4, "g3", H + 40), NOW_MS + 5),  # earlier timestamp: not last
-            ("c1", event_value("preh", "c1", 100, "p1", H + 10), NOW_MS),
-            ("c1", event_value("preh", "c1", 50, "p2", H + 5), NOW_MS + 1),  # received later: wins
-            ("c1", event_value("pred", "c1", 1, "d1", D + 10), NOW_MS),
-            ("c1", event_value("pred", "c1", 1, "d2", D + 20), NOW_MS + 1),
-            ("c1", b"{not json", NOW_MS),
+            ("c1", event_value("api", "c1", 5, "a1", h + 1), now_ms),
+            ("c1", event_value("api", "c1", "7", "a2", h + 2), now_ms),
+            ("c1", event_value("api", "c1", 9, "a1", h + 3), now_ms + 1),  # duplicate of a1
+            ("c1", event_value("api", "c1", "-3", "a3", h - 3600), now_ms),  # previous hour, negative
+            ("c1", event_value("api", "c1", "1.5", "a4"), now_ms),  # invalid value
+            ("c2", event_value("cnt", "c2", "not read", "k1", h), now_ms),
+            ("c2", event_value("cnt", "c2", None, "k2", h), now_ms),
+            ("c1", event_value("gauge", "c1", 3, "g1", h + 50), now_ms),
+            ("c1", event_value("gauge", "c1", big, "g2", h + 60), now_ms),
+            ("c1", event_value("gauge", "c1", 4, "g3", h + 40), now_ms + 5),  # earlier timestamp: not last
+            ("c1", event_value("preh", "c1", 100, "p1", h + 10), now_ms),
+            ("c1", event_value("preh", "c1", 50, "p2", h + 5), now_ms + 1),  # received later: wins
+            ("c1", event_value("pred", "c1", 1, "d1", d + 10), now_ms),
+            ("c1", event_value("pred", "c1", 1, "d2", d + 20), now_ms + 1),
+            ("c1", b"{not json", now_ms),
         ],
         [
-            ("p2", cancel_value("preh", "p2"), NOW_MS + 10),  # survivor cancelled → p1 comes back
-            ("a2", cancel_value("api", "a2"), NOW_MS + 10),
-            ("g2", cancel_value("gauge", "g2"), NOW_MS + 10),  # last falls back to g1 (latest remaining ts)
-            ("zz", cancel_value("api", "never-sent"), NOW_MS + 10),
+            ("p2", cancel_value("preh", "p2"), now_ms + 10),  # survivor cancelled → p1 comes back
+            ("a2", cancel_value("api", "a2"), now_ms + 10),
+            ("g2", cancel_value("gauge", "g2"), now_ms + 10),  # last falls back to g1 (latest remaining ts)
+            ("zz", cancel_value("api", "never-sent"), now_ms + 10),
         ],
     )
     run_processor()
     snap = usage_snapshot(redis_client, settings.redis_prefix)
-    assert snap[":usage:{mtr_sum:c1}:hour"] == {str(H): "5", str(H - 3600): "-3"}
-    assert snap[":usage:{mtr_cnt:c2}:hour"] == {str(H): "2"}
-    assert snap[":usage:{mtr_last:c1}:hour"] == {str(H): "3"}
-    assert snap[":usage:{mtr_preh:c1}:hour"] == {str(H): "100"}
-    assert snap[":usage:{mtr_pred:c1}:day"] == {str(D): "1"}
-    assert snap[":customers:{mtr_sum}"] == {"c1": str(H + 2)}  # a2 was accepted, then cancelled
+    assert snap[":usage:{mtr_sum:c1}:hour"] == {str(h): "5", str(h - 3600): "-3"}
+    assert snap[":usage:{mtr_cnt:c2}:hour"] == {str(h): "2"}
+    assert snap[":usage:{mtr_last:c1}:hour"] == {str(h): "3"}
+    assert snap[":usage:{mtr_preh:c1}:hour"] == {str(h): "100"}
+    assert snap[":usage:{mtr_pred:c1}:day"] == {str(d): "1"}
+    assert snap[":customers:{mtr_sum}"] == {"c1": str(h + 2)}  # a2 was accepted, then cancelled
 
     accepted = [json.loads(m.value()) for m in read_topic(settings, "meter-events-accepted", expect=15)]
     kinds = [(a["kind"], a["identifier"]) for a in accepted]
@@ -133,19 +131,21 @@ def test_cancellation_before_its_event(
     run_processor: Callable[..., Processor],
     redis_client: redis.Redis,
     read_topic: Callable[..., list],
+    now: int,
 ) -> None:
-    put_meters(settings, METERS, NOW_MS - 3_600_000)
-    _send(settings, [], [("x1", cancel_value("api", "x1"), NOW_MS)])
+    now_ms, h = now * 1000, hour_start(now)
+    put_meters(settings, METERS, now_ms - 3_600_000)
+    _send(settings, [], [("x1", cancel_value("api", "x1"), now_ms)])
     run_processor()
     _send(
         settings,
         [
-            ("c9", event_value("api", "c9", 11, "x1", H), NOW_MS + 3_600_000),
-            ("c9", event_value("api", "c9", 13, "x2", H), NOW_MS + 3_600_000),
+            ("c9", event_value("api", "c9", 11, "x1", h), now_ms + 3_600_000),
+            ("c9", event_value("api", "c9", 13, "x2", h), now_ms + 3_600_000),
         ],
     )
     run_processor()
-    assert usage_snapshot(redis_client, settings.redis_prefix)[":usage:{mtr_sum:c9}:hour"] == {str(H): "13"}
+    assert usage_snapshot(redis_client, settings.redis_prefix)[":usage:{mtr_sum:c9}:hour"] == {str(h): "13"}
     accepted = [json.loads(m.value()) for m in read_topic(settings, "meter-events-accepted", expect=3)]
     assert [(a["kind"], a["identifier"]) for a in accepted] == [("event", "x1"), ("cancel", "x1"), ("event", "x2")]
 

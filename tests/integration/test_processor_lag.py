@@ -7,14 +7,10 @@ import json
 import time
 from collections.abc import Callable
 
-import pytest
-
 from processor import metrics
 from processor.aggregator.runner import LAG_INTERVAL_MS, Processor, partition_lags
 from processor.config import Settings
 from tests.pipeline import make_workload, put_workload
-
-pytestmark = pytest.mark.integration
 
 
 def _lags() -> dict[tuple[str, str], float]:

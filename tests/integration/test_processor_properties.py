@@ -35,9 +35,6 @@ pytestmark = pytest.mark.integration
 
 PARTITIONS = 3
 DEFAULT_MAX_RECORD = 999_964  # key + value bytes a default-configured librdkafka producer accepts
-# Day-aligned so bucket boundaries fall as in the model's own examples; the newest received time the
-# strategy can make (base + 5 days) is today's midnight, never the future.
-BASE_MS = (int(time.time() * 1000) // DAY_MS - 5) * DAY_MS
 
 
 def _key(rec_topic: str, value: bytes) -> str | None:
@@ -161,6 +158,19 @@ def _topic_diffs(s: Settings, model: ModelResult) -> list[str]:
     return diffs
 
 
+def example_settings(settings_factory: Callable[..., Settings], partitions: int) -> Settings:
+    """Settings of their own (topics, Redis prefix, groups) for one hypothesis example: the examples of a
+    test share its ``settings`` fixture, and must not see each other's records or keys."""
+    u = uuid.uuid4().hex[:10]
+    return settings_factory(
+        partitions=partitions,
+        METERSTREAM_TOPIC_PREFIX=f"p{u}.",
+        METERSTREAM_REDIS_PREFIX=f"pm{u}",
+        METERSTREAM_PROCESSOR_GROUP=f"proc-{u}",
+        METERSTREAM_SINK_GROUP=f"sink-{u}",
+    )
+
+
 def _check(
     settings_factory: Callable[..., Settings],
     redis_client: redis.Redis,
@@ -173,14 +183,7 @@ def _check(
 
     ``phases`` (a split of ``scenario.records``) forces a processing order the model must not care about:
     each phase is produced and drained (by a new processor instance of the same group) before the next."""
-    u = uuid.uuid4().hex[:10]
-    s = settings_factory(
-        partitions=scenario.partitions,
-        METERSTREAM_TOPIC_PREFIX=f"p{u}.",
-        METERSTREAM_REDIS_PREFIX=f"pm{u}",
-        METERSTREAM_PROCESSOR_GROUP=f"proc-{u}",
-        METERSTREAM_SINK_GROUP=f"sink-{u}",
-    )
+    s = example_settings(settings_factory, scenario.partitions)
     model = run_model(scenario.meters, scenario.records)
     processed = 0
     for i, phase in enumerate([p for p in phases or [scenario.records] if p] or [[]]):
@@ -203,15 +206,15 @@ def _check(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(
-    scenario=scenarios(base_ms=BASE_MS, partitions=PARTITIONS, max_events=30, max_cancels=8, allow_big=False),
-    data=st.data(),
-)
+@given(data=st.data())
 def test_processor_matches_the_model(
-    settings_factory: Callable[..., Settings], redis_client: redis.Redis, scenario: Scenario, data: st.DataObject
+    settings_factory: Callable[..., Settings], redis_client: redis.Redis, base_ms: int, data: st.DataObject
 ) -> None:
-    """Also draws how the records reach the processor (all at once, or in two drained phases that force an
-    interleaving of partitions and topics): the result must not depend on it."""
+    """Draws a scenario (relative to the test's own time), and how its records reach the processor (all at
+    once, or in two drained phases that force an interleaving of partitions and topics): the result must not
+    depend on the latter."""
+    shape = scenarios(base_ms=base_ms, partitions=PARTITIONS, max_events=30, max_cancels=8, allow_big=False)
+    scenario = data.draw(shape, label="scenario")
     phases = data.draw(phase_splits(scenario.records), label="phases")
     _check(settings_factory, redis_client, scenario, phases=phases)
 
@@ -228,13 +231,13 @@ def _largest_event(identifier: str, value: Any, size: int = DEFAULT_MAX_RECORD) 
 
 
 def test_huge_records_neither_crash_nor_block(
-    settings_factory: Callable[..., Settings], redis_client: redis.Redis
+    settings_factory: Callable[..., Settings], redis_client: redis.Redis, base_ms: int
 ) -> None:
     """Records near a default producer's 1 MB limit are `invalid_event` (docs/semantics.md: at most 262,144
     bytes, so the accepted record always fits Kafka); one exactly at the limit is accepted and forwarded.
     Each is followed by a normal event in the same partition, which must still count (SPEC §9: huge
     payloads never crash or block a partition)."""
-    r0 = BASE_MS + DAY_MS
+    r0 = base_ms + DAY_MS
     log = Log()
     log.raw(EVENTS, r0, _largest_event("big-ok", 1, size=262_144 + len("cus_a")))
     log.event(r0 + 1, "api", customer="cus_a", value=2, identifier="after-1")
@@ -242,7 +245,7 @@ def test_huge_records_neither_crash_nor_block(
     log.event(r0 + 3, "api", customer="cus_a", value=4, identifier="after-2")
     log.raw(EVENTS, r0 + 4, _largest_event("big-too-big", 1))
     log.event(r0 + 5, "api", customer="cus_a", value=8, identifier="after-3")
-    meters = [meter_version(BASE_MS, meter_id="mtr_big", event_name="api")]
+    meters = [meter_version(base_ms, meter_id="mtr_big", event_name="api")]
     model = run_model(meters, log.records)
     assert list(model.outcome.values()) == [
         "accepted",
@@ -252,21 +255,21 @@ def test_huge_records_neither_crash_nor_block(
         "rejected:invalid_event",
         "accepted",
     ]
-    _check(settings_factory, redis_client, Scenario(meters, log.records, PARTITIONS, BASE_MS))
+    _check(settings_factory, redis_client, Scenario(meters, log.records, PARTITIONS, base_ms))
 
 
 def test_late_cancel_of_an_event_whose_identifier_was_reused(
-    settings_factory: Callable[..., Settings], redis_client: redis.Redis
+    settings_factory: Callable[..., Settings], redis_client: redis.Redis, base_ms: int
 ) -> None:
     """Found by the property test. Identifier "a" is used again 24 h + 1 ms later (free again) with a
     timestamp in the same window; a cancellation received 1 h after the first "a" targets that first one
     (docs/semantics.md: the latest event received at or before the cancellation). Processed after both
     events (forced by draining in two phases), it must leave the second "a" as the window's survivor.
     One meter per window kind (hour, day, raw), each with its own event name and identifiers."""
-    r0, h = BASE_MS + DAY_MS, 3_600_000
+    r0, h = base_ms + DAY_MS, 3_600_000
     ts = r0 // 1000
     windows: dict[str, str | None] = {"h": "hour", "d": "day", "r": None}
-    meters = [meter_version(BASE_MS, meter_id=f"mtr_{k}", event_name=f"api_{k}", window=w) for k, w in windows.items()]
+    meters = [meter_version(base_ms, meter_id=f"mtr_{k}", event_name=f"api_{k}", window=w) for k, w in windows.items()]
     log = Log()
     firsts = set()
     for k in windows:
@@ -279,26 +282,26 @@ def test_late_cancel_of_an_event_whose_identifier_was_reused(
     assert model.day == {("mtr_h", "cus_1"): {ts: 11}, ("mtr_d", "cus_1"): {ts: 11}, ("mtr_r", "cus_1"): {ts: 18}}
     events = [r for r in log.records if r.topic == EVENTS]
     cancels = [r for r in log.records if r.topic == ADJUSTMENTS]
-    _check(settings_factory, redis_client, Scenario(meters, log.records, PARTITIONS, BASE_MS), phases=[events, cancels])
+    _check(settings_factory, redis_client, Scenario(meters, log.records, PARTITIONS, base_ms), phases=[events, cancels])
 
 
 def test_second_pending_cancel_does_not_wait_for_a_reused_identifier(
-    settings_factory: Callable[..., Settings], redis_client: redis.Redis
+    settings_factory: Callable[..., Settings], redis_client: redis.Redis, base_ms: int
 ) -> None:
     """Found by the property test. Two cancellations of "a" arrive before any event (forced by draining the
     adjustments first); the first "a" (within 24 h of both) is their target, so the first cancels it and
     the second is a no-op. The second must not stay pending and cancel a later reuse of "a" (24 h + 1 ms
     after the first, within 24 h of the second cancellation): processed events-first, it would not."""
-    r0, h = BASE_MS + DAY_MS, 3_600_000
+    r0, h = base_ms + DAY_MS, 3_600_000
     log = Log()
     log.cancel(r0, "a", partition=0)
     log.cancel(r0 + 23 * h, "a", partition=0)
     first = log.event(r0 + h, identifier="a", value=5, partition=1)
     log.event(r0 + 25 * h + 1, identifier="a", value=7, partition=1)
-    meters = [meter_version(BASE_MS)]
+    meters = [meter_version(base_ms)]
     model = run_model(meters, log.records)
     assert model.cancelled == {first}
     assert [model.outcome[r.key] for r in log.records] == ["cancel", "cancel_noop", "accepted", "accepted"]
     events = [r for r in log.records if r.topic == EVENTS]
     cancels = [r for r in log.records if r.topic == ADJUSTMENTS]
-    _check(settings_factory, redis_client, Scenario(meters, log.records, PARTITIONS, BASE_MS), phases=[cancels, events])
+    _check(settings_factory, redis_client, Scenario(meters, log.records, PARTITIONS, base_ms), phases=[cancels, events])

@@ -9,13 +9,12 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from processor.aggregator.runner import Processor
 from processor.cli import main
 from processor.config import Settings
 from processor.meters.model import Meter
 from processor.state.keys import Keys
 from processor.state.summaries import summarize
-from tests.pipeline import event_value, producer, put_meters
+from tests.pipeline import event_value, producer, put_meters, run_processor
 
 pytestmark = pytest.mark.integration
 
@@ -44,11 +43,7 @@ def test_minute_hour_day_ranges_are_exact(settings: Settings, redis_client: redi
             timestamp=now_ms + i,
         )
     assert p.flush(30) == 0
-    proc = Processor(settings)
-    try:
-        proc.drain(idle=1.0)
-    finally:
-        proc.close()
+    run_processor(settings)
 
     keys = Keys(settings.redis_prefix)
     for _ in range(60):

@@ -13,16 +13,7 @@ from click.testing import CliRunner, Result
 from processor.aggregator.runner import Processor
 from processor.cli import main
 from processor.config import Settings
-
-
-def run_processor(settings: Settings, idle: float = 1.0) -> Processor:
-    """One real processor, until its input has been quiet for ``idle`` seconds; then it leaves the group."""
-    proc = Processor(settings)
-    try:
-        proc.drain(idle=idle, timeout=120)
-    finally:
-        proc.close()
-    return proc
+from tests.pipeline import run_processor as run_processor
 
 
 @contextmanager

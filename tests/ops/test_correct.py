@@ -4,7 +4,6 @@ compensating event cannot express a correction."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,21 +14,18 @@ from processor.config import Settings
 from processor.errors import InvalidRequestError
 from processor.meters.model import Meter
 from processor.ops.correct import plan_correction
+from processor.windows import hour_start
 from tests.ops.helpers import cli, run_processor
 from tests.ops.test_reconcile import mirror
 from tests.pipeline import event_value, producer, put_meters, usage_snapshot
 
-pytestmark = pytest.mark.integration
-
-NOW = int(time.time())
-HOUR = NOW - NOW % 3600
 SUM = Meter("mtr_fix", "Fix", "fix_api", "sum", created=1)
 COUNT = Meter("mtr_fixc", "Count", "fix_cnt", "count", created=1)
 LAST = Meter("mtr_fixl", "Last", "fix_last", "last", created=1)
 PRE = Meter("mtr_fixp", "Pre", "fix_pre", "sum", "day", created=1)
 
 
-def test_where_corrections_cannot_apply() -> None:
+def test_where_corrections_cannot_apply(now: int) -> None:
     with pytest.raises(InvalidRequestError, match="count meter"):
         plan_correction(COUNT, "c", -1, None, "t")
     with pytest.raises(InvalidRequestError, match="replace it, not subtract"):
@@ -37,32 +33,35 @@ def test_where_corrections_cannot_apply() -> None:
     with pytest.raises(InvalidRequestError, match="pre-aggregated by day"):
         plan_correction(PRE, "c", -1, None, "t")
     with pytest.raises(InvalidRequestError, match="35 days"):
-        plan_correction(SUM, "c", -1, NOW - 36 * 86_400, "t", now=NOW)
+        plan_correction(SUM, "c", -1, now - 36 * 86_400, "t", now=now)
     with pytest.raises(InvalidRequestError, match="reference"):
         plan_correction(SUM, "c", -1, None, " ")
     with pytest.raises(InvalidRequestError, match="0 changes nothing"):
         plan_correction(SUM, "c", 0, None, "t")
-    a = plan_correction(SUM, "c", -5, NOW, "INC-1", now=NOW)
-    assert a.identifier == plan_correction(SUM, "c", -5, NOW, "INC-1", now=NOW).identifier
-    assert a.identifier != plan_correction(SUM, "c", -5, NOW, "INC-2", now=NOW).identifier
+    a = plan_correction(SUM, "c", -5, now, "INC-1", now=now)
+    assert a.identifier == plan_correction(SUM, "c", -5, now, "INC-1", now=now).identifier
+    assert a.identifier != plan_correction(SUM, "c", -5, now, "INC-2", now=now).identifier
     assert len(a.identifier) <= 100
 
 
 def test_correction_flows_through_the_pipeline_once(
-    settings: Settings, redis_client: redis.Redis, read_topic: Callable[..., list[Any]]
+    settings: Settings, redis_client: redis.Redis, read_topic: Callable[..., list[Any]], now: int
 ) -> None:
-    put_meters(settings, [SUM, COUNT], NOW * 1000 - 60_000)
+    this_hour = hour_start(now)
+    put_meters(settings, [SUM, COUNT], now * 1000 - 60_000)
     for m in (SUM, COUNT):
         mirror(redis_client, settings, m)
     p = producer(settings)
     for i, v in enumerate((60, 40)):
         p.produce(
-            settings.topic_prefix + "meter-events", key="c1", value=event_value("fix_api", "c1", v, f"e{i}", HOUR + 5)
+            settings.topic_prefix + "meter-events",
+            key="c1",
+            value=event_value("fix_api", "c1", v, f"e{i}", this_hour + 5),
         )
     assert p.flush(30) == 0
     run_processor(settings)
     hour = f":usage:{{{SUM.id}:c1}}:hour"
-    assert usage_snapshot(redis_client, settings.redis_prefix)[hour] == {str(HOUR): "100"}
+    assert usage_snapshot(redis_client, settings.redis_prefix)[hour] == {str(this_hour): "100"}
 
     args = (
         "correct",
@@ -75,7 +74,7 @@ def test_correction_flows_through_the_pipeline_once(
         "--reference",
         "INC-7",
         "--timestamp",
-        str(HOUR + 10),
+        str(this_hour + 10),
     )
     dry = cli(settings, *args, "--dry-run")
     assert dry.exit_code == 0 and "-30 to mtr_fix" in dry.output and "sent to" not in dry.output
@@ -87,7 +86,7 @@ def test_correction_flows_through_the_pipeline_once(
         redis_client.delete(key)
     assert "sent to" in cli(settings, *args).output
     run_processor(settings)
-    assert usage_snapshot(redis_client, settings.redis_prefix)[hour] == {str(HOUR): "70"}
+    assert usage_snapshot(redis_client, settings.redis_prefix)[hour] == {str(this_hour): "70"}
     accepted = [json.loads(m.value()) for m in read_topic(settings, "meter-events-accepted", expect=3)]
     fixes = [a for a in accepted if a["identifier"].startswith("corr_")]
     assert len(fixes) == 1 and fixes[0]["payload"]["value"] == "-30"  # the sink forwards it to Stripe

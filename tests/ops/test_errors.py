@@ -12,6 +12,7 @@ import redis
 
 from processor.config import Settings
 from processor.meters.model import Meter
+from processor.windows import hour_start
 from tests.ops.helpers import cli, run_processor
 from tests.pipeline import event_value, producer, put_meters, usage_snapshot
 
@@ -28,26 +29,24 @@ def error_table(output: str) -> list[dict[str, str]]:
     return [dict(zip(COLUMNS, re.split(r"\s{2,}", line, maxsplit=6), strict=True)) for line in lines[1:-1]]
 
 
-NOW = int(time.time())
-NOW_MS = NOW * 1000
-HOUR = NOW - NOW % 3600
 KNOWN = Meter("mtr_known", "Known", "known_api", "sum", created=1)
 LATER = Meter("mtr_later", "Later", "later_api", "sum", created=1)
 
 
-def test_list_show_and_replay_after_the_meter_exists(settings: Settings, redis_client: redis.Redis) -> None:
-    put_meters(settings, [KNOWN], NOW_MS - 3_600_000)
+def test_list_show_and_replay_after_the_meter_exists(settings: Settings, redis_client: redis.Redis, now: int) -> None:
+    now_ms, this_hour = now * 1000, hour_start(now)
+    put_meters(settings, [KNOWN], now_ms - 3_600_000)
     p = producer(settings)
     topic = settings.topic_prefix + "meter-events"
     sent = [
-        ("c1", event_value("known_api", "c1", 5, "k1", HOUR + 1)),
-        ("c1", event_value("later_api", "c1", 7, "l1", HOUR + 2)),  # no meter yet
+        ("c1", event_value("known_api", "c1", 5, "k1", this_hour + 1)),
+        ("c1", event_value("later_api", "c1", 7, "l1", this_hour + 2)),  # no meter yet
         ("c2", json.dumps({"event_name": "later_api", "payload": {"stripe_customer_id": "c2", "value": 11}}).encode()),
-        ("c1", event_value("known_api", "c1", "1.5", "k2", HOUR + 3)),  # not a whole number
+        ("c1", event_value("known_api", "c1", "1.5", "k2", this_hour + 3)),  # not a whole number
         ("c1", b"\x00garbage"),
     ]
     for key, value in sent:
-        p.produce(topic, key=key, value=value, timestamp=NOW_MS - 60_000)
+        p.produce(topic, key=key, value=value, timestamp=now_ms - 60_000)
     assert p.flush(30) == 0
     run_processor(settings)
 
@@ -70,9 +69,9 @@ def test_list_show_and_replay_after_the_meter_exists(settings: Settings, redis_c
     assert sorted(r["event"]["event_name"] for r in records) == ["later_api", "later_api"]
     by_meter = cli(settings, "errors", "list", "--meter", "known_api")
     assert by_meter.output.splitlines()[-1] == "1 rejected event(s): meter_event_invalid_value 1"
-    future = cli(settings, "errors", "list", "--from", str(NOW + 3600))
+    future = cli(settings, "errors", "list", "--from", str(now + 3600))
     assert future.exit_code == 0 and future.output == "no rejected events match\n"
-    assert cli(settings, "errors", "list", "--from", str(NOW + 3600), "--json").output == ""
+    assert cli(settings, "errors", "list", "--from", str(now + 3600), "--json").output == ""
     recent = cli(settings, "errors", "list", "--last", "1h", "--code", "no_meter")
     assert sorted(r["customer"] for r in error_table(recent.output)) == ["c1", "c2"]
 
@@ -94,9 +93,9 @@ def test_list_show_and_replay_after_the_meter_exists(settings: Settings, redis_c
     assert done.exit_code == 0 and "replayed 2 record(s)" in done.output, done.output
     run_processor(settings)
     snap = usage_snapshot(redis_client, settings.redis_prefix)
-    assert snap[":usage:{mtr_later:c1}:hour"] == {str(HOUR): "7"}
+    assert snap[":usage:{mtr_later:c1}:hour"] == {str(this_hour): "7"}
     # the one without identifier or timestamp counts at its original received time
-    received = (NOW_MS - 60_000) // 1000
+    received = (now_ms - 60_000) // 1000
     assert snap[":usage:{mtr_later:c2}:hour"] == {str(received - received % 3600): "11"}
 
     relisted = error_table(cli(settings, "errors", "list", "--code", "no_meter").output)

@@ -17,23 +17,22 @@ from processor.errors import UnreadableFileError
 from processor.meters.model import Meter
 from processor.ops.importer import Importer
 from processor.ops.reader import RangeRead
+from processor.windows import hour_start
 from tests.ops.helpers import cli, run_processor
 from tests.ops.test_reconcile import mirror
 from tests.pipeline import put_meters, usage_snapshot
 
 pytestmark = pytest.mark.integration
 
-NOW = int(time.time())
-HOUR = NOW - NOW % 3600 - 3600
 METER = Meter("mtr_imp", "Import", "imp_api", "sum", customer_key="account", created=1)
 
 
-def write_csv(path: Path, rows: int) -> int:
-    """``rows`` rows spread over 3 customers (one repeated row pair, identical on purpose); their total."""
+def write_csv(path: Path, rows: int, hour: int) -> int:
+    """``rows`` rows in the ``hour`` starting then, spread over 3 customers (one repeated row pair, identical on purpose); their total."""
     lines = ["timestamp,event_name,payload_account,payload_value"]
     total = 0
     for i in range(rows):
-        lines.append(f"{HOUR + i % 3600},imp_api,acct_{i % 3},{i % 7 + 1}")
+        lines.append(f"{hour + i % 3600},imp_api,acct_{i % 3},{i % 7 + 1}")
         total += i % 7 + 1
     lines.append(lines[1])  # an identical row: a separate event (same content, next occurrence)
     total += 1
@@ -56,10 +55,15 @@ def meter(settings: Settings, redis_client: redis.Redis) -> Meter:
 
 
 def test_import_csv_exactly_once(
-    settings: Settings, redis_client: redis.Redis, meter: Meter, tmp_path: Path, read_topic: Callable[..., list[Any]]
+    settings: Settings,
+    redis_client: redis.Redis,
+    meter: Meter,
+    tmp_path: Path,
+    read_topic: Callable[..., list[Any]],
+    now: int,
 ) -> None:
     path = tmp_path / "usage.csv"
-    total = write_csv(path, 300)
+    total = write_csv(path, 300, hour_start(now) - 3600)
     first = cli(settings, "import", str(path), "-q")
     assert first.exit_code == 0, first.output
     assert "csv, 301 valid row(s), 0 invalid" in first.output and "imported 301 row(s)" in first.output
@@ -84,18 +88,18 @@ def test_import_csv_exactly_once(
 
 
 def test_invalid_rows_are_reported_with_line_numbers(
-    settings: Settings, meter: Meter, tmp_path: Path, read_topic: Callable[..., list[Any]]
+    settings: Settings, meter: Meter, tmp_path: Path, read_topic: Callable[..., list[Any]], now: int
 ) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text(
-        json.dumps({"event_name": "imp_api", "payload": {"account": "a1", "value": "3"}, "timestamp": NOW})
+        json.dumps({"event_name": "imp_api", "payload": {"account": "a1", "value": "3"}, "timestamp": now})
         + "\n"
-        + json.dumps({"event_name": "imp_api", "payload": {"value": "3"}, "timestamp": NOW})
+        + json.dumps({"event_name": "imp_api", "payload": {"value": "3"}, "timestamp": now})
         + "\n"
         + json.dumps({"event_name": "imp_api", "payload": {"account": "a1", "value": 1.5}})
         + "\n"
         + json.dumps(
-            {"event_name": "imp_api", "payload": {"account": "a1", "value": 2}, "timestamp": NOW - 40 * 86_400}
+            {"event_name": "imp_api", "payload": {"account": "a1", "value": 2}, "timestamp": now - 40 * 86_400}
         )
         + "\n",
         "utf-8",
@@ -114,14 +118,15 @@ def test_invalid_rows_are_reported_with_line_numbers(
 
 
 def test_interrupted_import_resumes(
-    settings: Settings, redis_client: redis.Redis, meter: Meter, tmp_path: Path
+    settings: Settings, redis_client: redis.Redis, meter: Meter, tmp_path: Path, now: int
 ) -> None:
+    last_hour = hour_start(now) - 3600
     path = tmp_path / "big.json"
     rows = [
         {
             "event_name": "imp_api",
             "payload": {"account": f"acct_{i % 5}", "value": i % 11},
-            "timestamp": HOUR + i % 3600,
+            "timestamp": last_hour + i % 3600,
         }
         for i in range(10_000)
     ]
@@ -154,16 +159,17 @@ def test_interrupted_import_resumes(
 
 
 def test_values_the_processor_would_reject_are_reported_on_their_line(
-    settings: Settings, redis_client: redis.Redis, meter: Meter, tmp_path: Path
+    settings: Settings, redis_client: redis.Redis, meter: Meter, tmp_path: Path, now: int
 ) -> None:
+    last_hour = hour_start(now) - 3600
     path = tmp_path / "values.csv"
     path.write_text(
         "timestamp,event_name,payload_account,payload_value\n"
-        f"{HOUR},imp_api,acct_0,5\n"
-        f"{HOUR},imp_api,acct_0,1.5\n"
-        f"{HOUR},imp_api,acct_0,\n"
-        f"{HOUR},imp_api,acct_0,1234567890123456\n"
-        f"{HOUR},imp_api,acct_0,7.0\n",
+        f"{last_hour},imp_api,acct_0,5\n"
+        f"{last_hour},imp_api,acct_0,1.5\n"
+        f"{last_hour},imp_api,acct_0,\n"
+        f"{last_hour},imp_api,acct_0,1234567890123456\n"
+        f"{last_hour},imp_api,acct_0,7.0\n",
         "utf-8",
     )
     report = Importer(settings, path, redis_client=redis_client).check()
@@ -176,12 +182,12 @@ def test_values_the_processor_would_reject_are_reported_on_their_line(
 
 
 def test_every_row_is_accounted_for_and_a_broken_file_is_refused_whole(
-    settings: Settings, meter: Meter, tmp_path: Path, read_topic: Callable[..., list[Any]]
+    settings: Settings, meter: Meter, tmp_path: Path, read_topic: Callable[..., list[Any]], now: int
 ) -> None:
     """Issue 13, item 3: rows after a CSV break are read (the break is one unread row); a JSON array the
     reader cannot finish is refused whole even with --skip-invalid, and nothing of it is sent."""
     path = tmp_path / "break.csv"
-    rows = [f"{NOW},imp_api,a1,{v}" for v in (1, "9" * 200_000, 3, 4)]
+    rows = [f"{now},imp_api,a1,{v}" for v in (1, "9" * 200_000, 3, 4)]
     path.write_text("timestamp,event_name,payload_account,payload_value\n" + "\n".join(rows) + "\n", "utf-8")
     checked = Importer(settings, path, customer_key="account").check()
     assert (checked.rows, len(checked.errors), checked.unread, checked.broken) == (3, 1, 1, None)
@@ -191,7 +197,7 @@ def test_every_row_is_accounted_for_and_a_broken_file_is_refused_whole(
     assert len(read_topic(settings, "meter-events", expect=3)) == 3
 
     broken = tmp_path / "broken.json"
-    good = json.dumps({"event_name": "imp_api", "payload": {"account": "a2", "value": 1}, "timestamp": NOW})
+    good = json.dumps({"event_name": "imp_api", "payload": {"account": "a2", "value": 1}, "timestamp": now})
     broken.write_text(f"[{good},\n{{oops}},\n{good}]", "utf-8")
     job = Importer(settings, broken, customer_key="account")
     assert job.check().broken is not None

@@ -3,7 +3,7 @@ a diff that finds damage, a swap that is safe while the processor runs."""
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -11,6 +11,8 @@ import redis
 from processor.config import Settings
 from processor.ops.rebuild import Rebuild, cleanup_shadows
 from processor.state.keys import Keys
+from processor.windows import day_start
+from tests.helpers import wait_until
 from tests.ops.helpers import cli, delete_keys, live_processor, progress_lines, run_processor
 from tests.pipeline import (
     event_value,
@@ -20,13 +22,17 @@ from tests.pipeline import (
     read_all,
     reference_state,
     snapshot_diff,
+    stored_progress,
     usage_snapshot,
 )
 
 pytestmark = pytest.mark.integration
 
-NOW = int(time.time())
-FROM, TO = NOW - 10 * 86_400, NOW + 86_400
+
+@pytest.fixture
+def span(now: int) -> tuple[int, int]:
+    """The range the rebuilds cover: the workload's days (``make_workload``) and a day ahead."""
+    return now - 10 * 86_400, now + 86_400
 
 
 def _internal(client: redis.Redis, prefix: str) -> dict[str, str]:
@@ -37,7 +43,9 @@ def _internal(client: redis.Redis, prefix: str) -> dict[str, str]:
     return out
 
 
-def test_redis_lost_then_rebuilt_gives_exact_aggregates(settings: Settings, redis_client: redis.Redis) -> None:
+def test_redis_lost_then_rebuilt_gives_exact_aggregates(
+    settings: Settings, redis_client: redis.Redis, now: int, span: tuple[int, int]
+) -> None:
     w = make_workload(3000, seed=11)
     put_workload(settings, w, partitions=3)
     run_processor(settings)
@@ -49,7 +57,7 @@ def test_redis_lost_then_rebuilt_gives_exact_aggregates(settings: Settings, redi
     assert delete_keys(redis_client, f"{settings.redis_prefix}:*") > 0  # everything: aggregates, claims, progress
     assert usage_snapshot(redis_client, settings.redis_prefix) == {}
 
-    result = cli(settings, "rebuild", "--from", str(FROM), "--to", str(TO), "--swap", "--set-progress")
+    result = cli(settings, "rebuild", "--from", str(span[0]), "--to", str(span[1]), "--swap", "--set-progress")
     assert result.exit_code == 0, result.output
     assert "swapped" in result.output and "progress for 6 partition(s)" in result.output
     after = usage_snapshot(redis_client, settings.redis_prefix)
@@ -62,11 +70,11 @@ def test_redis_lost_then_rebuilt_gives_exact_aggregates(settings: Settings, redi
     # the processor resumes where it was (nothing re-emitted to the sink); new records, duplicates of
     # old identifiers among them, are judged with the restored claims: exactly the perfect run's state
     p = producer(settings)
-    late = NOW * 1000
+    late = now * 1000
     for key, value, _r in w.events[-200:]:
         p.produce(settings.topic_prefix + "meter-events", key=key, value=value, timestamp=late)
     for i in range(50):
-        fresh = event_value("w_sum", f"cus_{i}", i + 1, f"late-{i}", NOW - 60)
+        fresh = event_value("w_sum", f"cus_{i}", i + 1, f"late-{i}", now - 60)
         p.produce(settings.topic_prefix + "meter-events", key=f"cus_{i}", value=fresh, timestamp=late)
     assert p.flush(30) == 0
     run_processor(settings)
@@ -78,12 +86,14 @@ def test_redis_lost_then_rebuilt_gives_exact_aggregates(settings: Settings, redi
     assert len(records) == len(accepted)  # and nothing emitted twice
 
 
-def test_diff_finds_damage_and_swap_repairs_it(settings: Settings, redis_client: redis.Redis) -> None:
+def test_diff_finds_damage_and_swap_repairs_it(
+    settings: Settings, redis_client: redis.Redis, span: tuple[int, int]
+) -> None:
     put_workload(settings, make_workload(2000, seed=12), partitions=3)
     run_processor(settings)
     good = usage_snapshot(redis_client, settings.redis_prefix)
 
-    clean = cli(settings, "rebuild", "--from", str(FROM), "--to", str(TO), "--diff")
+    clean = cli(settings, "rebuild", "--from", str(span[0]), "--to", str(span[1]), "--diff")
     assert clean.exit_code == 0, clean.output
     assert "0 pair(s) differ" in clean.output
     # without a terminal the progress is plain lines with a total, ending at every record read
@@ -98,11 +108,11 @@ def test_diff_finds_damage_and_swap_repairs_it(settings: Settings, redis_client:
     day_key = hour_key[: -len(":hour")] + ":day"
     redis_client.delete(day_key)  # lose a whole hash
 
-    dirty = cli(settings, "rebuild", "--from", str(FROM), "--to", str(TO), "--diff")
+    dirty = cli(settings, "rebuild", "--from", str(span[0]), "--to", str(span[1]), "--diff")
     assert dirty.exit_code == 1, dirty.output
     assert "999999" in dirty.output and "1 pair(s) differ" in dirty.output
 
-    fixed = cli(settings, "rebuild", "--from", str(FROM), "--to", str(TO), "--swap", "--meter", "w_sum")
+    fixed = cli(settings, "rebuild", "--from", str(span[0]), "--to", str(span[1]), "--swap", "--meter", "w_sum")
     assert fixed.exit_code == 0, fixed.output
     after = usage_snapshot(redis_client, settings.redis_prefix)
     customer_key = hour_key[len(settings.redis_prefix) :]
@@ -110,11 +120,11 @@ def test_diff_finds_damage_and_swap_repairs_it(settings: Settings, redis_client:
     assert after == good
 
 
-def test_time_bounded_rebuild_only_touches_its_days(settings: Settings, redis_client: redis.Redis) -> None:
+def test_time_bounded_rebuild_only_touches_its_days(settings: Settings, redis_client: redis.Redis, now: int) -> None:
     put_workload(settings, make_workload(1500, seed=13), partitions=3)
     run_processor(settings)
     good = usage_snapshot(redis_client, settings.redis_prefix)
-    day = NOW - NOW % 86_400 - 86_400  # yesterday
+    day = day_start(now) - 86_400  # yesterday
     for key in redis_client.scan_iter(match=f"{settings.redis_prefix}:usage:*:day"):
         redis_client.hdel(key, str(day), str(day - 86_400))
     damaged = usage_snapshot(redis_client, settings.redis_prefix)
@@ -128,17 +138,22 @@ def test_time_bounded_rebuild_only_touches_its_days(settings: Settings, redis_cl
     assert snapshot_diff(damaged, after) != []
 
 
-def test_swap_while_the_processor_runs_is_exact(settings: Settings, redis_client: redis.Redis) -> None:
+def test_swap_while_the_processor_runs_is_exact(
+    settings: Settings, redis_client: redis.Redis, span: tuple[int, int]
+) -> None:
     """The live processor keeps applying new records during the rebuild; aggregates end exactly as a
     perfect run over every record gives them."""
     w = make_workload(4000, seed=14)
     half = len(w.events) // 2
     first = type(w)(w.meters, w.events[:half], [c for c in w.cancels if c[2] <= w.events[half][2]])
     put_workload(settings, first, partitions=3)
-    with live_processor(settings) as proc:
-        deadline = time.monotonic() + 60
-        while proc.stats["records"] < len(first.events) + len(first.cancels) and time.monotonic() < deadline:
-            time.sleep(0.2)
+    total = len(w.events) + len(w.cancels)
+
+    def applied(n: int) -> Callable[[], bool]:  # the live processor stored progress past n records
+        return lambda: stored_progress(redis_client, settings) >= n
+
+    with live_processor(settings):
+        wait_until(applied(len(first.events) + len(first.cancels)), "the first half applied")
         delete_keys(redis_client, f"{settings.redis_prefix}:usage:*")  # aggregates damaged, rest intact
 
         def more(_n: int) -> None:  # while the rebuild reads, the producers keep going
@@ -152,15 +167,13 @@ def test_swap_while_the_processor_runs_is_exact(settings: Settings, redis_client
                 assert p.flush(30) == 0
 
         sent: list[bool] = []
-        with Rebuild(settings, FROM, TO, on_consumed=more) as rb:
+        with Rebuild(settings, *span, on_consumed=more) as rb:
             rb.build()
-            time.sleep(1.5)  # the live processor applies the new records after the rebuild's cut-off
+            # the live processor applies the records produced during the build, after the rebuild's cut-off
+            wait_until(applied(total), "every record applied by the live processor")
             report = rb.swap()
         assert report.rounds >= 1  # the race happened: pairs had moved on and the shadow caught up
-        deadline = time.monotonic() + 60
-        while proc.stats["records"] < len(w.events) + len(w.cancels) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(1.0)
+        wait_until(applied(total), "every record applied by the live processor")
     ref = settings.redis_prefix + "ref"
     reference_state(settings, ref, partitions=3)
     assert snapshot_diff(usage_snapshot(redis_client, ref), usage_snapshot(redis_client, settings.redis_prefix)) == []

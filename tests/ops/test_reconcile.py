@@ -13,14 +13,11 @@ from processor.config import Settings
 from processor.meters.model import Meter
 from processor.ops.reconcile import stripe_value
 from processor.state.keys import Keys
+from processor.windows import day_start, hour_start
 from tests.ops.conftest import Emulator
 from tests.ops.helpers import cli, progress_lines, run_processor
 from tests.pipeline import event_value, producer, put_meters
 
-pytestmark = pytest.mark.integration
-
-NOW = int(time.time())
-DAY = NOW - NOW % 86_400
 METER = Meter("mtr_rc", "Reconcile", "rc_api", "sum", created=1)
 
 
@@ -51,19 +48,19 @@ def test_stripe_values_are_read_exactly() -> None:
 
 
 def test_reconcile_finds_drift_per_bucket(
-    stripe_settings: Settings, redis_client: redis.Redis, emulator: Emulator
+    stripe_settings: Settings, redis_client: redis.Redis, emulator: Emulator, now: int
 ) -> None:
-    settings = stripe_settings
+    settings, today_start = stripe_settings, day_start(now)
     put_meters(settings, [METER], int(time.time() * 1000) - 60_000)
     mirror(redis_client, settings, METER)
-    today = max(DAY, NOW - 120)  # (today's bucket even just after midnight)
-    send(settings, [("c1", 10, "a", today), ("c1", 5, "b", DAY - 3600), ("c2", 7, "c", NOW - 60)])
+    today = max(today_start, now - 120)  # (today's bucket even just after midnight)
+    send(settings, [("c1", 10, "a", today), ("c1", 5, "b", today_start - 3600), ("c2", 7, "c", now - 60)])
     run_processor(settings)
-    # the window is in received time: the records were produced just now, not when this module was imported
-    sent = cli(settings, "replay", "--from", str(NOW - 86_400), "--to", str(int(time.time()) + 600), "-q")
+    # the window is in received time: the records were produced after the test started
+    sent = cli(settings, "replay", "--from", str(now - 86_400), "--to", str(int(time.time()) + 600), "-q")
     assert sent.exit_code == 0 and "sent 3 record(s)" in sent.output, sent.output
 
-    span = ("--from", str(DAY - 86_400), "--to", str(DAY + 86_400))
+    span = ("--from", str(today_start - 86_400), "--to", str(today_start + 86_400))
     clean = cli(settings, "reconcile", "--meter", "rc_api", "--last", "2d")  # the same two days as span
     assert clean.exit_code == 0, clean.output
     assert clean.stdout.splitlines()[-1] == "0 of 2 customer(s) drift (0 bucket(s))"
@@ -82,13 +79,13 @@ def test_reconcile_finds_drift_per_bucket(
         }
     )
     # and the pipeline counts a customer Stripe has never heard of (its events were never forwarded)
-    send(settings, [("c3", 8, "d", NOW - 30)])
+    send(settings, [("c3", 8, "d", now - 30)])
     run_processor(settings)
 
     drift = cli(settings, "reconcile", "--meter", METER.id, *span)
     assert drift.exit_code == 1, drift.output
     assert "c1: 1 day(s) drift" in drift.output
-    assert f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(DAY))}  redis=10  stripe=14" in drift.output
+    assert f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(today_start))}  redis=10  stripe=14" in drift.output
     assert "c3: 1 day(s) drift" in drift.output and "redis=8  stripe=-" in drift.output
     assert "2 of 3 customer(s) drift (2 bucket(s))" in drift.output
 
@@ -102,29 +99,33 @@ def test_reconcile_finds_drift_per_bucket(
         "--group",
         "hour",
         "--from",
-        str(NOW - NOW % 3600 - 3 * 3600),
+        str(hour_start(now) - 3 * 3600),
         "--to",
-        str(NOW - NOW % 3600 + 3600),
+        str(hour_start(now) + 3600),
     )
     assert one.exit_code == 0, one.output
     assert "c2: no drift in 4 hour(s)" in one.output
 
     misaligned = cli(
-        settings, "reconcile", "--meter", "rc_api", "--customer", "c2", "--from", str(NOW - 30), "--to", str(NOW)
+        settings, "reconcile", "--meter", "rc_api", "--customer", "c2", "--from", str(now - 30), "--to", str(now)
     )
     assert misaligned.exit_code == 2 and "aligned" in misaligned.output
 
 
 def test_reconcile_waits_out_stripes_rate_limit(
-    stripe_settings: Settings, redis_client: redis.Redis, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+    stripe_settings: Settings,
+    redis_client: redis.Redis,
+    emulator: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+    now: int,
 ) -> None:
-    settings = stripe_settings
+    settings, today_start = stripe_settings, day_start(now)
     put_meters(settings, [METER], int(time.time() * 1000) - 60_000)
     mirror(redis_client, settings, METER)
     customers = [f"c{i}" for i in range(6)]
-    send(settings, [(c, i + 1, f"rl-{c}", NOW - 60) for i, c in enumerate(customers)])
+    send(settings, [(c, i + 1, f"rl-{c}", now - 60) for i, c in enumerate(customers)])
     run_processor(settings)
-    sent = cli(settings, "replay", "--from", str(NOW - 86_400), "--to", str(int(time.time()) + 600), "-q")
+    sent = cli(settings, "replay", "--from", str(now - 86_400), "--to", str(int(time.time()) + 600), "-q")
     assert sent.exit_code == 0 and "sent 6 record(s)" in sent.output, sent.output
 
     # 40 % of Stripe's answers are 429s without Stripe-Should-Retry, which the SDK does not retry itself:
@@ -133,11 +134,11 @@ def test_reconcile_waits_out_stripes_rate_limit(
     monkeypatch.setattr("processor.ops.reconcile.READ_ATTEMPTS", 20)
     monkeypatch.setattr("processor.ops.reconcile.READ_BACKOFF_S", 0.01)
     monkeypatch.setattr("processor.ops.reconcile.READ_BACKOFF_MAX_S", 0.05)
-    emulator.control("POST", "/_emulator/faults", {"fail_429": 0.4})
+    emulator.faults(fail_429=0.4)
     try:
-        span = ("--from", str(DAY - 86_400), "--to", str(DAY + 86_400))
+        span = ("--from", str(today_start - 86_400), "--to", str(today_start + 86_400))
         result = cli(settings, "reconcile", "--meter", METER.id, *span)
     finally:
-        emulator.control("POST", "/_emulator/faults", {"fail_429": 0})
+        emulator.faults(fail_429=0)
     assert result.exit_code == 0, result.output
     assert "0 of 6 customer(s) drift" in result.output

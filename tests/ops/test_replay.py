@@ -21,9 +21,6 @@ from tests.ops.conftest import Emulator
 from tests.ops.helpers import cli
 from tests.pipeline import producer
 
-pytestmark = pytest.mark.integration
-
-NOW = int(time.time())
 METER = Meter("mtr_replay", "Replay", "replay_api", "sum", created=1)
 
 
@@ -50,9 +47,9 @@ def mark(client: redis.Redis, settings: Settings, ident: str, received_s: int, s
     client.hset(Keys(settings.redis_prefix).delivery(METER.id, day), "e" + identifier_digest(ident), status)
 
 
-def test_decide_rules() -> None:
-    now_ms = NOW * 1000
-    rec = parse_accepted(accepted("x", NOW - 30 * HOUR_S))
+def test_decide_rules(now: int) -> None:
+    now_ms = now * 1000
+    rec = parse_accepted(accepted("x", now - 30 * HOUR_S))
     assert decide(rec, DeliveryStatus("unknown"), now_ms) == decide(
         rec, DeliveryStatus("attempted", rec.raw["received_at"]), now_ms
     )
@@ -63,29 +60,29 @@ def test_decide_rules() -> None:
     assert not decide(rec, DeliveryStatus("delivered", 1), now_ms).send
     # a late first attempt keeps Stripe's dedup window open longer than the received time alone
     assert decide(rec, DeliveryStatus("attempted", now_ms - HOUR_S * 1000), now_ms).send
-    fresh = parse_accepted(accepted("y", NOW - HOUR_S))
+    fresh = parse_accepted(accepted("y", now - HOUR_S))
     assert decide(fresh, DeliveryStatus("unknown"), now_ms).send
     assert not decide(fresh, DeliveryStatus("delivered", 1), now_ms).send
-    stale = parse_accepted(accepted("z", NOW - HOUR_S, ts=NOW - 36 * DAY_S))
+    stale = parse_accepted(accepted("z", now - HOUR_S, ts=now - 36 * DAY_S))
     assert not decide(stale, DeliveryStatus("never"), now_ms).send
 
 
 def test_replay_sends_exactly_what_cannot_double_bill(
-    stripe_settings: Settings, redis_client: redis.Redis, emulator: Emulator
+    stripe_settings: Settings, redis_client: redis.Redis, emulator: Emulator, now: int
 ) -> None:
     settings = stripe_settings
     redis_client.hset(Keys(settings.redis_prefix).meters, METER.id, METER.to_json())
     emulator.client.v1.billing.meters.create(
         {"display_name": "Replay", "event_name": METER.event_name, "default_aggregation": {"formula": "sum"}}
     )
-    old, older = NOW - 30 * HOUR_S, NOW - 45 * HOUR_S
+    old, older = now - 30 * HOUR_S, now - 45 * HOUR_S
     # What Stripe already has: one recent event, and one it got 30 h ago (beyond its dedup window now).
     emulator.client.v1.billing.meter_events.create(
         {
             "event_name": METER.event_name,
             "identifier": "recent-sent",
             "payload": {"stripe_customer_id": "cus_r", "value": "10"},
-            "timestamp": NOW - 120,
+            "timestamp": now - 120,
         }
     )
     emulator.set_clock(old)
@@ -100,13 +97,13 @@ def test_replay_sends_exactly_what_cannot_double_bill(
     emulator.set_clock(None)
 
     keys = Keys(settings.redis_prefix)
-    redis_client.set(keys.delivery_since, str((NOW - 40 * HOUR_S) * 1000))
+    redis_client.set(keys.delivery_since, str((now - 40 * HOUR_S) * 1000))
     mark(redis_client, settings, "old-attempted", old, f"a{old * 1000}")
     mark(redis_client, settings, "old-delivered", old, f"d{old * 1000}")
     mark(redis_client, settings, "old-refused", old, f"r{old * 1000}")
     records = [
-        accepted("recent-sent", NOW - 60),  # Stripe has it, can still dedup: resent, dropped by Stripe
-        accepted("recent-new", NOW - 60),  # never sent: sent
+        accepted("recent-sent", now - 60),  # Stripe has it, can still dedup: resent, dropped by Stripe
+        accepted("recent-new", now - 60),  # never sent: sent
         accepted("old-attempted", old),  # Stripe may have it and cannot dedup any more: not sent
         accepted("old-delivered", old),  # delivered: not sent
         accepted("old-refused", old),  # Stripe refused it: sent
@@ -114,14 +111,14 @@ def test_replay_sends_exactly_what_cannot_double_bill(
         accepted("older-unknown", older),  # before the record began: not sent
         accepted("old-cancelled", old),  # never sent, but cancelled: neither is sent
         accepted("old-cancelled", old + 60, kind="cancel"),
-        accepted("ancient-ts", old, ts=NOW - 36 * DAY_S),  # Stripe refuses timestamps older than 35 days
+        accepted("ancient-ts", old, ts=now - 36 * DAY_S),  # Stripe refuses timestamps older than 35 days
     ]
     p = producer(settings)
     for value in records:
         p.produce(settings.topic_prefix + "meter-events-accepted", key=b"cus_r", value=value)
     assert p.flush(30) == 0
 
-    span = ("--from", str(NOW - 3 * DAY_S), "--to", str(NOW + 60))
+    span = ("--from", str(now - 3 * DAY_S), "--to", str(now + 60))
     dry = cli(settings, "replay", *span, "--dry-run", "--list", "-q")
     assert dry.exit_code == 0, dry.output
     assert "will send 4:" in dry.output and "will not send 6:" in dry.output
@@ -144,7 +141,7 @@ def test_replay_sends_exactly_what_cannot_double_bill(
 
 
 def test_recording_gateway_keeps_the_delivery_record(
-    stripe_settings: Settings, redis_client: redis.Redis, emulator: Emulator
+    stripe_settings: Settings, redis_client: redis.Redis, emulator: Emulator, now: int
 ) -> None:
     """What the sink gets by using RecordingStripeApi: `a` before a request, `d` / `r` after Stripe answered."""
     import asyncio
@@ -157,8 +154,8 @@ def test_recording_gateway_keeps_the_delivery_record(
     emulator.client.v1.billing.meters.create(
         {"display_name": "Replay", "event_name": METER.event_name, "default_aggregation": {"formula": "sum"}}
     )
-    good = parse_accepted(accepted("g1", NOW - 60))
-    bad = parse_accepted(accepted("b1", NOW - 60, ts=NOW - 40 * DAY_S))  # Stripe refuses: too old
+    good = parse_accepted(accepted("g1", now - 60))
+    bad = parse_accepted(accepted("b1", now - 60, ts=now - 40 * DAY_S))  # Stripe refuses: too old
 
     async def run() -> None:
         client = async_redis(settings)
@@ -180,7 +177,7 @@ def test_recording_gateway_keeps_the_delivery_record(
             await client.aclose()
 
     asyncio.run(run())
-    before = parse_accepted(accepted("n0", NOW - 60))  # received before the record began: unknown
+    before = parse_accepted(accepted("n0", now - 60))  # received before the record began: unknown
     after = parse_accepted(accepted("n1", int(time.time()) + 60))  # after: provably never sent
     statuses = lookup_statuses(redis_client, keys, [good, bad, before, after])
     assert [s.state for s in statuses] == ["delivered", "attempted", "unknown", "never"]

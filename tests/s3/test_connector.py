@@ -20,18 +20,17 @@ from processor.meters.model import Meter
 from processor.ops.importer import ImportState
 from processor.ops.s3 import REIMPORT_WINDOW_S, S3Connector
 from processor.state.keys import Keys
+from processor.windows import hour_start
 from tests.fixtures import values
+from tests.helpers import wait_until
 from tests.ops.helpers import cli, run_processor
-from tests.s3.conftest import Connector, wait_for
+from tests.s3.conftest import Connector
 from tests.s3.helpers import csv_body, event, hours, jsonl_body, record, totals
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 pytestmark = pytest.mark.integration
-
-NOW = int(time.time())
-HOUR = NOW - NOW % 3600 - 3600
 
 
 def status_of(client: redis.Redis, settings: Settings, bucket: str, key: str, etag: str | None = None) -> str | None:
@@ -49,23 +48,25 @@ def test_live_connector_new_changed_and_malformed_objects(
     s3: S3Client,
     connector: Callable[..., Connector],
     read_topic: Callable[..., list[Any]],
+    now: int,
 ) -> None:
-    rows_a = [(HOUR + i, "cus_a", i % 7 + 1) for i in range(100)]
+    last_hour = hour_start(now) - 3600
+    rows_a = [(last_hour + i, "cus_a", i % 7 + 1) for i in range(100)]
     s3.put_object(Bucket=bucket, Key="in/a.csv", Body=csv_body(rows_a))
     running = connector("--bucket", bucket, "--prefix", "in/", "--interval", "0.3")
-    wait_for(lambda: status_of(redis_client, s3_settings, bucket, "in/a.csv") == "imported", "a.csv imported")
+    wait_until(lambda: status_of(redis_client, s3_settings, bucket, "in/a.csv") == "imported", "a.csv imported")
 
     # Added while it runs: Stripe's S3 JSON Lines example (an "extra_key", no timestamps: pinned per key),
     # with two identical rows (distinct events); a file that is no usage file; a key outside the prefix.
     rows_b = [event("cus_b", 10 + i, extra_key="x") for i in range(30)] + [event("cus_b", 5), event("cus_b", 5)]
     s3.put_object(Bucket=bucket, Key="in/b.jsonl", Body=jsonl_body(rows_b))
     s3.put_object(Bucket=bucket, Key="in/notes.txt", Body=b"not usage")
-    s3.put_object(Bucket=bucket, Key="other/c.csv", Body=csv_body([(HOUR, "cus_c", 1)]))
+    s3.put_object(Bucket=bucket, Key="other/c.csv", Body=csv_body([(last_hour, "cus_c", 1)]))
     bad = '[\n {"event_name": "s3_api", "payload": {"stripe_customer_id": "cus_x", "value": 1}},\n'
     bad += ' {"event_name": "s3_api", "payload": {"value": 2}},\n {"event_name": "s3_api", "payload": {"stripe'
     s3.put_object(Bucket=bucket, Key="in/bad.json", Body=bad.encode())
-    wait_for(lambda: status_of(redis_client, s3_settings, bucket, "in/b.jsonl") == "imported", "b.jsonl imported")
-    wait_for(lambda: status_of(redis_client, s3_settings, bucket, "in/bad.json") == "rejected", "bad.json rejected")
+    wait_until(lambda: status_of(redis_client, s3_settings, bucket, "in/b.jsonl") == "imported", "b.jsonl imported")
+    wait_until(lambda: status_of(redis_client, s3_settings, bucket, "in/bad.json") == "rejected", "bad.json rejected")
     rejected = record(redis_client, s3_settings, bucket, "in/bad.json")
     assert rejected is not None and rejected.rows == 1 and rejected.rejected == 2 and rejected.sent == 0
     assert rejected.errors[0] == "line 3: Customer mapping key stripe_customer_id not found in payload."
@@ -75,13 +76,13 @@ def test_live_connector_new_changed_and_malformed_objects(
 
     # Re-uploads: a.csv gains rows (inserted at the top); b.jsonl gains rows, a second later than its first
     # sighting (a default timestamp taken per version would give every old row a new identifier).
-    wait_for(lambda: int(time.time()) > first_b.first_seen + 1, "the clock to move on")
-    extra_a = [(HOUR + 200 + i, "cus_a", 100) for i in range(40)]
+    wait_until(lambda: int(time.time()) > first_b.first_seen + 1, "the clock to move on")
+    extra_a = [(last_hour + 200 + i, "cus_a", 100) for i in range(40)]
     a2 = s3.put_object(Bucket=bucket, Key="in/a.csv", Body=csv_body(extra_a + rows_a))["ETag"]
     rows_b2 = [*rows_b, event("cus_b", 1000), event("cus_b", 5)]
     b2 = s3.put_object(Bucket=bucket, Key="in/b.jsonl", Body=jsonl_body(rows_b2))["ETag"]
-    wait_for(lambda: status_of(redis_client, s3_settings, bucket, "in/a.csv", a2) == "imported", "a.csv v2")
-    wait_for(lambda: status_of(redis_client, s3_settings, bucket, "in/b.jsonl", b2) == "imported", "b.jsonl v2")
+    wait_until(lambda: status_of(redis_client, s3_settings, bucket, "in/a.csv", a2) == "imported", "a.csv v2")
+    wait_until(lambda: status_of(redis_client, s3_settings, bucket, "in/b.jsonl", b2) == "imported", "b.jsonl v2")
     again = record(redis_client, s3_settings, bucket, "in/bad.json")
     assert again is not None and again.at == rejected.at  # listed on every pass, never retried unchanged
 
@@ -116,9 +117,11 @@ def test_killed_mid_object_resumes_without_double_counting(
     bucket: str,
     s3: S3Client,
     connector: Callable[..., Connector],
+    now: int,
 ) -> None:
+    last_hour = hour_start(now) - 3600
     n = 300_000
-    body = jsonl_body([event(f"cus_{i % 4}", i % 5 + 1, HOUR + i % 3600) for i in range(n)])
+    body = jsonl_body([event(f"cus_{i % 4}", i % 5 + 1, last_hour + i % 3600) for i in range(n)])
     s3.put_object(Bucket=bucket, Key="big/usage.jsonl", Body=body)
     state_key = Keys(s3_settings.redis_prefix).import_state(hashlib.sha256(body).hexdigest())
 
@@ -128,7 +131,7 @@ def test_killed_mid_object_resumes_without_double_counting(
         return state if state is not None and 0 < state.acked < n and state.finished_at is None else None
 
     first = connector("--bucket", bucket, "--prefix", "big/", "--interval", "60")
-    at_kill = wait_for(midway, "some but not all rows acknowledged", timeout=120)
+    at_kill = wait_until(midway, "some but not all rows acknowledged", timeout=120)
     first.proc.send_signal(signal.SIGKILL)
     first.proc.wait(10)
     interrupted = record(redis_client, s3_settings, bucket, "big/usage.jsonl")
@@ -151,9 +154,10 @@ def test_killed_mid_object_resumes_without_double_counting(
 
 
 def test_import_s3_url_and_a_late_change_is_held(
-    s3_settings: Settings, redis_client: redis.Redis, meter: Meter, bucket: str, s3: S3Client
+    s3_settings: Settings, redis_client: redis.Redis, meter: Meter, bucket: str, s3: S3Client, now: int
 ) -> None:
-    rows = [event("cus_u", 3, HOUR + i) for i in range(20)] + [event("cus_u", 9, HOUR, identifier="given-1")]
+    last_hour = hour_start(now) - 3600
+    rows = [event("cus_u", 3, last_hour + i) for i in range(20)] + [event("cus_u", 9, last_hour, identifier="given-1")]
     s3.put_object(Bucket=bucket, Key="u/day.ndjson", Body=jsonl_body(rows))
     url = f"s3://{bucket}/u/day.ndjson"
     first = cli(s3_settings, "import", url)
@@ -167,7 +171,7 @@ def test_import_s3_url_and_a_late_change_is_held(
     assert connector.poll(bucket, "u/") == []
 
     # A change a day after the first import would count the shared rows twice: held, not imported.
-    s3.put_object(Bucket=bucket, Key="u/day.ndjson", Body=jsonl_body([*rows, event("cus_u", 500, HOUR)]))
+    s3.put_object(Bucket=bucket, Key="u/day.ndjson", Body=jsonl_body([*rows, event("cus_u", 500, last_hour)]))
     later = S3Connector(s3_settings, redis_client, now=lambda: time.time() + REIMPORT_WINDOW_S + 60)
     [(_, held)] = later.poll(bucket, "u/")
     assert held.status == "held" and held.sent == 0 and "count twice" in held.message
@@ -176,7 +180,7 @@ def test_import_s3_url_and_a_late_change_is_held(
     reimported = cli(s3_settings, "import", url)
     assert reimported.exit_code == 0 and "imported: 22 valid row(s), 0 rejected, 22 sent" in reimported.output
 
-    bad = json.dumps(event("cus_u", 1, HOUR)) + "\n" + json.dumps(event("", 1, HOUR)) + "\n"
+    bad = json.dumps(event("cus_u", 1, last_hour)) + "\n" + json.dumps(event("", 1, last_hour)) + "\n"
     s3.put_object(Bucket=bucket, Key="u/bad.jsonl", Body=bad.encode())
     refused_bad = cli(s3_settings, "import", f"s3://{bucket}/u/bad.jsonl")
     assert refused_bad.exit_code == 1 and "nothing sent" in refused_bad.output

@@ -5,12 +5,10 @@ produced to the test's topics, meters in the Redis mirror, and the sink as a rea
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,37 +21,10 @@ from processor.config import Settings
 from processor.emulator import EmulatorConfig, EmulatorServer, FaultConfig
 from processor.meters.model import Meter
 from processor.state.keys import Keys
+from tests import helpers
+from tests.helpers import EmulatorControl, child_env
 
 API_KEY = "sk_test_sinkintegration"
-
-
-class EmulatorControl:
-    """The emulator's ``/_emulator/*`` test-control endpoints over HTTP."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
-
-    def faults(self, **changes: Any) -> dict[str, Any]:
-        result: dict[str, Any] = self.call("POST", "/_emulator/faults", changes)
-        return result
-
-    def advance(self, seconds: float) -> None:
-        self.call("POST", "/_emulator/clock", {"advance": seconds})
-
-    def ledger(self, event_name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.call("GET", f"/_emulator/events?event_name={event_name}")
-        return result
-
-    def stats(self) -> dict[str, int]:
-        result: dict[str, int] = self.call("GET", "/_emulator/stats")["stats"]
-        return result
 
 
 @pytest.fixture
@@ -149,7 +120,7 @@ class SinkProcess:
     """``python -m processor sink`` as a child process, its output in a log file."""
 
     def __init__(self, settings: Settings, log_path: Path, args: tuple[str, ...] = ()) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("METERSTREAM_")}
+        env = child_env()
         env.update(settings.to_env())
         self.log_path = log_path
         self._log = open(log_path, "ab")  # closed in stop()
@@ -197,16 +168,17 @@ def sink_factory(tmp_path: Path) -> Iterator[Callable[..., SinkProcess]]:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str, sink: SinkProcess | None = None) -> None:
-    """Poll ``predicate`` (a liveness bound, not a performance assertion)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Poll ``predicate`` (a liveness bound, not a performance assertion); fail at once if ``sink`` exits."""
+
+    def check() -> bool:
         if predicate():
-            return
+            return True
         if sink is not None and not sink.alive():
             pytest.fail(f"the sink exited ({sink.proc.returncode}) before {what}:\n{sink.output()[-4000:]}")
-        time.sleep(0.5)
-    tail = sink.output()[-4000:] if sink is not None else ""
-    pytest.fail(f"timed out waiting for {what}\n{tail}")
+        return False
+
+    tail = (lambda: sink.output()[-4000:]) if sink is not None else None
+    helpers.wait_until(check, what, timeout, interval=0.5, on_timeout=tail)
 
 
 def committed_offsets(settings: Settings, partitions: list[int]) -> dict[int, int]:

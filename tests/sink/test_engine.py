@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,8 @@ from processor.sink.ratelimit import AsyncRateLimiter
 from processor.sink.stripe_api import StripeApi
 from processor.state.connect import async_redis
 from processor.state.keys import Keys
-from tests.sink.conftest import API_KEY, EmulatorControl, cancel, event
+from tests.helpers import EmulatorControl, FrozenClock
+from tests.sink.conftest import API_KEY, cancel, event
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +111,26 @@ async def _harness(settings: Settings, redis_client: aioredis.Redis, **kwargs: A
     return harness
 
 
+def _run(
+    settings: Settings, script: Callable[[Harness], Awaitable[None]], *, drain: float = 5, **kwargs: Any
+) -> Harness:
+    """Start an engine (``kwargs`` go to its StripeApi), run ``script`` against it, drain it and close its
+    connections; the harness holds what it acknowledged and dead-lettered."""
+
+    async def run() -> Harness:
+        client = async_redis(settings, decode_responses=True)
+        h = await _harness(settings, client, **kwargs)
+        try:
+            await script(h)
+            await h.engine.drain(drain)
+        finally:
+            await h.engine.stripe.close()
+            await client.aclose()
+        return h
+
+    return asyncio.run(run())
+
+
 def _mirror(redis_sync: redis.Redis, settings: Settings, *meters: Meter) -> None:
     for meter in meters:
         redis_sync.hset(Keys(settings.redis_prefix).meters, meter.id, meter.to_json())
@@ -128,9 +149,7 @@ def test_order_and_acks_under_faults(
     EmulatorControl(server.url).faults(fail_429=0.2, fail_500=0.05)
     expected: dict[str, list[str]] = {}
 
-    async def run() -> Harness:
-        client = async_redis(settings, decode_responses=True)
-        h = await _harness(settings, client)
+    async def script(h: Harness) -> None:
         for i in range(10):
             for c in range(20):
                 customer = f"cus_{c}"
@@ -139,12 +158,8 @@ def test_order_and_acks_under_faults(
                 await h.submit(customer, event(meter, customer, identifier, i))
                 expected.setdefault(customer, []).append(identifier)
         await h.settle()
-        await h.engine.drain(5)
-        await h.engine.stripe.close()
-        await client.aclose()
-        return h
 
-    h = asyncio.run(run())
+    h = _run(settings, script)
     assert h.acked == list(range(200))  # every offset acknowledged, in offset order
     received = sorted(_log(server, "calls")["events"] + _log(server, "level")["events"], key=lambda e: e["seq"])
     for customer, identifiers in expected.items():
@@ -160,20 +175,14 @@ def test_expired_session_is_renewed_and_the_batch_resent(
     _mirror(redis_client, settings, METER)
     control = EmulatorControl(server.url)
 
-    async def run() -> Harness:
-        client = async_redis(settings, decode_responses=True)
-        h = await _harness(settings, client)
+    async def script(h: Harness) -> None:
         await h.submit("cus_1", event(METER, "cus_1", "before", 1))
         await h.settle()
         control.advance(16 * 60)  # Stripe's clock passes the 15-minute session lifetime; ours does not
         await h.submit("cus_1", event(METER, "cus_1", "after", 1))
         await h.settle()
-        await h.engine.drain(5)
-        await h.engine.stripe.close()
-        await client.aclose()
-        return h
 
-    h = asyncio.run(run())
+    h = _run(settings, script)
     assert [e["identifier"] for e in _log(server, "calls")["events"]] == ["before", "after"]
     snapshot = h.engine.metrics.snapshot()
     assert snapshot["sessions"] == 2 and snapshot["retried"] == 1 and snapshot["delivered"] == 2
@@ -184,22 +193,16 @@ def test_session_is_renewed_before_it_expires(
 ) -> None:
     settings = engine_settings()
     _mirror(redis_client, settings, METER)
-    now = [1000.0]
+    clock = FrozenClock(1000.0)
 
-    async def run() -> Harness:
-        client = async_redis(settings, decode_responses=True)
-        h = await _harness(settings, client, clock=lambda: now[0])
+    async def script(h: Harness) -> None:
         await h.submit("cus_1", event(METER, "cus_1", "one", 1))
         await h.settle()
-        now[0] += 14 * 60 + 1  # within the last minute of the session: renew before sending
+        clock.advance(14 * 60 + 1)  # within the last minute of the session: renew before sending
         await h.submit("cus_1", event(METER, "cus_1", "two", 1))
         await h.settle()
-        await h.engine.drain(5)
-        await h.engine.stripe.close()
-        await client.aclose()
-        return h
 
-    h = asyncio.run(run())
+    h = _run(settings, script, clock=clock)
     snapshot = h.engine.metrics.snapshot()
     assert snapshot["sessions"] == 2 and snapshot["retried"] == 0 and snapshot["delivered"] == 2
 
@@ -210,19 +213,13 @@ def test_v1_resend_of_a_delivered_identifier_counts_as_delivered(
     settings = engine_settings(METERSTREAM_STRIPE_MODE="v1")
     _mirror(redis_client, settings, METER)
 
-    async def run() -> Harness:
-        client = async_redis(settings, decode_responses=True)
-        h = await _harness(settings, client)
+    async def script(h: Harness) -> None:
         await h.submit("cus_1", event(METER, "cus_1", "same", 5))
         await h.submit("cus_1", event(METER, "cus_1", "same", 5))  # a replay of the accepted topic
         await h.submit("cus_1", cancel(METER, "cus_1", "same"))
         await h.settle()
-        await h.engine.drain(5)
-        await h.engine.stripe.close()
-        await client.aclose()
-        return h
 
-    h = asyncio.run(run())
+    h = _run(settings, script)
     log = _log(server, "calls")
     assert [e["identifier"] for e in log["events"]] == ["same"] and log["events"][0]["cancelled"]
     assert [c["result"] for c in log["cancellations"]] == ["cancelled"]
@@ -237,18 +234,12 @@ def test_v1_permanent_rejection_is_dead_lettered_and_the_customer_moves_on(
     settings = engine_settings(METERSTREAM_STRIPE_MODE="v1")
     _mirror(redis_client, settings, METER)
 
-    async def run() -> Harness:
-        client = async_redis(settings, decode_responses=True)
-        h = await _harness(settings, client)
+    async def script(h: Harness) -> None:
         await h.submit("cus_1", event(METER, "cus_1", "old", 1, timestamp=1_000_000))  # 1970: too far in the past
         await h.submit("cus_1", event(METER, "cus_1", "fine", 1))
         await h.settle()
-        await h.engine.drain(5)
-        await h.engine.stripe.close()
-        await client.aclose()
-        return h
 
-    h = asyncio.run(run())
+    h = _run(settings, script)
     assert [e["identifier"] for e in _log(server, "calls")["events"]] == ["fine"]
     [(customer, dead)] = h.dead
     assert customer == "cus_1" and dead["record"]["identifier"] == "old"
@@ -262,9 +253,7 @@ def test_refused_api_key_stops_the_engine_without_acknowledging(
     settings = engine_settings(METERSTREAM_STRIPE_API_KEY="sk_test_wrong_key_123")
     _mirror(redis_client, settings, METER)
 
-    async def run() -> Harness:
-        client = async_redis(settings, decode_responses=True)
-        h = await _harness(settings, client)
+    async def script(h: Harness) -> None:
         # The meter lookup is the first call: it is refused, and intake stops right there.
         intake = asyncio.create_task(h.submit("cus_1", event(METER, "cus_1", "e1", 1)))
         for _ in range(200):
@@ -272,12 +261,8 @@ def test_refused_api_key_stops_the_engine_without_acknowledging(
                 break
             await asyncio.sleep(0.05)
         intake.cancel()
-        await h.engine.drain(1)
-        await h.engine.stripe.close()
-        await client.aclose()
-        return h
 
-    h = asyncio.run(run())
+    h = _run(settings, script, drain=1)
     assert isinstance(h.engine.failure, ConfigError)
     assert "METERSTREAM_STRIPE_API_KEY" in str(h.engine.failure)
     assert "sk_test_wrong" not in str(h.engine.failure)

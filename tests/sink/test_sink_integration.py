@@ -25,9 +25,9 @@ from processor.config import Secret, Settings
 from processor.embedded import free_port
 from processor.meters.model import Meter
 from processor.state.keys import Keys
+from tests.helpers import EmulatorControl
 from tests.sink.conftest import (
     API_KEY,
-    EmulatorControl,
     Produced,
     SinkProcess,
     cancel,
@@ -126,6 +126,29 @@ def _stats(redis_client: redis.Redis, settings: Settings) -> dict[str, int]:
     return {k: int(v) for k, v in raw.items()}
 
 
+def _produce_workload(
+    settings: Settings, redis_client: redis.Redis, customers: int, per_customer: int
+) -> tuple[Produced, int, int]:
+    """Both test meters in the mirror and a ``_workload`` on the accepted topic: (produced, events,
+    cancellations)."""
+    for meter in (RAW_SUM, WINDOWED):
+        put_meter(settings, redis_client, meter)
+    records, n_events, n_cancels = _workload(customers=customers, per_customer=per_customer)
+    return produce_accepted(settings, records), n_events, n_cancels
+
+
+def _wait_all_delivered(emulator: EmulatorControl, n_events: int, n_cancels: int, sink: SinkProcess) -> None:
+    wait_until(lambda: _delivered(emulator)[0] == n_events, 240, "every event reached Stripe", sink)
+    wait_until(lambda: _delivered(emulator)[1] >= n_cancels, 60, "every cancellation reached Stripe", sink)
+
+
+def _assert_all_committed(settings: Settings, produced: Produced) -> None:
+    """The sink group's committed offset of every partition is past its last record."""
+    assert committed_offsets(settings, sorted(produced.end_offsets)) == {
+        p: last + 1 for p, last in produced.end_offsets.items()
+    }
+
+
 @pytest.mark.parametrize("mode", ["v2_stream", "v1"])
 def test_everything_arrives_once_in_order_despite_429s_and_500s(
     mode: str,
@@ -140,11 +163,8 @@ def test_everything_arrives_once_in_order_despite_429s_and_500s(
         {"display_name": "API calls", "event_name": "api_calls", "default_aggregation": {"formula": "sum"}}
     )
     emulator.faults(fail_429=0.2, fail_500=0.05)
-    for meter in (RAW_SUM, WINDOWED):
-        put_meter(settings, redis_client, meter)
     per_customer = 12 if mode == "v1" else 30
-    records, n_events, n_cancels = _workload(customers=15, per_customer=per_customer)
-    produced = produce_accepted(settings, records)
+    produced, n_events, n_cancels = _produce_workload(settings, redis_client, 15, per_customer)
 
     sink = sink_factory(settings)
     wait_until(lambda: _delivered(emulator) == (n_events, n_cancels), 240, "every record reached Stripe", sink)
@@ -154,9 +174,7 @@ def test_everything_arrives_once_in_order_despite_429s_and_500s(
     stats = emulator.stats()
     assert stats.get("fault_429", 0) > 0 and stats.get("fault_500", 0) > 0  # the faults did happen
     # Offsets: everything committed, after a graceful drain.
-    assert committed_offsets(settings, sorted(produced.end_offsets)) == {
-        p: last + 1 for p, last in produced.end_offsets.items()
-    }
+    _assert_all_committed(settings, produced)
     counters = _stats(redis_client, settings)
     assert counters[f"delivered:{mode}"] == n_events + n_cancels
     assert counters[f"retried:{mode}"] > 0
@@ -182,10 +200,7 @@ def test_killed_mid_stream_and_restarted_loses_nothing_and_bills_nothing_twice(
     # Slow enough to be killed mid-stream, with requests in flight (latency) when it happens.
     settings = _settings(settings_factory, emulator, mode, rate=40 if mode == "v2_stream" else 150)
     emulator.faults(latency_ms=20)
-    for meter in (RAW_SUM, WINDOWED):
-        put_meter(settings, redis_client, meter)
-    records, n_events, n_cancels = _workload(customers=20, per_customer=40 if mode == "v2_stream" else 10)
-    produced = produce_accepted(settings, records)
+    produced, n_events, n_cancels = _produce_workload(settings, redis_client, 20, 40 if mode == "v2_stream" else 10)
 
     first = sink_factory(settings)
     wait_until(lambda: _delivered(emulator)[0] >= n_events // 4, 180, "a quarter of the events arrived", first)
@@ -193,14 +208,11 @@ def test_killed_mid_stream_and_restarted_loses_nothing_and_bills_nothing_twice(
     assert _delivered(emulator)[0] < n_events
 
     second = sink_factory(settings.replace(stripe_rate=400.0))
-    wait_until(lambda: _delivered(emulator)[0] == n_events, 240, "every event reached Stripe", second)
-    wait_until(lambda: _delivered(emulator)[1] >= n_cancels, 60, "every cancellation reached Stripe", second)
+    _wait_all_delivered(emulator, n_events, n_cancels, second)
     assert second.terminate() == 0
 
     _check_delivery(emulator, produced)
-    assert committed_offsets(settings, sorted(produced.end_offsets)) == {
-        p: last + 1 for p, last in produced.end_offsets.items()
-    }
+    _assert_all_committed(settings, produced)
 
 
 def test_sigterm_drains_commits_only_what_stripe_accepted_and_exits_0(
@@ -211,10 +223,7 @@ def test_sigterm_drains_commits_only_what_stripe_accepted_and_exits_0(
 ) -> None:
     settings = _settings(settings_factory, emulator, "v2_stream", rate=20)
     emulator.faults(latency_ms=150)  # requests are in flight when the signal comes
-    for meter in (RAW_SUM, WINDOWED):
-        put_meter(settings, redis_client, meter)
-    records, n_events, n_cancels = _workload(customers=20, per_customer=40)
-    produced = produce_accepted(settings, records)
+    produced, n_events, n_cancels = _produce_workload(settings, redis_client, 20, 40)
 
     metrics_port = free_port()
     first = sink_factory(settings, "--metrics-port", str(metrics_port))
@@ -242,8 +251,7 @@ def test_sigterm_drains_commits_only_what_stripe_accepted_and_exits_0(
     second = sink_factory(settings.replace(stripe_rate=400.0))
     emulator.faults(latency_ms=0)
     # (a cancellation done but not yet committed at the drain is sent again: "already_cancelled", harmless)
-    wait_until(lambda: _delivered(emulator)[0] == n_events, 240, "the remaining events reached Stripe", second)
-    wait_until(lambda: _delivered(emulator)[1] >= n_cancels, 60, "the remaining cancellations reached Stripe", second)
+    _wait_all_delivered(emulator, n_events, n_cancels, second)
     assert second.terminate() == 0
     _check_delivery(emulator, produced)
 
@@ -301,9 +309,7 @@ def test_permanent_rejections_go_to_the_dlq_with_stripes_error(
     counters = _stats(redis_client, settings)
     assert counters["dead_lettered:v2_stream"] == 2
     assert counters["delivered:v2_stream"] == 8
-    assert committed_offsets(settings, sorted(produced.end_offsets)) == {
-        p: last + 1 for p, last in produced.end_offsets.items()
-    }
+    _assert_all_committed(settings, produced)
 
 
 def test_a_second_sink_joining_the_group_takes_over_partitions_without_loss_or_reordering(
@@ -314,23 +320,17 @@ def test_a_second_sink_joining_the_group_takes_over_partitions_without_loss_or_r
 ) -> None:
     settings = _settings(settings_factory, emulator, "v2_stream", rate=30)
     emulator.faults(latency_ms=30)  # requests in flight while the group rebalances
-    for meter in (RAW_SUM, WINDOWED):
-        put_meter(settings, redis_client, meter)
-    records, n_events, n_cancels = _workload(customers=24, per_customer=40)
-    produced = produce_accepted(settings, records)
+    produced, n_events, n_cancels = _produce_workload(settings, redis_client, 24, 40)
 
     first = sink_factory(settings)
     wait_until(lambda: _delivered(emulator)[0] >= n_events // 5, 120, "a fifth of the events arrived", first)
     second = sink_factory(settings)  # same group: the partitions are shared out again
-    wait_until(lambda: _delivered(emulator)[0] == n_events, 240, "every event reached Stripe", second)
-    wait_until(lambda: _delivered(emulator)[1] >= n_cancels, 60, "every cancellation reached Stripe", second)
+    _wait_all_delivered(emulator, n_events, n_cancels, second)
     assert first.terminate() == 0 and second.terminate() == 0
     assert "is Stripe meter" in second.output()  # the newcomer did take partitions and send records
 
     _check_delivery(emulator, produced)
-    assert committed_offsets(settings, sorted(produced.end_offsets)) == {
-        p: last + 1 for p, last in produced.end_offsets.items()
-    }
+    _assert_all_committed(settings, produced)
 
 
 def test_sink_without_an_api_key_refuses_to_start(settings: Settings) -> None:

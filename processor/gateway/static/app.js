@@ -11,47 +11,11 @@
   const DAY = 86400;
   const state = { meters: [], meter: params.get("meter"), customer: params.get("customer"), previous: null, busy: false, usageGeneration: 0 };
 
-  // Integers beyond 2**53 stay exact: the reviver keeps the number's source text when it is not safe.
-  function parseExact(text) {
-    return JSON.parse(text, (key, value, ctx) => {
-      if (typeof value === "number" && ctx && typeof ctx.source === "string" && !Number.isSafeInteger(value) && /^-?\d+$/.test(ctx.source)) {
-        return BigInt(ctx.source);
-      }
-      return value;
-    });
-  }
-
-  async function api(path) {
-    // An absolute URL on the page's origin: a page opened as http://<key>:@host/ has credentials in its
-    // own URL, and fetch() refuses a relative path resolved against such a URL.
-    const response = await fetch(new URL(path, location.origin), { headers: { Accept: "application/json" }, credentials: "same-origin" });
-    const body = parseExact(await response.text());
-    if (!response.ok) {
-      const message = body && body.error ? body.error.message : response.statusText;
-      throw new Error(`${response.status}: ${message}`);
-    }
-    return body;
-  }
+  const { allMeters, call: api, fmt, row } = window.meterstream; // common.js
 
   function utc(ts, withTime) {
     const iso = new Date(ts * 1000).toISOString();
     return withTime ? iso.slice(0, 16).replace("T", " ") : iso.slice(0, 10);
-  }
-
-  function fmt(n) {
-    if (typeof n === "bigint") return n.toLocaleString("en-US");
-    return Number(n).toLocaleString("en-US");
-  }
-
-  function row(cells, classes) {
-    const tr = document.createElement("tr");
-    cells.forEach((c, i) => {
-      const td = document.createElement("td");
-      td.textContent = c;
-      if (classes && classes[i]) td.className = classes[i];
-      tr.appendChild(td);
-    });
-    return tr;
   }
 
   function setRows(tbody, rows) {
@@ -64,16 +28,7 @@
 
   // ---- meters ----------------------------------------------------------------------------------
   async function loadMeters() {
-    const meters = [];
-    let after = null;
-    for (let page = 0; page < 20; page++) {
-      const q = new URLSearchParams({ limit: "100" });
-      if (after) q.set("starting_after", after);
-      const list = await api(`/v1/billing/meters?${q}`);
-      meters.push(...list.data);
-      if (!list.has_more || !list.data.length) break;
-      after = list.data[list.data.length - 1].id;
-    }
+    const meters = await allMeters();
     state.meters = meters;
     $("#meters-empty").hidden = meters.length > 0;
     setRows($("#meters tbody"), meters.map((m) => {

@@ -9,53 +9,10 @@
   const HOUR = 3600;
   const DAY = 86400;
 
-  async function call(path, init) {
-    const response = await fetch(new URL(path, location.origin), {
-      credentials: "same-origin",
-      headers: { Accept: "application/json", ...(init && init.body ? { "Content-Type": "application/x-www-form-urlencoded" } : {}) },
-      ...init,
-    });
-    let body = null;
-    try {
-      body = await response.json();
-    } catch (err) {
-      body = null;
-    }
-    if (!response.ok) {
-      const message = body && body.error ? body.error.message : response.statusText;
-      const error = new Error(`${response.status}: ${message}`);
-      error.status = response.status;
-      throw error;
-    }
-    return body;
-  }
+  const { allMeters, call, row } = window.meterstream; // common.js
 
   function post(path, fields) {
     return call(path, { method: "POST", body: new URLSearchParams(fields).toString() });
-  }
-
-  function cells(tr, values, classes) {
-    values.forEach((v, i) => {
-      const td = document.createElement("td");
-      td.textContent = v;
-      if (classes && classes[i]) td.className = classes[i];
-      tr.appendChild(td);
-    });
-    return tr;
-  }
-
-  async function allMeters() {
-    const meters = [];
-    let after = null;
-    for (let page = 0; page < 20; page++) {
-      const q = new URLSearchParams({ limit: "100" });
-      if (after) q.set("starting_after", after);
-      const list = await call(`/v1/billing/meters?${q}`);
-      meters.push(...list.data);
-      if (!list.has_more || !list.data.length) break;
-      after = list.data[list.data.length - 1].id;
-    }
-    return meters;
   }
 
   // ---- meters: create, rename, deactivate, reactivate --------------------------------------------
@@ -171,10 +128,10 @@
       const total = formula === "last"
         ? (present.length ? present[present.length - 1][1].toString() : "(none)")
         : present.reduce((a, [, v]) => a + v, 0n).toString();
-      rows.push(cells(document.createElement("tr"), [m.display_name, m.event_name, formula, m.status, String(present.length), total],
+      rows.push(row([m.display_name, m.event_name, formula, m.status, String(present.length), total],
         [null, null, null, null, "num", "num"]));
       for (const [t, v] of present) {
-        const tr = cells(document.createElement("tr"), [m.event_name, new Date(t * 1000).toISOString().slice(0, grouping === "hour" ? 16 : 10).replace("T", " "), v.toString()], [null, null, "num"]);
+        const tr = row([m.event_name, new Date(t * 1000).toISOString().slice(0, grouping === "hour" ? 16 : 10).replace("T", " "), v.toString()], [null, null, "num"]);
         tr.dataset.meter = m.id;
         tr.dataset.start = String(t);
         nonZero.push(tr);
@@ -200,7 +157,7 @@
     $("#ev-note").textContent = "Searching…";
     const found = await call(`/dashboard/api/events?${q}`);
     $("#ev-table tbody").replaceChildren(...found.data.map((r) => {
-      const tr = cells(document.createElement("tr"), [
+      const tr = row([
         new Date(r.time * 1000).toISOString().slice(0, 19).replace("T", " "),
         r.event_name || "",
         r.customer || "",
@@ -227,12 +184,12 @@
   function tableCsv(table) {
     const lines = [];
     for (const tr of table.querySelectorAll("tr")) {
-      const row = [...tr.children].map((c) => {
+      const fields = [...tr.children].map((c) => {
         const text = c.textContent.trim();
         // numbers are shown with thousands separators; the file gets the exact integer
         return csvCell(c.classList.contains("num") ? text.replace(/,/g, "") : text);
       });
-      lines.push(row.join(","));
+      lines.push(fields.join(","));
     }
     return lines.join("\r\n") + "\r\n";
   }

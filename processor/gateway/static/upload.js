@@ -9,45 +9,16 @@
   const IMPORTS = "/dashboard/api/imports";
   const state = { file: null, checked: null, busy: false };
 
-  function fmt(n) {
-    return Number(n).toLocaleString("en-US");
-  }
+  const { allMeters, call, fmt, row } = window.meterstream; // common.js
 
   function utc(ts) {
     return new Date(ts * 1000).toISOString().slice(0, 19).replace("T", " ");
-  }
-
-  function row(cells, classes) {
-    const tr = document.createElement("tr");
-    cells.forEach((c, i) => {
-      const td = document.createElement("td");
-      td.textContent = c;
-      if (classes && classes[i]) td.className = classes[i];
-      tr.appendChild(td);
-    });
-    return tr;
   }
 
   function say(text, isError) {
     const el = $("#message");
     el.textContent = text;
     el.className = isError ? "error" : "muted";
-  }
-
-  async function call(path, init) {
-    // location.origin: a page URL carrying credentials (http://<key>:@host/) makes fetch() refuse relative paths.
-    const response = await fetch(new URL(path, location.origin), { credentials: "same-origin", headers: { Accept: "application/json" }, ...init });
-    let body = null;
-    try {
-      body = await response.json();
-    } catch (err) {
-      body = null;
-    }
-    if (!response.ok) {
-      const message = body && body.error ? body.error.message : response.statusText;
-      throw new Error(`${response.status}: ${message}`);
-    }
-    return body;
   }
 
   function post(fields) {
@@ -64,16 +35,7 @@
 
   // ---- template download ---------------------------------------------------------------------------
   async function loadMeters() {
-    const meters = [];
-    let after = null;
-    for (let page = 0; page < 20; page++) {
-      const q = new URLSearchParams({ limit: "100" });
-      if (after) q.set("starting_after", after);
-      const list = await call(`/v1/billing/meters?${q}`);
-      meters.push(...list.data);
-      if (!list.has_more || !list.data.length) break;
-      after = list.data[list.data.length - 1].id;
-    }
+    const meters = await allMeters();
     const select = $("#template-meter");
     select.replaceChildren(...meters.map((m) => {
       const option = document.createElement("option");
