@@ -104,6 +104,11 @@ class RedisBatcher:
         self._running = False
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def single_server(self) -> bool:
+        """Whether every key is on one server (not a cluster), so one script may touch any keys."""
+        return self._lean is not None
+
     async def call(self, *command: Arg) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
