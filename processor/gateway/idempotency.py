@@ -48,6 +48,7 @@ from aiohttp.typedefs import Handler, Middleware
 from processor.errors import IdempotencyKeyError, IdempotencyKeyInUseError, InvalidRequestError
 from processor.gateway.redis_batch import RedisBatcher
 from processor.state.keys import IDEMPOTENCY_LOCK_MS, IDEMPOTENCY_TTL_S, idempotency_key
+from processor.wire import read_body
 
 __all__ = [
     "DEFERRED",
@@ -123,7 +124,7 @@ class IdempotencyStore:
         return cast(str | None, await self._batcher.call("GET", name))
 
     async def store(self, name: str, fp: str, status: int, body: bytes) -> None:
-        value = f"d{fp}|{status}|" + body.decode("utf-8", "surrogateescape")
+        value = f"d{fp}|{status}|".encode() + body
         await self._batcher.call("SET", name, value, "EX", self.ttl_s)
 
     async def release(self, name: str, token: str) -> None:
@@ -215,7 +216,7 @@ def idempotency_middleware(store: IdempotencyStore) -> Middleware:
                 param=HEADER,
                 code="parameter_invalid_string",
             )
-        claim = Claim(store, key, fingerprint(request.method, request.path, await request.read()))
+        claim = Claim(store, key, fingerprint(request.method, request.path, await read_body(request)))
         request[_CLAIM] = claim
         try:
             try:
