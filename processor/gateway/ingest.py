@@ -49,6 +49,11 @@ ACK_TIMEOUT_S = MESSAGE_TIMEOUT_MS / 1000 + 5
 #: while the broker is slow or away.
 DEFAULT_MAX_IN_FLIGHT = 200_000
 _POLL_S = 0.05
+#: How long librdkafka waits to fill a batch (the shared default is 5 ms). Every gateway request waits for
+#: its records' acknowledgement, so the linger is added to each request's latency, and with a fixed number
+#: of requests in flight per connection latency is throughput: at 1 ms the acknowledgement p50 on the
+#: embedded broker drops from ~4 ms to ~1.5 ms; concurrent requests still share batches.
+LINGER_MS = 1
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,7 @@ class AckingProducer:
             config={
                 "allow.auto.create.topics": False,
                 "message.timeout.ms": MESSAGE_TIMEOUT_MS,
+                "linger.ms": LINGER_MS,
                 "logger": logging.getLogger("processor.gateway.librdkafka"),
             },
         )
