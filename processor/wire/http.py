@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from random import getrandbits
 from typing import Any
 
+import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
@@ -72,11 +73,25 @@ def request_id(request: web.Request) -> str:
     return rid
 
 
+def _json_bytes(body: Any) -> bytes:
+    """``json.dumps(body, separators=(",", ":"))`` as bytes, through orjson when that gives the same bytes:
+    several times faster, on every answer. orjson writes non-ASCII and DEL as they are (json escapes them)
+    and refuses what it cannot encode (an integer beyond 64 bits, a key that is not a string)."""
+    try:
+        out = orjson.dumps(body)
+    except TypeError:
+        out = b""
+    if out and out.isascii() and b"\x7f" not in out:
+        return out
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 def json_response(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.Response(
-        text=json.dumps(body, separators=(",", ":")),
+        body=_json_bytes(body),
         status=status,
         content_type="application/json",
+        charset="utf-8",
         headers=headers,
     )
 
