@@ -15,7 +15,7 @@ import time
 from aiohttp import web
 
 from processor.events.schema import parse_cancel_object
-from processor.gateway.idempotency import request_key
+from processor.gateway.idempotency import request_claim
 from processor.gateway.meter_events import checked_event
 from processor.gateway.state import GATEWAY, Gateway
 from processor.gateway.summaries import list_event_summaries
@@ -104,7 +104,7 @@ async def create_meter_event(request: web.Request) -> web.Response:
     gw = _gw(request)
     params = await read_params(request)
     reject_unknown(params, ("event_name", "payload", "identifier", "timestamp", "expand"))
-    ev = await checked_event(gw, params, get_int(params, "timestamp"), idempotency_key=request_key(request))
+    ev = await checked_event(gw, params, get_int(params, "timestamp"), claim=request_claim(request))
     await gw.publish("v1", [ev])
     return json_response(
         {

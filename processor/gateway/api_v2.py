@@ -17,7 +17,7 @@ from aiohttp import web
 
 from processor.errors import EventValidationError, InvalidRequestError
 from processor.events.schema import parse_cancel_object
-from processor.gateway.idempotency import request_key
+from processor.gateway.idempotency import request_claim, request_key
 from processor.gateway.meter_events import checked_event, checked_stream
 from processor.gateway.state import GATEWAY
 from processor.wire import (
@@ -110,7 +110,7 @@ async def create_meter_event(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     params = await read_params(request)
     reject_unknown(params, _EVENT_FIELDS)
-    ev = await checked_event(gw, params, _timestamp(params.get("timestamp"), ()), idempotency_key=request_key(request))
+    ev = await checked_event(gw, params, _timestamp(params.get("timestamp"), ()), claim=request_claim(request))
     await gw.publish("v2", [ev])
     return json_response(
         {

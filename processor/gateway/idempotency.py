@@ -7,14 +7,22 @@ publish the usage a second time.
 
 How one key is handled (one Redis string per key, :func:`processor.state.keys.idempotency_key`):
 
-1. ``SET key p<fingerprint>:<owner> NX PX 60s GET`` — one atomic step that either claims the key for this
-   request or returns what is already there;
+1. claim: ``SET key p<fingerprint>:<owner> NX PX 60s GET`` — one atomic step that either claims the key for
+   this request or returns what is already there;
 2. claimed: the request runs. A 2xx answer is stored for 24 h as ``d<fingerprint>|<status>|<body>``; any
    other outcome (a validation 400, a retryable 503, an exception) releases the claim, as Stripe saves
    nothing when "no API endpoint began execution", so the client may retry;
 3. already there: same fingerprint and stored → the stored answer is replayed with
    ``Idempotent-Replayed: true`` and nothing is published; same fingerprint and still running → 409
    ``idempotency_key_in_use`` (the SDK retries it); another fingerprint → 400 ``idempotency_error``.
+
+Meter events (:data:`DEFERRED`, the gateway's hot path) claim later, in the same Redis script as their
+duplicate-identifier check (``processor/state/lua/held.lua``; :meth:`Claim.settle`): one round trip for
+both instead of two. Their rules are judged first, without Redis; a request they refuse then reads the key
+(:meth:`IdempotencyStore.peek`) and answers as step 3 would when the key is taken, else with its own 400:
+the answers of the claim-first order, since a refused request saves nothing either way. A crash between the
+claim and the stored answer leaves a claim that expires after its lease (60 s): until then a retry is
+answered 409 (the SDK retries), after it the retry runs again, with the same derived identifiers.
 
 The fingerprint is a digest of the method, the path and the raw body: the SDK encodes the same
 parameters to the same bytes on each retry.
@@ -40,15 +48,27 @@ from aiohttp.typedefs import Handler, Middleware
 from processor.errors import IdempotencyKeyError, IdempotencyKeyInUseError, InvalidRequestError
 from processor.gateway.redis_batch import RedisBatcher
 from processor.state.keys import IDEMPOTENCY_LOCK_MS, IDEMPOTENCY_TTL_S, idempotency_key
+from processor.wire import read_body
 
-__all__ = ["HEADER", "MAX_KEY_LENGTH", "IdempotencyStore", "derived_identifier", "idempotency_middleware"]
+__all__ = [
+    "DEFERRED",
+    "HEADER",
+    "MAX_KEY_LENGTH",
+    "Claim",
+    "IdempotencyStore",
+    "KeyTakenError",
+    "derived_identifier",
+    "idempotency_middleware",
+    "request_claim",
+    "request_key",
+]
 
 log = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
-#: The request's idempotency key (for :func:`derived_identifier`), set by the middleware.
-REQUEST_KEY = web.RequestKey("idempotency_key", str)
+#: Routes whose handler claims the key itself, in one script with its duplicate check (module docstring).
+DEFERRED = frozenset({"/v1/billing/meter_events", "/v2/billing/meter_events"})
 #: Only the Stripe API is idempotent; the dashboard's upload streams its multipart body and has its own
 #: file-level deduplication.
 _API_PREFIXES = ("/v1/", "/v2/")
@@ -71,14 +91,9 @@ def derived_identifier(key: str, index: int = 0) -> str:
     return f"idk_{digest}"
 
 
-def request_key(request: web.Request) -> str | None:
-    """The Idempotency-Key the middleware accepted for this request, if any."""
-    return request.get(REQUEST_KEY)
-
-
 class IdempotencyStore:
-    """The Redis side: claim, store, release. Each is one command of a shared batch (:class:`RedisBatcher`).
-    ``name`` is the key's Redis name (:meth:`name`), computed once per request."""
+    """The Redis side: claim, peek, store, release. Each is one command of a shared batch
+    (:class:`RedisBatcher`). ``name`` is the key's Redis name (:meth:`name`), computed once per request."""
 
     def __init__(self, batcher: RedisBatcher, prefix: str, *, ttl_s: int = IDEMPOTENCY_TTL_S) -> None:
         self._batcher = batcher
@@ -90,21 +105,86 @@ class IdempotencyStore:
     def name(self, key: str) -> str:
         return idempotency_key(self._prefix, key)
 
+    def token(self, fp: str) -> str:
+        """A new claim value: the fingerprint (a retry with other parameters is told apart while the first
+        runs) and a value unique to this request (its release removes only its own claim)."""
+        self._seq += 1
+        return f"p{fp}:{self._owner}{self._seq}"
+
     async def claim(self, name: str, fp: str) -> tuple[str, str | None]:
         """``(claim token, None)`` when this request owns the key now, else ``("", what is stored)``."""
-        self._seq += 1
-        token = f"p{fp}:{self._owner}{self._seq}"
+        token = self.token(fp)
         held = await self._batcher.call("SET", name, token, "NX", "PX", IDEMPOTENCY_LOCK_MS, "GET")
         if held is None:
             return token, None
         return "", cast(str, held)
 
+    async def peek(self, name: str) -> str | None:
+        """What the key holds now (an answer or a claim), without claiming it."""
+        return cast(str | None, await self._batcher.call("GET", name))
+
     async def store(self, name: str, fp: str, status: int, body: bytes) -> None:
-        value = f"d{fp}|{status}|" + body.decode("utf-8", "surrogateescape")
+        value = f"d{fp}|{status}|".encode() + body
         await self._batcher.call("SET", name, value, "EX", self.ttl_s)
 
     async def release(self, name: str, token: str) -> None:
         await self._batcher.call("EVAL", _RELEASE, 1, name, token)
+
+
+class KeyTakenError(Exception):
+    """The key already holds an answer or another request's claim (``held``): the middleware answers."""
+
+    def __init__(self, held: str) -> None:
+        super().__init__("the idempotency key is taken")
+        self.held = held
+
+
+class Claim:
+    """One request's ``Idempotency-Key``: its Redis name and fingerprint, and its claim once taken."""
+
+    __slots__ = ("checked", "fp", "key", "name", "store", "token")
+
+    def __init__(self, store: IdempotencyStore, key: str, fp: str) -> None:
+        self.store = store
+        self.key = key
+        self.fp = fp
+        self.name = store.name(key)
+        self.token: str | None = None  # set while this request owns the key
+        self.checked = False  # the key was read (claimed, or found taken, or free): a refusal need not read it
+
+    async def take(self) -> None:
+        """Claim the key on its own; :class:`KeyTakenError` when it is taken."""
+        token, held = await self.store.claim(self.name, self.fp)
+        self.checked = True
+        if held is not None:
+            raise KeyTakenError(held)
+        self.token = token
+
+    def settle(self, token: str, found: object) -> bool:
+        """The outcome of held.lua claiming the key with ``token`` unless it is taken or the identifier is
+        held: True when the identifier is held (nothing claimed); :class:`KeyTakenError` when the key is
+        taken; else the key is this request's now."""
+        self.checked = True
+        if isinstance(found, str):
+            raise KeyTakenError(found)
+        if int(cast(int, found)):
+            return True
+        self.token = token
+        return False
+
+
+_CLAIM = web.RequestKey("idempotency_claim", Claim)
+
+
+def request_claim(request: web.Request) -> Claim | None:
+    """This request's Idempotency-Key (claimed already, or on :data:`DEFERRED` routes still to claim)."""
+    return request.get(_CLAIM)
+
+
+def request_key(request: web.Request) -> str | None:
+    """The Idempotency-Key the middleware accepted for this request, if any."""
+    claim = request.get(_CLAIM)
+    return None if claim is None else claim.key
 
 
 def _replay_or_refuse(key: str, fp: str, held: str) -> web.Response:
@@ -136,23 +216,34 @@ def idempotency_middleware(store: IdempotencyStore) -> Middleware:
                 param=HEADER,
                 code="parameter_invalid_string",
             )
-        fp = fingerprint(request.method, request.path, await request.read())
-        name = store.name(key)
-        token, held = await store.claim(name, fp)
-        if held is not None:
-            return _replay_or_refuse(key, fp, held)
-        request[REQUEST_KEY] = key
-        stored = False
+        claim = Claim(store, key, fingerprint(request.method, request.path, await read_body(request)))
+        request[_CLAIM] = claim
         try:
-            response = await handler(request)
-            if 200 <= response.status < 300 and isinstance(response, web.Response) and isinstance(response.body, bytes):
-                await store.store(name, fp, response.status, response.body)
-                stored = True
+            try:
+                if request.path not in DEFERRED:
+                    await claim.take()
+                response = await handler(request)
+            except KeyTakenError as taken:
+                return _replay_or_refuse(key, claim.fp, taken.held)
+            except InvalidRequestError:
+                if not claim.checked:  # refused before claiming: the key's stored answer or claim comes first
+                    held = await store.peek(claim.name)
+                    if held is not None:
+                        return _replay_or_refuse(key, claim.fp, held)
+                raise
+            if (
+                claim.token is not None
+                and isinstance(response, web.Response)
+                and 200 <= response.status < 300
+                and isinstance(response.body, bytes)
+            ):
+                await store.store(claim.name, claim.fp, response.status, response.body)
+                claim.token = None  # stored: nothing to release
             return response
         finally:
-            if not stored:
+            if claim.token is not None:
                 try:
-                    await store.release(name, token)
+                    await store.release(claim.name, claim.token)
                 except Exception as exc:  # the claim then expires by itself (IDEMPOTENCY_LOCK_MS)
                     log.warning("releasing an idempotency key failed: %s", type(exc).__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from processor.errors import InvalidRequestError
 from processor.events.schema import validate_event
-from processor.gateway.idempotency import derived_identifier
+from processor.gateway.idempotency import Claim, derived_identifier
 from processor.gateway.ingest import EventIn
 from processor.gateway.rules import error_record, judge
 from processor.gateway.state import Gateway
@@ -61,17 +61,17 @@ def _judged(value: dict[str, Any], meter: Meter | None, now: int, idempotency_ke
 
 
 async def checked_event(
-    gw: Gateway, params: Mapping[str, Any], timestamp: int | None, *, idempotency_key: str | None = None
+    gw: Gateway, params: Mapping[str, Any], timestamp: int | None, *, claim: Claim | None = None
 ) -> EventIn:
     """One event of v1/v2 ``meter_events`` checked (shape, the processor's rules, the duplicate answer),
     identifier and timestamp filled; a problem raises :class:`~processor.errors.InvalidRequestError`
-    (Stripe's code, message and ``param``)."""
+    (Stripe's code, message and ``param``). The request's Idempotency-Key (``claim``) is claimed here, once
+    the event passed its rules, in the same Redis call as the duplicate check (:meth:`Judge.admit`)."""
     value = _shape(params, timestamp)
     meter = await _meter(gw, value["event_name"])
-    ev = _judged(value, meter, int(time.time()), idempotency_key, 0)
-    if "identifier" in value:
-        assert meter is not None
-        await gw.judge.refuse_duplicate(meter, ev.identifier)
+    ev = _judged(value, meter, int(time.time()), None if claim is None else claim.key, 0)
+    assert meter is not None
+    await gw.judge.admit(meter, ev.identifier if "identifier" in value else None, claim)
     return ev
 
 

@@ -16,6 +16,7 @@ from processor.wire.http import (
     error_response,
     is_v2,
     json_response,
+    read_body,
     read_params,
     request_id,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "param_name",
     "parse_iso",
     "presented_key",
+    "read_body",
     "read_params",
     "reject_unknown",
     "request_id",

@@ -19,8 +19,10 @@ import json
 import logging
 import secrets
 from collections.abc import Iterable, Mapping
+from random import getrandbits
 from typing import Any
 
+import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
@@ -39,6 +41,7 @@ __all__ = [
     "is_v2",
     "json_response",
     "protocol_error_response",
+    "read_body",
     "read_params",
     "request_id",
 ]
@@ -64,16 +67,31 @@ def request_id(request: web.Request) -> str:
     """This request's ``req_...`` id, created on first use."""
     rid = request.get(REQUEST_ID)
     if rid is None:
-        rid = "req_" + secrets.token_hex(7)
+        # An id, not a secret: the process's seeded Mersenne Twister, without a system call per request.
+        rid = f"req_{getrandbits(56):014x}"
         request[REQUEST_ID] = rid
     return rid
 
 
+def _json_bytes(body: Any) -> bytes:
+    """``json.dumps(body, separators=(",", ":"))`` as bytes, through orjson when that gives the same bytes:
+    several times faster, on every answer. orjson writes non-ASCII and DEL as they are (json escapes them)
+    and refuses what it cannot encode (an integer beyond 64 bits, a key that is not a string)."""
+    try:
+        out = orjson.dumps(body)
+    except TypeError:
+        out = b""
+    if out and out.isascii() and b"\x7f" not in out:
+        return out
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 def json_response(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.Response(
-        text=json.dumps(body, separators=(",", ":")),
+        body=_json_bytes(body),
         status=status,
         content_type="application/json",
+        charset="utf-8",
         headers=headers,
     )
 
@@ -134,9 +152,11 @@ def protocol_error_response(status: int) -> web.Response:
     return response
 
 
-async def _read_body(request: web.Request) -> bytes:
+async def read_body(request: web.Request) -> bytes:
     """The whole body, within the app's body deadline: a client that sends less than its Content-Length
     (or trickles it) is answered 408 instead of holding the connection."""
+    if request.content.is_eof():  # all of it arrived already (small bodies come with the headers): no timer
+        return await request.read()
     timeout = request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)
     try:
         async with asyncio.timeout(timeout):
@@ -150,7 +170,7 @@ async def read_params(request: web.Request) -> dict[str, Any]:
     body (v2) for POST. Raises 400 for an undecodable body, 413 (via aiohttp) for a too-large one."""
     if request.method in ("GET", "DELETE", "HEAD"):
         return decode_form(request.rel_url.raw_query_string)  # decoded once, here (yarl would decode it too)
-    raw = await _read_body(request)
+    raw = await read_body(request)
     if is_v2(request.path):
         if not raw.strip():
             return {}

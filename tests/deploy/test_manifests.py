@@ -27,7 +27,9 @@ K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 CLUSTER = "meterstream"
 KUSTOMIZATIONS = ("base", "overlays/production")
 STRIMZI_SCHEMA = json.loads((Path(__file__).parent / "strimzi-kafkatopic-v1beta2.schema.json").read_text())
-COMPONENTS = ("processor", "sink", "gateway")
+COMPONENTS = ("processor", "sink", "gateway", "notifier")
+#: Components without a liveness probe, and why: the notifier serves no port (a fatal error ends it).
+NO_LIVENESS = {"notifier"}
 #: Partitions the processor's consumer group reads (its replicas beyond this sit idle).
 PROCESSOR_INPUTS = ("meter-events", "meter-event-adjustments")
 
@@ -182,6 +184,7 @@ def test_environment_is_valid_settings(built: Built) -> None:
         "processor": {"REDIS_PASSWORD"},
         "sink": {"REDIS_PASSWORD", "METERSTREAM_STRIPE_API_KEY"},
         "gateway": {"REDIS_PASSWORD", "METERSTREAM_API_KEYS"},
+        "notifier": {"REDIS_PASSWORD"},
     }
     for component in COMPONENTS:
         env, secrets = _environment(built, _container(built, component))
@@ -222,7 +225,7 @@ def test_probes_and_ports_match_the_commands(built: Built) -> None:
         named = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
         ports[component] = named
         assert "readinessProbe" in container, component
-        assert "livenessProbe" in container, component
+        assert ("livenessProbe" in container) == (component not in NO_LIVENESS), component
         for probe_name in ("readinessProbe", "livenessProbe"):
             probe = container.get(probe_name, {})
             for kind in ("httpGet", "tcpSocket"):
@@ -240,6 +243,9 @@ def test_probes_and_ports_match_the_commands(built: Built) -> None:
     assert gateway_args["host"] == "0.0.0.0"
     gateway = _container(built, "gateway")
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert ports["notifier"] == {}  # no server: its readiness is the broker check the sink uses
+    notifier = _container(built, "notifier")
+    assert notifier["readinessProbe"] == _container(built, "sink")["readinessProbe"]
 
 
 def _pods_selected(built: Built, selector: dict[str, str]) -> list[str]:
@@ -288,6 +294,8 @@ def test_autoscaling(built: Built) -> None:
         assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
     # The sink is not autoscaled: its Stripe rate limit is per process (sink.yaml).
     assert "replicas" in _deployment(built, "sink")["spec"]
+    # Nor the notifier: one instance reads the errors topic (two are safe, more do nothing useful).
+    assert _deployment(built, "notifier")["spec"]["replicas"] == 1
 
     processor = hpas["meterstream-processor"]["spec"]
     partitions = min(spec.partitions for spec in CATALOG if spec.name in PROCESSOR_INPUTS)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import time
+from typing import Any
 
 import pytest
 from redis.exceptions import ResponseError
@@ -55,6 +57,48 @@ def test_a_dead_server_is_a_state_error(gw_settings: Settings) -> None:
         try:
             with pytest.raises(StateError):
                 await batcher.call("GET", "x")
+        finally:
+            await batcher.aclose()
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_pipelined_batches_keep_their_order_and_a_lost_connection_starts_over(gw_settings: Settings) -> None:
+    """Batches are written without waiting for the replies of the ones before: each command still gets its
+    own reply; when the connection dies, what waits on it fails as a StateError and the next call
+    reconnects."""
+
+    async def scenario() -> None:
+        client = async_redis(gw_settings, decode_responses=True)
+        batcher = RedisBatcher(client)
+        p = gw_settings.redis_prefix
+        try:
+            if not batcher.single_server:
+                pytest.skip("pipelining is for a single server; a cluster batch waits for the one before")
+
+            async def later(i: int) -> Any:
+                await asyncio.sleep(0)  # a later pass of the event loop: a later batch, in flight together
+                return await batcher.call("INCRBY", f"{p}:pipe:{i % 3}", i)
+
+            replies = await asyncio.gather(*(later(i) for i in range(30)), *(batcher.call("PING") for _ in range(5)))
+            assert replies[30:] == ["PONG"] * 5
+            totals = await asyncio.gather(*(batcher.call("GET", f"{p}:pipe:{k}") for k in range(3)))
+            assert [int(t) for t in totals] == [sum(i for i in range(30) if i % 3 == k) for k in range(3)]
+
+            me = await batcher.call("CLIENT", "ID")
+            blocked = asyncio.ensure_future(batcher.call("BLPOP", f"{p}:pipe:never", 30))
+            deadline = time.monotonic() + 10
+            while "cmd=blpop" not in next(
+                c for c in (await client.execute_command("CLIENT", "LIST")).splitlines() if f"id={me} " in c
+            ):
+                assert time.monotonic() < deadline, "the BLPOP did not reach the server"
+                await asyncio.sleep(0.01)
+            await client.execute_command("CLIENT", "KILL", "ID", me)  # from another connection
+            with pytest.raises(StateError):
+                await blocked  # waiting on the dead connection
+            assert await batcher.call("SET", f"{p}:pipe:after", "1") == "OK"  # a new connection
+            assert await batcher.call("CLIENT", "ID") != me
         finally:
             await batcher.aclose()
             await client.aclose()
