@@ -22,6 +22,7 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from processor.errors import StateError
+from processor.retry import Backoff, retry
 from processor.state.connect import sync_redis_url
 from processor.state.keys import (
     BEST_TTL_S,
@@ -147,20 +148,13 @@ _TRANSIENT = (
 #: How long a script call keeps retrying a transient cluster state before the step fails (the processor then
 #: stops, and a restart resumes exactly where Redis says it is).
 CLUSTER_PATIENCE_S = 60.0
+#: Waits from 50 ms up to 1 s while the cluster reshapes, for at most CLUSTER_PATIENCE_S.
+CLUSTER_RETRY = Backoff(base_s=0.05, cap_s=1.0, deadline_s=CLUSTER_PATIENCE_S)
 
 
 def _patiently(script: Any, keys: list[str], args: list[Any]) -> Any:
-    """One script call through the cluster client, retried with backoff while the cluster is reshaping."""
-    deadline = time.monotonic() + CLUSTER_PATIENCE_S
-    delay = 0.05
-    while True:
-        try:
-            return script(keys=keys, args=args)
-        except _TRANSIENT:
-            if time.monotonic() + delay > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+    """One script call through the cluster client, retried (the one retry loop) while the cluster is reshaping."""
+    return retry(lambda: script(keys=keys, args=args), policy=CLUSTER_RETRY, transient=_TRANSIENT)
 
 
 def run_scripts(client: redis.Redis | RedisCluster, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
