@@ -29,11 +29,10 @@ from processor.aggregator.validate import (
     Event,
     Rejected,
     Source,
-    adjustment_fast,
-    event_fast,
+    judge_adjustment_record,
+    judge_event,
+    judge_event_record,
     loads_fast,
-    validate_adjustment,
-    validate_event,
 )
 from processor.errors import StateError
 from processor.meters.model import Meter
@@ -159,13 +158,10 @@ class Engine:
         meters = self.meters
         for rec, data in zip(records, decoded, strict=True):
             src = Source(rec.topic, rec.partition, rec.offset, rec.received_ms)
-            judged: Event | Cancel | Rejected | None
             if rec.topic == EVENTS:
-                judged = event_fast(data, src, meters) if data is not None else None
-                out.append(judged or validate_event(rec.value, src, meters))
+                out.append(judge_event_record(rec.value, data, src, meters))
             else:
-                judged = adjustment_fast(data, src, meters) if data is not None else None
-                out.append(judged or validate_adjustment(rec.value, src, meters))
+                out.append(judge_adjustment_record(rec.value, data, src, meters))
         if stages is not None:
             stages["decode"] += t1 - t0
             stages["validate"] += time.perf_counter() - t1
@@ -244,7 +240,7 @@ class Engine:
             got = records.get((part, off))
             if got is None:
                 continue  # not on the topic (yet): the caller defers the cancellation
-            judged = validate_event(got[1], Source(EVENTS, part, off, got[0]), self.meters)
+            judged = judge_event(got[1], Source(EVENTS, part, off, got[0]), self.meters)
             if not isinstance(judged, Event) or got[0] != r_ms:
                 raise StateError(f"the event at {EVENTS}/{part}/{off} a cancellation resolved to does not validate")
             found[(part, off)] = self._remember(judged)

@@ -48,7 +48,7 @@ from processor.meters.model import Meter
 from processor.retry import retry_async
 from processor.sink.meters import order_sensitive
 from processor.sink.metrics import SinkMetrics
-from processor.sink.planner import Item, Planner, Unit
+from processor.sink.planner import Planner, QueuedItem, Unit
 from processor.sink.ratelimit import AsyncRateLimiter
 from processor.sink.records import AcceptedRecord, parse_accepted
 from processor.sink.retry import STRIPE_BACKOFF, retry_transient
@@ -245,7 +245,7 @@ class SinkEngine:
         if not current():
             return
         token = self.tracker.track(partition, offset, ref)
-        item = Item(
+        item = QueuedItem(
             customer=record.customer,
             is_cancel=record.is_cancel,
             partition=partition,

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from processor.aggregator.meterbook import MeterBook
-from processor.aggregator.validate import Cancel, Event, Rejected, Source, validate_adjustment, validate_event
+from processor.aggregator.validate import Cancel, Event, Rejected, Source, judge_adjustment, judge_event
 from processor.meters.model import Meter
 
 R_MS = 1_800_000_000_000
@@ -25,7 +25,7 @@ def book() -> MeterBook:
 
 def run(value: object, *, raw: bytes | None = None) -> Event | Rejected:
     data = raw if raw is not None else json.dumps(value).encode()
-    return validate_event(data, Source("meter-events", 0, 7, R_MS), book())
+    return judge_event(data, Source("meter-events", 0, 7, R_MS), book())
 
 
 def code(value: object, **kw: bytes) -> str:
@@ -103,7 +103,7 @@ def test_accepted_event_is_normalised() -> None:
 
 def test_adjustments() -> None:
     src = Source("meter-event-adjustments", 1, 3, R_MS)
-    ok = validate_adjustment(b'{"event_name":"api","type":"cancel","cancel":{"identifier":"a"}}', src, book())
+    ok = judge_adjustment(b'{"event_name":"api","type":"cancel","cancel":{"identifier":"a"}}', src, book())
     assert isinstance(ok, Cancel) and ok.identifier == "a" and ok.meter.id == "mtr_sum"
     for bad, expected in [
         (b"nope", "invalid_event"),
@@ -111,10 +111,10 @@ def test_adjustments() -> None:
         (b'{"event_name":"api","type":"cancel","cancel":{}}', "invalid_event"),
         (b'{"event_name":"zzz","type":"cancel","cancel":{"identifier":"a"}}', "no_meter"),
     ]:
-        result = validate_adjustment(bad, src, book())
+        result = judge_adjustment(bad, src, book())
         assert isinstance(result, Rejected) and result.code == expected
     # cancellations of an inactive meter's events still apply (docs/semantics.md)
-    off = validate_adjustment(b'{"event_name":"off","type":"cancel","cancel":{"identifier":"a"}}', src, book())
+    off = judge_adjustment(b'{"event_name":"off","type":"cancel","cancel":{"identifier":"a"}}', src, book())
     assert isinstance(off, Cancel)
 
 
