@@ -302,10 +302,11 @@ class Engine:
         ops: list[ApplyOp],
         found: dict[tuple[int, int], tuple[str, int, str]],
     ) -> None:
-        if claim.event is None:
+        target = claim.event
+        if target is None:
             return  # noop / pending / consumed: nothing to change now
-        part, off, r_event = claim.event
-        ev_src = Source(EVENTS, part, off, r_event)
+        part, off = target.partition, target.offset
+        ev_src = Source(EVENTS, part, off, target.received_ms)
         hit = found.get((part, off))
         if hit is None:
             if not self.defer_unresolved:

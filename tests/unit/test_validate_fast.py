@@ -12,7 +12,6 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.aggregator.meterbook import MeterBook
 from processor.aggregator.validate import (
     Event,
     Source,
@@ -24,22 +23,9 @@ from processor.aggregator.validate import (
     judge_event_record,
     loads_fast,
 )
-from processor.meters.model import Meter
+from tests.unit.meter_books import R_MS, R_S, validation_book
 
-R_MS = 1_800_000_000_000
-R_S = R_MS // 1000
-
-
-def book() -> MeterBook:
-    b = MeterBook()
-    b.add(0, Meter("mtr_sum", "Sum", "api", "sum", created=1))
-    b.add(0, Meter("mtr_cnt", "Count", "cnt", "count", created=1))
-    b.add(0, Meter("mtr_last", "Last", "lst", "last", created=1))
-    b.add(0, Meter("mtr_off", "Off", "off", "sum", created=1).deactivated(5))
-    return b
-
-
-BOOK = book()
+BOOK = validation_book()
 SRC = Source("meter-events", 2, 9, R_MS)
 ASRC = Source("meter-event-adjustments", 1, 4, R_MS)
 
