@@ -25,7 +25,7 @@ from processor.errors import (
     KafkaDeliveryError,
     MeterstreamError,
 )
-from processor.events.schema import validate_cancel, validate_event
+from processor.events.schema import check_cancel_shape, check_event_shape
 
 if TYPE_CHECKING:
     from processor.events.producer import DeliveryFailure, MeterEventProducer
@@ -39,9 +39,9 @@ __all__ = [
     "MeterEventProducer",
     "MeterstreamError",
     "Settings",
+    "check_cancel_shape",
+    "check_event_shape",
     "load_settings",
-    "validate_cancel",
-    "validate_event",
 ]
 
 _LAZY = {

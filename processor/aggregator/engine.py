@@ -28,17 +28,17 @@ from processor.aggregator.validate import (
     Event,
     Rejected,
     Source,
-    adjustment_fast,
-    event_fast,
+    judge_adjustment_record,
+    judge_event,
+    judge_event_record,
     loads_fast,
-    validate_adjustment,
-    validate_event,
 )
 from processor.errors import StateError
 from processor.meters.book import MeterBook
 from processor.meters.model import Meter
 from processor.state.keys import Keys
-from processor.state.store import ApplyOp, ClaimOp, ClaimResult, StateStore
+from processor.state.steps import ApplyOp, CancelClaim, ClaimOp, EventAt, EventClaim
+from processor.state.store import StateStore
 from processor.windows import bucket, day_start, hour_start, received_rank, timestamp_rank
 from topics import Topic
 
@@ -103,6 +103,20 @@ Fetch = Callable[[list[tuple[int, int]]], dict[tuple[int, int], tuple[int, bytes
 _KEY_CACHE_MAX = 200_000
 
 
+def _claim_ops(items: list[Event] | list[Cancel]) -> list[ClaimOp]:
+    """The claim step's op for each validated record."""
+    return [
+        ClaimOp(
+            meter_id=item.meter.id,
+            identifier=item.identifier,
+            received_ms=item.source.received_ms,
+            partition=item.source.partition,
+            offset=item.source.offset,
+        )
+        for item in items
+    ]
+
+
 class Engine:
     """Applies batches of records to the state store. Holds no Kafka clients; safe to reuse."""
 
@@ -145,13 +159,10 @@ class Engine:
         meters = self.meters
         for rec, data in zip(records, decoded, strict=True):
             src = Source(rec.topic, rec.partition, rec.offset, rec.received_ms)
-            judged: Event | Cancel | Rejected | None
             if rec.topic == EVENTS:
-                judged = event_fast(data, src, meters) if data is not None else None
-                out.append(judged or validate_event(rec.value, src, meters))
+                out.append(judge_event_record(rec.value, data, src, meters))
             else:
-                judged = adjustment_fast(data, src, meters) if data is not None else None
-                out.append(judged or validate_adjustment(rec.value, src, meters))
+                out.append(judge_adjustment_record(rec.value, data, src, meters))
         if stages is not None:
             stages["decode"] += t1 - t0
             stages["validate"] += time.perf_counter() - t1
@@ -173,37 +184,24 @@ class Engine:
                 out.errors_from.append(j.source)
                 out.stats[f"rejected:{j.code}"] += 1
 
-        ordered: list[Event | Cancel] = [*events, *cancels]
-        claims = [
-            ClaimOp(
-                "E" if type(item) is Event else "C",
-                item.meter.id,
-                item.identifier,
-                item.source.received_ms,
-                item.source.partition,
-                item.source.offset,
-            )
-            for item in ordered
-        ]
         # The claim step's round trip overlaps the Python work that does not depend on its answer: each
         # event's add-op and accepted record, built as if it were new (most are); a duplicate's are dropped.
-        pending = self._io().submit(self.store.claim, claims, now_ms)
+        pending = self._io().submit(self.store.claim, _claim_ops(events), _claim_ops(cancels), now_ms)
         spec = [(self._add_op(ev), self._accepted_value(ev)) for ev in events]
-        results = pending.result()
+        event_claims, cancel_claims = pending.result()
         t1 = time.perf_counter()
         out.stages["claim"] += t1 - t0
 
         apply_ops: list[ApplyOp] = []
         latest: dict[tuple[str, str], int] = {}
         stats = out.stats
-        for ev, res, (op, value) in zip(events, results, spec, strict=False):
-            self._on_event(ev, res, out, apply_ops, latest, op, value)
-            stats["event:" + res[0]] += 1
-        cancel_results = results[len(events) :]
-        found = self._events_at([res[1] for res in cancel_results if res[0] in ("cancel", "mine")])
-        for c, res in zip(cancels, cancel_results, strict=True):
-            self._on_cancel(c, res, out, apply_ops, found)
-            stats["cancel:" + res[0]] += 1
+        for ev, claim, (op, value) in zip(events, event_claims, spec, strict=True):
+            self._on_event(ev, claim, out, apply_ops, latest, op, value)
+            stats["event:" + claim.status] += 1
+        found = self._events_at([c.event for c in cancel_claims if c.event is not None])
+        for c, cancel_claim in zip(cancels, cancel_claims, strict=True):
+            self._on_cancel(c, cancel_claim, out, apply_ops, found)
+            stats["cancel:" + cancel_claim.status] += 1
         self.store.apply(apply_ops)
         self.store.touch_customers(latest)
         out.stages["apply"] += time.perf_counter() - t1
@@ -221,7 +219,7 @@ class Engine:
         recent[(ev.source.partition, ev.source.offset)] = found
         return found
 
-    def _events_at(self, wanted: list[tuple[int, int, int]]) -> dict[tuple[int, int], tuple[str, int, str]]:
+    def _events_at(self, wanted: list[EventAt]) -> dict[tuple[int, int], tuple[str, int, str]]:
         """(customer, timestamp, value) of the events at these (partition, offset, received ms): from the
         recent-events cache, else read from Kafka and validated again (the meter version of its received
         time gives the values judged the first time). A record that no longer validates is a StateError:
@@ -243,7 +241,7 @@ class Engine:
             got = records.get((part, off))
             if got is None:
                 continue  # not on the topic (yet): the caller defers the cancellation
-            judged = validate_event(got[1], Source(EVENTS, part, off, got[0]), self.meters)
+            judged = judge_event(got[1], Source(EVENTS, part, off, got[0]), self.meters)
             if not isinstance(judged, Event) or got[0] != r_ms:
                 raise StateError(f"the event at {EVENTS}/{part}/{off} a cancellation resolved to does not validate")
             found[(part, off)] = self._remember(judged)
@@ -272,26 +270,24 @@ class Engine:
     def _on_event(
         self,
         ev: Event,
-        res: ClaimResult,
+        claim: EventClaim,
         out: Output,
         ops: list[ApplyOp],
         latest: dict[tuple[str, str], int],
         add_op: ApplyOp,
         accepted: bytes,
     ) -> None:
-        status = res[0]
-        if status == "dup":
+        if claim.status == "dup":
             return
         self._remember(ev)
-        cancelled_by = res[1]
-        arrived_cancelled = cancelled_by is not None and (status == "new" or res[2])
-        if not arrived_cancelled:
+        cancelled_by = claim.cancelled_by if claim.arrived_cancelled else None
+        if cancelled_by is None:
             ops.append(add_op)
         mc = (ev.meter.id, ev.customer)
         latest[mc] = max(latest.get(mc, ev.timestamp), ev.timestamp)
         out.accepted.append((ev.customer, accepted))
         out.accepted_from.append(ev.source)
-        if arrived_cancelled:
+        if cancelled_by is not None:
             # A cancellation that came first takes this event out on arrival; forward it after the event.
             ref = f"{ADJUSTMENTS}/{cancelled_by[0]}/{cancelled_by[1]}"
             out.accepted.append(
@@ -302,15 +298,16 @@ class Engine:
     def _on_cancel(
         self,
         c: Cancel,
-        res: ClaimResult,
+        claim: CancelClaim,
         out: Output,
         ops: list[ApplyOp],
         found: dict[tuple[int, int], tuple[str, int, str]],
     ) -> None:
-        if res[0] not in ("cancel", "mine"):
+        target = claim.event
+        if target is None:
             return  # noop / pending / consumed: nothing to change now
-        part, off, r_event = res[1]
-        ev_src = Source(EVENTS, part, off, r_event)
+        part, off = target.partition, target.offset
+        ev_src = Source(EVENTS, part, off, target.received_ms)
         hit = found.get((part, off))
         if hit is None:
             if not self.defer_unresolved:
@@ -358,20 +355,20 @@ class Engine:
                 k.usage_day(meter.id, customer),
             )
         return ApplyOp(
-            kind,
-            pair[0],
-            pair[1],
-            pair[2],
-            cand,
-            best,
-            f"{by.topic}/{by.partition}",
-            by.offset,
-            ev_src.ref,
-            rank,
-            value or "0",
-            ts,
-            meter.formula,
-            k.minutes(meter.id, customer, day_start(ts)),
+            kind=kind,
+            wm_key=pair[0],
+            hour_key=pair[1],
+            day_key=pair[2],
+            cand_key=cand,
+            best_key=best,
+            minutes_key=k.minutes(meter.id, customer, day_start(ts)),
+            src=f"{by.topic}/{by.partition}",
+            offset=by.offset,
+            ident=ev_src.ref,
+            rank=rank,
+            value=value or "0",
+            ts=ts,
+            formula=meter.formula,
         )
 
     def _cancel_value(self, meter: Meter, ident: str, customer: str, ref: str, received_ms: int) -> bytes:

@@ -29,12 +29,14 @@ __all__ = [
     "as_customer",
     "default_identifier",
     "event_fast",
+    "judge_adjustment",
+    "judge_adjustment_record",
+    "judge_event",
+    "judge_event_record",
     "loads_fast",
     "meter_problem",
     "meter_value",
     "timestamp_problem",
-    "validate_adjustment",
-    "validate_event",
 ]
 
 MAX_IDENTIFIER = IDENTIFIER_MAX  # one rule with the gateway and imports (processor/limits.py)
@@ -172,7 +174,11 @@ def meter_value(meter: Meter, payload: Mapping[str, Any]) -> int | tuple[str, st
     return number
 
 
-def validate_event(value: bytes | None, source: Source, meters: MeterBook) -> Event | Rejected:
+def judge_event(value: bytes | None, source: Source, meters: MeterBook) -> Event | Rejected:
+    """The processor's judgment of a consumed ``meter-events`` record by Stripe's rules (SPEC §3), against
+    the meter version its received time selects: an accepted :class:`Event` or a :class:`Rejected` with
+    Stripe's asynchronous error code. Not the producer-side shape check
+    (:func:`processor.events.schema.check_event_shape`), which knows no meter."""
     data = _parse_object(value, source)
     if isinstance(data, Rejected):
         return data
@@ -217,7 +223,8 @@ def validate_event(value: bytes | None, source: Source, meters: MeterBook) -> Ev
     return Event(source, meter, customer, identifier or default_identifier(source), ts, number, out_payload)
 
 
-def validate_adjustment(value: bytes | None, source: Source, meters: MeterBook) -> Cancel | Rejected:
+def judge_adjustment(value: bytes | None, source: Source, meters: MeterBook) -> Cancel | Rejected:
+    """:func:`judge_event` for a ``meter-event-adjustments`` record: a :class:`Cancel` or a :class:`Rejected`."""
     data = _parse_object(value, source)
     if isinstance(data, Rejected):
         return data
@@ -289,7 +296,7 @@ def loads_fast(value: bytes | None) -> dict[str, Any] | None:
 
 
 def event_fast(data: dict[str, Any], source: Source, meters: MeterBook) -> Event | None:
-    """:func:`validate_event` of a decoded record when it is certainly accepted, else None."""
+    """:func:`judge_event` of a decoded record when it is certainly accepted, else None."""
     name = data.get("event_name")
     payload = data.get("payload")
     if type(name) is not str or not name or type(payload) is not dict:
@@ -335,7 +342,7 @@ def event_fast(data: dict[str, Any], source: Source, meters: MeterBook) -> Event
 
 
 def adjustment_fast(data: dict[str, Any], source: Source, meters: MeterBook) -> Cancel | None:
-    """:func:`validate_adjustment` of a decoded record when it is certainly accepted, else None."""
+    """:func:`judge_adjustment` of a decoded record when it is certainly accepted, else None."""
     name = data.get("event_name")
     cancel = data.get("cancel")
     if type(name) is not str or not name or data.get("type") != "cancel" or type(cancel) is not dict:
@@ -347,3 +354,20 @@ def adjustment_fast(data: dict[str, Any], source: Source, meters: MeterBook) -> 
     if meter is None:
         return None
     return Cancel(source, meter, identifier)
+
+
+def judge_event_record(
+    value: bytes | None, data: dict[str, Any] | None, source: Source, meters: MeterBook
+) -> Event | Rejected:
+    """How the processor judges a ``meter-events`` record: the fast path's answer when it gives one, else
+    :func:`judge_event`. ``data`` is :func:`loads_fast` of ``value`` (the engine decodes a batch at once)."""
+    judged = event_fast(data, source, meters) if data is not None else None
+    return judged or judge_event(value, source, meters)
+
+
+def judge_adjustment_record(
+    value: bytes | None, data: dict[str, Any] | None, source: Source, meters: MeterBook
+) -> Cancel | Rejected:
+    """:func:`judge_event_record` for a ``meter-event-adjustments`` record."""
+    judged = adjustment_fast(data, source, meters) if data is not None else None
+    return judged or judge_adjustment(value, source, meters)

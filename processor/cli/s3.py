@@ -106,7 +106,7 @@ def import_s3(
     dry_run: bool,
 ) -> None:
     """``meterstream import s3://bucket/key``: one object through the connector's code and records."""
-    from processor.ops.s3 import S3Connector, decide, parse_s3_url
+    from processor.ops.s3 import S3Connector, decide_object, parse_s3_url
 
     try:
         bucket, key = parse_s3_url(url)
@@ -117,7 +117,7 @@ def import_s3(
     )
     obj = connector.head(bucket, key)
     previous = connector.load_record(obj)
-    action = decide(previous, obj.etag, int(time.time()), reimport_after_window=force)
+    action = decide_object(previous, obj.etag, int(time.time()), reimport_after_window=force)
     # A rejected version is checked again on request (nothing of it was sent): e.g. with --skip-invalid now.
     if previous is not None and action != "import" and previous.status != "rejected" and not force and not dry_run:
         click.echo(previous.summary(obj.url))

@@ -31,7 +31,7 @@ __all__ = [
     "MINUTE",
     "Agg",
     "Cancellation",
-    "Event",
+    "LedgerEvent",
     "MeterLedger",
     "Series",
 ]
@@ -43,7 +43,7 @@ DEDUP_WINDOW = 86400
 CANCEL_WINDOW = 86400
 
 
-class Event:
+class LedgerEvent:
     """An accepted meter event. ``seq`` is the emulator-wide arrival order (ties in ``last`` and the
     "most recently received" rule use it)."""
 
@@ -111,7 +111,7 @@ class Agg:
         self.last_seq = -1
         self.last_value = 0
 
-    def add(self, ev: Event) -> None:
+    def add(self, ev: LedgerEvent) -> None:
         self.total += ev.value
         self.count += 1
         if self.last_seq < 0 or (ev.timestamp, ev.seq) > (self.last_ts, self.last_seq):
@@ -149,7 +149,7 @@ class Level:
         self.buckets: dict[int, Agg] = {}
         self.keys: list[int] = []
 
-    def add(self, ev: Event) -> None:
+    def add(self, ev: LedgerEvent) -> None:
         start = ev.timestamp - ev.timestamp % self.width
         agg = self.buckets.get(start)
         if agg is None:
@@ -160,7 +160,7 @@ class Level:
                 bisect.insort(self.keys, start)
         agg.add(ev)
 
-    def subtract(self, ev: Event) -> tuple[int, Agg | None]:
+    def subtract(self, ev: LedgerEvent) -> tuple[int, Agg | None]:
         """Take ``ev`` out of its bucket; returns the bucket start and the bucket (``None`` once empty)."""
         start = ev.timestamp - ev.timestamp % self.width
         agg = self.buckets[start]
@@ -189,17 +189,17 @@ class Series:
     def __init__(self, track_last: bool) -> None:
         self.levels = (Level(MINUTE), Level(HOUR), Level(DAY))
         # minute start -> its events by seq; only kept where ``last`` may need recomputing
-        self.members: dict[int, dict[int, Event]] | None = {} if track_last else None
+        self.members: dict[int, dict[int, LedgerEvent]] | None = {} if track_last else None
         # pre-aggregated meters: window start -> surviving events by seq (received order)
-        self.pre: dict[int, dict[int, Event]] = {}
+        self.pre: dict[int, dict[int, LedgerEvent]] = {}
 
-    def add(self, ev: Event) -> None:
+    def add(self, ev: LedgerEvent) -> None:
         for level in self.levels:
             level.add(ev)
         if self.members is not None:
             self.members.setdefault(ev.timestamp - ev.timestamp % MINUTE, {})[ev.seq] = ev
 
-    def remove(self, ev: Event) -> None:
+    def remove(self, ev: LedgerEvent) -> None:
         if self.members is not None:
             minute = ev.timestamp - ev.timestamp % MINUTE
             bucket = self.members[minute]
@@ -255,13 +255,13 @@ class MeterLedger:
         self.formula = formula
         self.window_width = {"hour": HOUR, "day": DAY}.get(window or "")
         self.series: dict[str, Series] = {}
-        self.holders: dict[str, Event] = {}
-        self._claims: deque[Event] = deque()
-        self.events: list[Event] = []
+        self.holders: dict[str, LedgerEvent] = {}
+        self._claims: deque[LedgerEvent] = deque()
+        self.events: list[LedgerEvent] = []
         self.cancellations: list[Cancellation] = []
 
     # -- identifiers -------------------------------------------------------------------------------
-    def holder(self, identifier: str, now: float) -> Event | None:
+    def holder(self, identifier: str, now: float) -> LedgerEvent | None:
         """The accepted event holding ``identifier`` if it was received less than 24 h ago."""
         ev = self.holders.get(identifier)
         if ev is not None and now - ev.received < DEDUP_WINDOW:
@@ -276,7 +276,7 @@ class MeterLedger:
                 del self.holders[ev.identifier]
 
     # -- events ------------------------------------------------------------------------------------
-    def accept(self, ev: Event) -> None:
+    def accept(self, ev: LedgerEvent) -> None:
         """Count ``ev`` (the caller has checked it is valid and not a duplicate)."""
         self._prune(ev.received)
         self.holders[ev.identifier] = ev
@@ -320,7 +320,7 @@ class MeterLedger:
         self._prune(now)
         return record
 
-    def _uncount(self, ev: Event) -> None:
+    def _uncount(self, ev: LedgerEvent) -> None:
         series = self.series[ev.customer]
         if self.window_width is None:
             series.remove(ev)

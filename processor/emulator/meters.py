@@ -19,7 +19,7 @@ from processor.errors import InvalidRequestError, ResourceMissingError
 from processor.meters.model import Meter
 from processor.wire import get_enum, get_map, get_str, reject_unknown
 
-__all__ = ["MeterBook", "new_id"]
+__all__ = ["EmulatorMeters", "new_id"]
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -29,7 +29,10 @@ def new_id(prefix: str, length: int = 24) -> str:
     return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(length))
 
 
-class MeterBook:
+class EmulatorMeters:
+    """The emulator's billing meters by id and event name, with Stripe's create-time rules (not the
+    processor's :class:`processor.meters.book.MeterBook`, which versions meters by time)."""
+
     def __init__(self) -> None:
         self._by_id: dict[str, Meter] = {}
         self._by_event_name: dict[str, str] = {}

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from processor.emulator.clock import Clock
-from processor.emulator.ledger import Cancellation, Event, MeterLedger
-from processor.emulator.meters import MeterBook, new_id
+from processor.emulator.ledger import Cancellation, LedgerEvent, MeterLedger
+from processor.emulator.meters import EmulatorMeters, new_id
 from processor.emulator.values import ValueProblem, parse_value
 from processor.errors import (
     AuthenticationFailedError,
@@ -105,7 +105,7 @@ class Emulator:
     def reset(self) -> None:
         """Forget everything (the clock offset too)."""
         self.clock.reset()
-        self.meters = MeterBook()
+        self.meters = EmulatorMeters()
         self.ledgers: dict[str, MeterLedger] = {}
         self.customers: dict[str, dict[str, Any]] = {}
         self.sessions: dict[str, Session] = {}
@@ -214,7 +214,7 @@ class Emulator:
                 self._async_error("meter_event_customer_not_found", message, ev, identifier, source)
                 return identifier, timestamp
             self.create_customer({}, customer_id=customer)
-        ledger.accept(Event(self._next_seq(), identifier, customer, value, timestamp, now, source))
+        ledger.accept(LedgerEvent(self._next_seq(), identifier, customer, value, timestamp, now, source))
         self.stats["events_accepted"] += 1
         return identifier, timestamp
 

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from processor.events.schema import (
     EVENT_NAME_MAX,
     IDENTIFIER_MAX,
+    check_cancel_shape,
+    check_event_shape,
     parse_cancel_object,
     parse_event_object,
-    validate_cancel,
-    validate_event,
 )
 
 if TYPE_CHECKING:
@@ -28,10 +28,10 @@ __all__ = [
     "DeliveryCallback",
     "DeliveryFailure",
     "MeterEventProducer",
+    "check_cancel_shape",
+    "check_event_shape",
     "parse_cancel_object",
     "parse_event_object",
-    "validate_cancel",
-    "validate_event",
 ]
 
 _LAZY = frozenset({"DeliveryCallback", "DeliveryFailure", "MeterEventProducer"})

@@ -27,10 +27,10 @@ __all__ = [
     "EVENT_NAME_MAX",
     "IDENTIFIER_MAX",
     "EventValidationError",
+    "check_cancel_shape",
+    "check_event_shape",
     "parse_cancel_object",
     "parse_event_object",
-    "validate_cancel",
-    "validate_event",
 ]
 
 # Stripe's limits on POST /v1/billing/meter_events (reference/stripe-meters.md §2), shared with the processor.
@@ -141,10 +141,12 @@ def _timestamp(value: object) -> int | None:
     return value
 
 
-def validate_event(
+def check_event_shape(
     event_name: object, payload: object, identifier: object = None, timestamp: object = None
 ) -> dict[str, Any]:
-    """The ``meter-events`` value for these fields (SPEC §2), or :class:`EventValidationError`.
+    """Check the shape of a producer-side event (SPEC §2: names, lengths, types) and return its
+    ``meter-events`` value, or raise :class:`EventValidationError`. The meter rules come later, in the
+    processor (:func:`processor.aggregator.validate.judge_event`).
 
     Absent optional fields (``identifier``, ``timestamp``) are left out of the result, as the topic
     contract allows; the producer fills both before calling this. The payload is copied, so later
@@ -161,8 +163,9 @@ def validate_event(
     return value
 
 
-def validate_cancel(event_name: object, identifier: object) -> dict[str, Any]:
-    """The ``meter-event-adjustments`` value cancelling ``identifier`` of ``event_name`` (SPEC §2)."""
+def check_cancel_shape(event_name: object, identifier: object) -> dict[str, Any]:
+    """Check the shape of a cancellation (SPEC §2) and return the ``meter-event-adjustments`` value
+    cancelling ``identifier`` of ``event_name``, or raise :class:`EventValidationError`."""
     name = _string(event_name, "event_name", required=True, max_len=EVENT_NAME_MAX)
     ident = _string(identifier, "cancel[identifier]", required=True, max_len=IDENTIFIER_MAX)
     return {"event_name": name, "type": "cancel", "cancel": {"identifier": ident}}
@@ -179,9 +182,9 @@ def _check_object(obj: object, fields: tuple[str, ...]) -> Mapping[str, Any]:
 
 def parse_event_object(obj: object) -> dict[str, Any]:
     """Validate a whole ``meter-events`` value (a parsed JSON line, a request body): unknown fields are
-    refused, the rest goes through :func:`validate_event`."""
+    refused, the rest goes through :func:`check_event_shape`."""
     fields = _check_object(obj, _EVENT_FIELDS)
-    return validate_event(
+    return check_event_shape(
         fields.get("event_name"), fields.get("payload"), fields.get("identifier"), fields.get("timestamp")
     )
 
@@ -214,4 +217,4 @@ def parse_cancel_object(obj: object) -> dict[str, Any]:
             raise EventValidationError(
                 f"Received unknown parameter: cancel[{key}]", param=f"cancel[{key}]", code="parameter_unknown"
             )
-    return validate_cancel(fields.get("event_name"), cancel.get("identifier"))
+    return check_cancel_shape(fields.get("event_name"), cancel.get("identifier"))

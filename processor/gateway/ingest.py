@@ -31,7 +31,7 @@ from confluent_kafka import KafkaError, Message
 
 from processor.config import Settings
 from processor.errors import EventValidationError, KafkaDeliveryError, RateLimitedError
-from processor.events.schema import validate_cancel
+from processor.events.schema import check_cancel_shape
 from processor.kafka.produce import AckedProducer, RecordTooLargeError
 from processor.meters.model import DEFAULT_CUSTOMER_KEY
 from topics import Topic, topic_name
@@ -248,7 +248,7 @@ class AckingProducer:
     async def send_cancel(self, event_name: str, identifier: str) -> None:
         """Produce one cancellation and return once the broker acknowledged it."""
         self._admit(1)
-        value = _dumps(validate_cancel(event_name, identifier))
+        value = _dumps(check_cancel_shape(event_name, identifier))
         ticket = self._ticket(1)
         try:
             self._kafka.produce(self.adjustments_topic, value, identifier, on_delivery=ticket.delivered)

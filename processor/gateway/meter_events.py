@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from processor.errors import InvalidRequestError
-from processor.events.schema import validate_event
+from processor.events.schema import check_event_shape
 from processor.gateway.idempotency import Claim, derived_identifier
 from processor.gateway.ingest import EventIn
 from processor.gateway.rules import error_record, judge
@@ -42,7 +42,7 @@ async def _meter(gw: Gateway, event_name: str) -> Meter | None:
 
 
 def _shape(params: Mapping[str, Any], timestamp: int | None) -> dict[str, Any]:
-    return validate_event(
+    return check_event_shape(
         params.get("event_name"), as_mapping(params.get("payload")), params.get("identifier"), timestamp
     )
 

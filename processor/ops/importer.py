@@ -41,7 +41,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from processor.aggregator.validate import meter_value
 from processor.config import Settings
 from processor.errors import EventValidationError, KafkaDeliveryError, UnreadableFileError
-from processor.events.schema import validate_event
+from processor.events.schema import check_event_shape
 from processor.kafka.produce import AckedProducer, RecordTooLargeError
 from processor.limits import TIMESTAMP_FUTURE_S, TIMESTAMP_PAST_S, customer_problem
 from processor.meters.model import DEFAULT_CUSTOMER_KEY, Meter
@@ -231,7 +231,7 @@ class Importer:
             self._ignored.update(row.ignored)
             event = dict(row.event)
             try:
-                value = validate_event(
+                value = check_event_shape(
                     event.get("event_name"), event.get("payload"), event.get("identifier"), event.get("timestamp")
                 )
             except EventValidationError as exc:

@@ -25,6 +25,7 @@ import stripe
 from processor.config import Settings
 from processor.errors import ConfigError, MeterNotFoundError, RetryableSinkError, StripeRejectedError
 from processor.meters.model import Meter
+from processor.retry import Backoff, retry
 from processor.sink.ratelimit import TokenBucket
 from processor.sink.stripe_api import map_stripe_errors
 from processor.state.keys import Keys
@@ -35,13 +36,11 @@ __all__ = ["BucketDrift", "CustomerResult", "Reconciler", "stripe_value"]
 
 T = TypeVar("T")
 
-#: Attempts per Stripe read. Stripe answers 429 when a key goes over its rate limit (and the SDK retries
+#: Patience per Stripe read. Stripe answers 429 when a key goes over its rate limit (and the SDK retries
 #: a 429 only when told to), 5xx at times; a read can always be repeated, so reconcile waits and tries
-#: again rather than stopping a long comparison at one busy moment.
-READ_ATTEMPTS = 8
-#: First wait between attempts (doubled each time, at most READ_BACKOFF_MAX_S).
-READ_BACKOFF_S = 0.5
-READ_BACKOFF_MAX_S = 8.0
+#: again (8 calls, waits from 0.5 s up to 8 s, jittered) rather than stopping a long comparison at one
+#: busy moment.
+READ_RETRY = Backoff(base_s=0.5, cap_s=8.0, max_attempts=8)
 
 
 @dataclass(frozen=True)
@@ -88,6 +87,7 @@ class Reconciler:
         *,
         client: stripe.StripeClient | None = None,
         clock: Callable[[], int] = time.monotonic_ns,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         if client is None:
             if not settings.stripe_api_key:
@@ -108,27 +108,18 @@ class Reconciler:
         self.stripe = client
         self._bucket = TokenBucket(settings.stripe_rate)
         self._clock = clock
+        self._sleep = sleep
         self._stripe_id: str | None = None
 
     # ---- Stripe -----------------------------------------------------------------------------------
     def _read(self, fn: Callable[[], T]) -> T:
         """``fn()`` (a whole read, pages included), again after a transient failure (429, 5xx, network)."""
-        delay = READ_BACKOFF_S
-        for attempt in range(1, READ_ATTEMPTS + 1):
-            try:
-                return fn()
-            except RetryableSinkError as exc:
-                if attempt == READ_ATTEMPTS:
-                    raise
-                wait = exc.retry_after if exc.retry_after is not None else delay
-                time.sleep(min(max(wait, 0.0), READ_BACKOFF_MAX_S))
-                delay = min(delay * 2, READ_BACKOFF_MAX_S)
-        raise AssertionError("unreachable")
+        return retry(fn, policy=READ_RETRY, transient=RetryableSinkError, sleep=self._sleep)
 
     def _pace(self) -> None:
         wait_ns = self._bucket.reserve(self._clock())
         if wait_ns:
-            time.sleep(wait_ns / 1e9)
+            self._sleep(wait_ns / 1e9)
 
     def stripe_meter_id(self) -> str:
         """Stripe's meter for ours: the sink's remembered mapping (same Stripe server), else by event_name."""

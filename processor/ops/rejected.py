@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message
 
 from processor.aggregator.engine import ADJUSTMENTS, EVENTS
-from processor.aggregator.validate import Rejected, Source, default_identifier, validate_adjustment, validate_event
+from processor.aggregator.validate import Rejected, Source, default_identifier, judge_adjustment, judge_event
 from processor.config import Settings
 from processor.errors import KafkaDeliveryError
 from processor.kafka.produce import AckedProducer
@@ -197,7 +197,7 @@ def _judge(item: Replayable, book: MeterBook, now_ms: int) -> None:
     src = Source(error.topic, error.source_partition, error.source_offset, received_ms)
     if error.topic == ADJUSTMENTS:
         value = {k: event[k] for k in ("event_name", "type", "cancel") if k in event}
-        judged_c = validate_adjustment(json.dumps(value).encode(), Source(ADJUSTMENTS, 0, 0, now_ms), book)
+        judged_c = judge_adjustment(json.dumps(value).encode(), Source(ADJUSTMENTS, 0, 0, now_ms), book)
         if isinstance(judged_c, Rejected):
             item.reason = f"would be rejected again: {judged_c.code}"
             return
@@ -219,7 +219,7 @@ def _judge(item: Replayable, book: MeterBook, now_ms: int) -> None:
                 return
     value.setdefault("identifier", default_identifier(src))
     value.setdefault("timestamp", received_ms // 1000)
-    judged = validate_event(json.dumps(value).encode(), Source(EVENTS, 0, 0, now_ms), book)
+    judged = judge_event(json.dumps(value).encode(), Source(EVENTS, 0, 0, now_ms), book)
     if isinstance(judged, Rejected):
         item.reason = f"would be rejected again: {judged.code}"
         return

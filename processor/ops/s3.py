@@ -50,7 +50,7 @@ __all__ = [
     "ObjectRecord",
     "S3Connector",
     "S3Object",
-    "decide",
+    "decide_object",
     "object_format",
     "parse_s3_url",
     "s3_client",
@@ -166,7 +166,7 @@ class ObjectRecord:
         return line + (f" ({self.message})" if self.message else "")
 
 
-def decide(record: ObjectRecord | None, etag: str, now: int, *, reimport_after_window: bool = False) -> str:
+def decide_object(record: ObjectRecord | None, etag: str, now: int, *, reimport_after_window: bool = False) -> str:
     """What to do with a listed object: ``import``, ``skip`` (this ETag is done) or ``hold`` (changed after
     the dedup window of its first rows: re-importing would count the rows it shares twice)."""
     if record is None:
@@ -386,7 +386,9 @@ class S3Connector:
             for obj, previous in zip(page, self._records(page), strict=True):
                 if stop is not None and stop():
                     return done
-                action = decide(previous, obj.etag, int(self._now()), reimport_after_window=self.reimport_after_window)
+                action = decide_object(
+                    previous, obj.etag, int(self._now()), reimport_after_window=self.reimport_after_window
+                )
                 if action == "skip":
                     continue
                 if action == "hold":

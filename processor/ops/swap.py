@@ -22,7 +22,7 @@ import msgpack
 
 from processor.meters.model import Meter
 from processor.state.keys import BEST_TTL_S, DAY_S, HOUR_S, MINUTES_TTL_S, WATERMARK_TTL_S, Keys
-from processor.state.store import run_scripts
+from processor.state.scripts import run_scripts
 
 __all__ = ["BucketChange", "PairResult", "SwapScript", "window_units"]
 

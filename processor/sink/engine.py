@@ -45,12 +45,13 @@ from processor.errors import (
     StripeRejectedError,
 )
 from processor.meters.model import Meter
+from processor.retry import retry_async
 from processor.sink.meters import order_sensitive
 from processor.sink.metrics import SinkMetrics
-from processor.sink.planner import Item, Planner, Unit
+from processor.sink.planner import Planner, QueuedItem, Unit
 from processor.sink.ratelimit import AsyncRateLimiter
 from processor.sink.records import AcceptedRecord, parse_accepted
-from processor.sink.retry import backoff_delay, retry_transient
+from processor.sink.retry import STRIPE_BACKOFF, retry_transient
 from processor.sink.stripe_api import is_already_exists
 from processor.sink.transport import MeterEnsurer, StripeTransport
 from processor.sink.watermark import OffsetTracker, Token
@@ -244,7 +245,7 @@ class SinkEngine:
         if not current():
             return
         token = self.tracker.track(partition, offset, ref)
-        item = Item(
+        item = QueuedItem(
             customer=record.customer,
             is_cancel=record.is_cancel,
             partition=partition,
@@ -257,15 +258,17 @@ class SinkEngine:
     async def _ensure_meter(self, meter_id: str) -> Meter:
         """The meter, ensured in Stripe; transient trouble (Stripe, Redis, a meter not mirrored yet) is
         retried here, holding intake back, because nothing of that meter can be sent before."""
-        attempt = 0
-        while True:
-            try:
-                return await self.registry.ensure(meter_id)
-            except (RetryableSinkError, StateError) as exc:
-                attempt += 1
-                delay = backoff_delay(attempt, self._rng)
-                log.warning("cannot ensure meter %s yet (%s); retrying in %.1f s", meter_id, exc, delay)
-                await asyncio.sleep(delay)
+
+        def note(exc: Exception, failures: int, delay: float) -> None:
+            log.warning("cannot ensure meter %s yet (%s); retrying in %.1f s", meter_id, exc, delay)
+
+        return await retry_async(
+            lambda: self.registry.ensure(meter_id),
+            policy=STRIPE_BACKOFF,
+            transient=(RetryableSinkError, StateError),
+            on_retry=note,
+            rng=self._rng,
+        )
 
     async def _reject_at_intake(
         self,

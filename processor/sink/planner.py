@@ -26,13 +26,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
-__all__ = ["Item", "Planner", "Unit"]
+__all__ = ["Planner", "QueuedItem", "Unit"]
 
 T = TypeVar("T")
 
 
 @dataclass(slots=True)
-class Item(Generic[T]):
+class QueuedItem(Generic[T]):
     """One record waiting for Stripe. ``order_key`` is set (to the meter id) when the meter is
     order-sensitive; ``partition`` lets a rebalance drop what another sink will now handle."""
 
@@ -48,7 +48,7 @@ class Unit(Generic[T]):
     """One planned request: a batch of events (1 … max_batch), or a single cancellation."""
 
     kind: Literal["events", "cancel"]
-    items: list[Item[T]]
+    items: list[QueuedItem[T]]
     customers: list[str] = field(default_factory=list)
 
 
@@ -59,7 +59,7 @@ class Planner(Generic[T]):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.max_batch = max_batch
-        self._queues: dict[str, deque[Item[T]]] = {}
+        self._queues: dict[str, deque[QueuedItem[T]]] = {}
         self._in_flight: set[str] = set()
         # Ready customers (queue non-empty, nothing in flight), split by the kind of their head record.
         # Entries may go stale when a rebalance drops records; they are re-checked when popped.
@@ -83,7 +83,7 @@ class Planner(Generic[T]):
         return customer in self._in_flight
 
     # ---- changes ----------------------------------------------------------------------------------
-    def add(self, item: Item[T]) -> None:
+    def add(self, item: QueuedItem[T]) -> None:
         """Queue a record behind the customer's earlier ones."""
         queue = self._queues.get(item.customer)
         if queue is None:
@@ -107,7 +107,7 @@ class Planner(Generic[T]):
             item = queue.popleft()
             return self._launch("cancel", [item], [customer])
 
-        batch: list[Item[T]] = []
+        batch: list[QueuedItem[T]] = []
         customers: list[str] = []
         deferred: list[str] = []
         while self._ready_events and len(batch) < self.max_batch:
@@ -145,13 +145,13 @@ class Planner(Generic[T]):
             elif queue is not None:
                 del self._queues[customer]
 
-    def drop(self, partitions: set[tuple[str, int]]) -> list[Item[T]]:
+    def drop(self, partitions: set[tuple[str, int]]) -> list[QueuedItem[T]]:
         """Remove the queued (not in-flight) records of ``partitions`` (revoked in a rebalance).
 
         In-flight requests stay in flight: their customers remain blocked until they finish, so a new
         owner's resend of the same customer cannot overtake them in this process.
         """
-        dropped: list[Item[T]] = []
+        dropped: list[QueuedItem[T]] = []
         for customer in list(self._queues):
             queue = self._queues[customer]
             if not any(item.partition in partitions for item in queue):
@@ -175,7 +175,7 @@ class Planner(Generic[T]):
         queue = self._queues[customer]
         (self._ready_cancels if queue[0].is_cancel else self._ready_events).append(customer)
 
-    def _launch(self, kind: Literal["events", "cancel"], items: list[Item[T]], customers: list[str]) -> Unit[T]:
+    def _launch(self, kind: Literal["events", "cancel"], items: list[QueuedItem[T]], customers: list[str]) -> Unit[T]:
         self._in_flight.update(customers)
         self.queued -= len(items)
         self.in_flight_items += len(items)

@@ -1,8 +1,9 @@
-"""When to retry a Stripe request, how long to wait, and the one retry loop.
+"""When to retry a Stripe request and how patient the sink is; the loop itself is :mod:`processor.retry`.
 
-The decisions are pure functions (randomness is injected); :func:`retry_transient` is the loop every
-Stripe call of the sink goes through (record deliveries in the engine, meter calls in the registry), so
-backoff, jitter and the "resend at once after a session renewal" rule live in one place.
+The decisions are pure functions (randomness is injected); :func:`retry_transient` is how every Stripe
+call of the sink goes through the one retry loop (record deliveries in the engine, meter calls in the
+registry) with the sink's policy: Stripe's notion of transient, :data:`STRIPE_BACKOFF`, and "resend at
+once after a session renewal".
 
 The policy is stripe-python's own (``_http_client.py`` ``_should_retry``), made explicit because the sink
 runs the SDK with ``max_network_retries=0`` and retries itself: the SDK would retry one HTTP call, but the
@@ -18,7 +19,6 @@ Order of the decision (:func:`should_retry`):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,13 +27,12 @@ from typing import TypeVar
 import stripe
 
 from processor.errors import RetryableSinkError
+from processor.retry import Backoff, retry_async
 
 __all__ = [
     "BACKOFF_BASE_S",
     "BACKOFF_CAP_S",
-    "backoff_ceiling",
-    "backoff_delay",
-    "full_jitter",
+    "STRIPE_BACKOFF",
     "retry_transient",
     "should_retry",
 ]
@@ -46,6 +45,8 @@ BACKOFF_BASE_S = 0.5
 #: ... and no retry waits more than 30 s: long enough to ride out a rate-limit window or a short Stripe
 #: incident without hammering, short enough that a recovered Stripe is used again quickly.
 BACKOFF_CAP_S = 30.0
+#: The sink's patience with Stripe: no bound on attempts (see :func:`retry_transient`).
+STRIPE_BACKOFF = Backoff(base_s=BACKOFF_BASE_S, cap_s=BACKOFF_CAP_S)
 
 
 def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
@@ -71,28 +72,13 @@ def should_retry(error: stripe.StripeError) -> bool:
     return status in (409, 429) or status >= 500
 
 
-def backoff_ceiling(attempt: int, *, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S) -> float:
-    """Upper bound of the wait before retry number ``attempt`` (1 = first retry): ``base·2^(attempt-1)``,
-    capped. The exponent is bounded so a very long outage cannot overflow the float."""
-    if attempt < 1:
-        raise ValueError(f"attempt must be >= 1, got {attempt}")
-    return min(cap, base * 2.0 ** min(attempt - 1, 62))
-
-
-def full_jitter(ceiling: float, rng: random.Random) -> float:
-    """A wait drawn uniformly from ``[0, ceiling]`` ("full jitter"): many sinks that failed together
-    spread their retries over the whole window instead of retrying in lockstep. Kept apart from
-    :func:`backoff_ceiling` so tests can pin the randomness with a seeded ``rng``."""
-    return rng.uniform(0.0, ceiling)
-
-
-def backoff_delay(attempt: int, rng: random.Random) -> float:
-    """Seconds to wait before retry number ``attempt``."""
-    return full_jitter(backoff_ceiling(attempt), rng)
-
-
 async def _nothing() -> None:
     return None
+
+
+def _renewed(exc: Exception) -> bool:
+    """A v2 session was renewed (``retry_after == 0``): the resend should work at once."""
+    return isinstance(exc, RetryableSinkError) and exc.retry_after == 0.0
 
 
 async def retry_transient(
@@ -103,26 +89,29 @@ async def retry_transient(
     before_retry: Callable[[], Awaitable[None]] = _nothing,
     on_retry: Callable[[], None] = lambda: None,
 ) -> T:
-    """Await ``call()`` until it does not raise :class:`RetryableSinkError`, sleeping
-    :func:`backoff_delay` between attempts (no limit: a transient failure is waited out, and the caller
-    is cancelled at shutdown). An error with ``retry_after == 0`` (a renewed session) is resent at once,
-    the first time only, so a server that keeps refusing sessions still meets the backoff.
-    ``before_retry`` runs before each resend (the engine takes a rate token there). Anything else the
-    call raises propagates."""
-    attempt = 0
-    immediate_used = False
-    while True:
-        try:
-            return await call()
-        except RetryableSinkError as exc:
-            on_retry()
-            if exc.retry_after == 0.0 and not immediate_used:
-                immediate_used, delay = True, 0.0
-            else:
-                attempt += 1
-                delay = backoff_delay(attempt, rng)
-            (log.warning if attempt >= 4 else log.debug)(
-                "%s failed (%s); retry %d in %.2f s", what, exc, attempt, delay
-            )
-            await asyncio.sleep(delay)
+    """Await ``call()`` until it does not raise :class:`RetryableSinkError`, through the one retry loop
+    (:func:`processor.retry.retry_async`) with :data:`STRIPE_BACKOFF`: no limit on attempts (a transient
+    failure is waited out, and the caller is cancelled at shutdown). An error with ``retry_after == 0`` (a
+    renewed session) is resent at once, the first time only. ``before_retry`` runs before each resend
+    (the engine takes a rate token there). Anything else the call raises propagates."""
+    calls = 0
+
+    async def attempt() -> T:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
             await before_retry()
+        return await call()
+
+    def note(exc: Exception, failures: int, delay: float) -> None:
+        on_retry()
+        (log.warning if failures >= 4 else log.debug)("%s failed (%s); retry %d in %.2f s", what, exc, failures, delay)
+
+    return await retry_async(
+        attempt,
+        policy=STRIPE_BACKOFF,
+        transient=RetryableSinkError,
+        at_once=_renewed,
+        on_retry=note,
+        rng=rng,
+    )

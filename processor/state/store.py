@@ -4,7 +4,10 @@ Works on a standalone server (each step is one script call for a whole batch) an
 ops of a step are grouped by hash slot, one script call per slot, pipelined per node). Every op of a step
 is idempotent by record position, so the grouping never changes the result — only the round trips.
 
-Redis errors are translated to :class:`~processor.errors.StateError` here, so callers see one error type.
+The ops and the scripts' answers are typed in steps.py (the one place that knows the scripts' array
+positions); running a script per hash slot, and re-sending what a reshaping cluster refused, is
+scripts.py. Redis errors are translated to :class:`~processor.errors.StateError` here, so callers see one
+error type.
 """
 
 from __future__ import annotations
@@ -13,8 +16,7 @@ import contextlib
 import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
-from importlib import resources
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgpack
 import redis
@@ -33,8 +35,20 @@ from processor.state.keys import (
     Keys,
     claim_digest,
 )
+from processor.state.scripts import lua_source, run_scripts
+from processor.state.steps import (
+    ApplyAnswer,
+    ApplyOp,
+    CancelClaim,
+    ClaimOp,
+    EventClaim,
+    decode_apply_answer,
+    decode_cancel_claim,
+    decode_event_claim,
+    pack_apply_op,
+)
 
-__all__ = ["ApplyOp", "ClaimOp", "ClaimResult", "StateStore", "connect_redis", "run_scripts"]
+__all__ = ["StateStore", "connect_redis", "map_redis_errors"]
 
 
 def connect_redis(url: str, *, cluster: bool | None = None) -> redis.Redis | RedisCluster:
@@ -51,25 +65,6 @@ def map_redis_errors(what: str) -> Iterator[None]:
         raise StateError(f"Redis failed during {what}: {exc}") from exc
 
 
-class ClaimOp(NamedTuple):
-    """One record's identifier step: ``kind`` 'E' (event, on meter-events) or 'C' (cancellation, on
-    meter-event-adjustments), at ``partition``/``offset`` of its topic, received at ``received_ms``."""
-
-    kind: str
-    meter_id: str
-    identifier: str
-    received_ms: int
-    partition: int
-    offset: int
-
-
-#: A claim step's answer for one op (claim.lua): the status first, then
-#:   event 'new':     (cancelling partition, offset) of a waiting cancellation that took it out, or None
-#:   event 'mine':    the same, and whether it arrived cancelled (a replay of the event's record)
-#:   cancel 'cancel' / 'mine': (partition, offset, received ms) of the event it cancels
-#:   'dup', 'noop', 'pending', 'consumed': nothing
-ClaimResult = tuple[Any, ...]
-
 _DAY_MS = DAY_S * 1000
 _EXP = struct.Struct(">HQ")  # claim.lua's expiry: key index, expire-at ms
 #: How often a claim bucket's expiry is set again even though this store set it already (see _expiries).
@@ -85,148 +80,6 @@ def _bucket_expiry(key: str, now_ms: int) -> int:
 
 
 _OP = struct.Struct(">cIHI8scIHHI")  # claim.lua's 32-byte op: kind, identity, key, day, field, own entry
-_LETTERS: dict[bytes, ClaimResult] = {
-    b"n": ("new", None),
-    b"d": ("dup",),
-    b"o": ("noop",),
-    b"p": ("pending",),
-    b"u": ("consumed",),
-}
-
-
-def _claim_result(res: Any) -> ClaimResult:
-    """An event op's answer."""
-    if isinstance(res, bytes):
-        return _LETTERS[res]
-    status = res[0].decode()
-    if status == "new":
-        return ("new", (int(res[1]), int(res[2])))
-    return (status, None if int(res[1]) < 0 else (int(res[1]), int(res[2])), res[3] == 1)
-
-
-class ApplyOp(NamedTuple):
-    """One aggregate change. ``kind``: '+'/'-' additive, 'c+'/'c-' candidate, 'l+'/'l-' raw last (apply.lua)."""
-
-    kind: str
-    wm_key: str
-    hour_key: str
-    day_key: str
-    cand_key: str
-    best_key: str
-    src: str
-    offset: int
-    ident: str
-    rank: str
-    value: str
-    ts: int
-    formula: str
-    minutes_key: str
-
-
-#: Answers that mean "not here / not now" rather than "this call is wrong": retried via the cluster client.
-_REDIRECTS = (
-    redis.exceptions.MovedError,
-    redis.exceptions.AskError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.NoScriptError,
-    redis.ConnectionError,
-    redis.TimeoutError,
-)
-
-#: Cluster states that pass by themselves: a slot half moved (TRYAGAIN for a multi-key call until the move
-#: ends), a failover in progress (CLUSTERDOWN, connections refused), redis-py's redirect budget spent meanwhile.
-_TRANSIENT = (
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.ClusterError,
-    redis.exceptions.SlotNotCoveredError,
-    redis.ConnectionError,
-    redis.TimeoutError,
-)
-#: How long a script call keeps retrying a transient cluster state before the step fails (the processor then
-#: stops, and a restart resumes exactly where Redis says it is).
-CLUSTER_PATIENCE_S = 60.0
-
-
-def _patiently(script: Any, keys: list[str], args: list[Any]) -> Any:
-    """One script call through the cluster client, retried with backoff while the cluster is reshaping."""
-    deadline = time.monotonic() + CLUSTER_PATIENCE_S
-    delay = 0.05
-    while True:
-        try:
-            return script(keys=keys, args=args)
-        except _TRANSIENT:
-            if time.monotonic() + delay > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-
-
-def run_scripts(client: redis.Redis | RedisCluster, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-    """Run ``script`` (a registered Script) once per ``(keys, args)`` call, pipelined; results in order. Every
-    call's keys must share one hash slot. On a single server: one pipeline. On Redis Cluster: see
-    :func:`_run_cluster`. Callers make their calls idempotent (a call may run twice on Redis Cluster)."""
-    if not calls:
-        return []
-    if isinstance(client, RedisCluster):
-        return _run_cluster(client, script, calls)
-    if len(calls) == 1:
-        keys, args = calls[0]
-        return [script(keys=keys, args=args)]
-    pipe = client.pipeline(transaction=False)
-    for keys, args in calls:
-        script(keys=keys, args=args, client=pipe)
-    return list(pipe.execute())
-
-
-def _run_cluster(client: RedisCluster, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-    """One pipeline per primary of the script calls whose slot it owns (per our slot map), then each call
-    the node refused — MOVED/ASK (a slot moved or is moving), TRYAGAIN, CLUSTERDOWN, a connection lost in a
-    failover — again on its own through the cluster client, which follows the redirect, refreshes the slot
-    map, and loads the script where it is missing (NOSCRIPT on a promoted replica). Re-running a call is
-    safe: callers' calls are idempotent, so a call that did run before the error changes nothing the second
-    time.
-
-    redis-py's cluster pipeline refuses EVALSHA, hence the plain per-node pipelines (which load missing
-    scripts themselves before they run)."""
-    outs: list[Any] = [None] * len(calls)
-    retry: list[int] = []
-    by_node: dict[str, tuple[Any, list[int]]] = {}
-    for i, (keys, _) in enumerate(calls):
-        try:
-            node = client.get_node_from_key(keys[0])  # type: ignore[no-untyped-call]
-        except redis.RedisError:
-            retry.append(i)
-            continue
-        by_node.setdefault(node.name, (node, []))[1].append(i)
-    for node, idxs in by_node.values():
-        try:
-            pipe = client.get_redis_connection(node).pipeline(transaction=False)
-            for i in idxs:
-                keys, args = calls[i]
-                script(keys=keys, args=args, client=pipe)
-            results = pipe.execute(raise_on_error=False)
-        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
-            retry.extend(idxs)  # the node is gone or changing role: let the cluster client find the owner
-            continue
-        for i, res in zip(idxs, results, strict=True):
-            if isinstance(res, _REDIRECTS):
-                retry.append(i)
-            elif isinstance(res, Exception):
-                raise res
-            else:
-                outs[i] = res
-    for i in sorted(retry):
-        keys, args = calls[i]
-        outs[i] = _patiently(script, keys, args)
-    return outs
-
-
-def _cancel_result(res: Any) -> ClaimResult:
-    if isinstance(res, bytes):
-        return _LETTERS[res]
-    return (res[0].decode(), (int(res[1]), int(res[2]), int(res[3])))
 
 
 def _entries(raw: bytes | None, day: int) -> list[tuple[bytes, int]]:
@@ -238,10 +91,6 @@ def _entries(raw: bytes | None, day: int) -> list[tuple[bytes, int]]:
         out.append((kind, day * _DAY_MS + int.from_bytes(raw[pos + 1 : pos + 5], "big")))
         pos += 21 if kind in b"XAU" else 13
     return out
-
-
-def _script(name: str) -> str:
-    return resources.files("processor.state").joinpath("lua", name).read_text("utf-8")
 
 
 class StateStore:
@@ -258,8 +107,8 @@ class StateStore:
         self._trimmed: dict[str, int] = {}  # usage key → UTC day (days since 1970) it was last trimmed
         self.keys = Keys(prefix)
         self.cluster = isinstance(client, RedisCluster)
-        self._claim = client.register_script(_script("claim.lua"))
-        self._apply = client.register_script(_script("apply.lua"))
+        self._claim = client.register_script(lua_source("claim.lua"))
+        self._apply = client.register_script(lua_source("apply.lua"))
         self._claim_keys: dict[tuple[str, int, int], str] = {}
         self._claim_expiry: dict[str, tuple[int, int]] = {}  # bucket key → (expiry set, when set)
 
@@ -273,8 +122,11 @@ class StateStore:
         return list(groups.values())
 
     # ---- claim -------------------------------------------------------------------------------------
-    def claim(self, ops: Sequence[ClaimOp], now_ms: int | None = None) -> list[ClaimResult]:
-        """Run the identifier step for ``ops``; returns one :data:`ClaimResult` per op, in order (claim.lua)."""
+    def claim(
+        self, events: Sequence[ClaimOp], cancels: Sequence[ClaimOp], now_ms: int | None = None
+    ) -> tuple[list[EventClaim], list[CancelClaim]]:
+        """Run the identifier step for ``events`` then ``cancels`` (one round trip for both): one answer per
+        op, in order (claim.lua)."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         keys_of = self._claim_keys
         if len(keys_of) > 100_000:
@@ -282,6 +134,8 @@ class StateStore:
         # per call (hash slot): keys, key index, identity index, packed ops, positions of its ops in ``ops``
         calls: dict[int, tuple[list[str], dict[str, int], dict[tuple[str, bytes], int], list[bytes], list[int]]] = {}
         pack = _OP.pack
+        n_events = len(events)
+        ops = [*events, *cancels]
         for i, op in enumerate(ops):
             shard, fld = claim_digest(op.identifier)
             day = op.received_ms // _DAY_MS
@@ -298,7 +152,7 @@ class StateStore:
                 keys.append(key)
                 ki = kidx[key] = len(keys)
             iid = iids.setdefault((op.meter_id, fld), len(iids))
-            kind = op.kind.encode()
+            kind = b"E" if i < n_events else b"C"
             rel = op.received_ms - day * _DAY_MS
             off = op.offset
             packed.append(pack(kind, iid, ki, day, fld, kind, rel, op.partition, off >> 32, off & 0xFFFFFFFF))
@@ -309,14 +163,20 @@ class StateStore:
             args.append((keys, [b"".join(packed), self._expiries(keys, now_ms)]))
         with map_redis_errors("the claim step"):
             outs = self._run(self._claim, args)
-        results: list[ClaimResult] = [("dup",)] * len(ops)
+        # every op is in exactly one call, so each placeholder is replaced by its answer below
+        event_claims: list[EventClaim] = [EventClaim("dup")] * n_events
+        cancel_claims: list[CancelClaim] = [CancelClaim("noop")] * len(cancels)
         for call, out in zip(plan, outs, strict=True):
-            for i, res in zip(call[4], out[:-1], strict=True):
-                results[i] = _claim_result(res) if ops[i].kind == "E" else _cancel_result(res)
-            for ki in out[-1]:
+            answers, expired = out[:-1], out[-1]  # one answer per op of the call, then the keys given an expiry
+            for i, raw in zip(call[4], answers, strict=True):
+                if i < n_events:
+                    event_claims[i] = decode_event_claim(raw)
+                else:
+                    cancel_claims[i - n_events] = decode_cancel_claim(raw)
+            for ki in expired:
                 key = call[0][int(ki) - 1]
                 self._claim_expiry[key] = (_bucket_expiry(key, now_ms), now_ms)
-        return results
+        return event_claims, cancel_claims
 
     def _expiries(self, keys: list[str], now_ms: int) -> bytes:
         """claim.lua's ARGV[2]: the expiry of each bucket key unless this store set one recently that is
@@ -369,26 +229,26 @@ class StateStore:
             calls.append((keys, args))
             runs_of.append(runs)
         with map_redis_errors("the apply step"):
-            outs = self._run(self._apply, calls)
-            applied = sum(int(o[0]) for o in outs)
-            self._note_expiries(calls, outs)
+            answers = [decode_apply_answer(o) for o in self._run(self._apply, calls)]
+            applied = sum(a.applied for a in answers)
+            self._note_expiries(calls, answers)
             again: list[tuple[list[str], list[Any]]] = []
-            for out, runs in zip(outs, runs_of, strict=True):
-                redo = [op for i in out[1] for op in runs[int(i) - 1]]
+            for answer, runs in zip(answers, runs_of, strict=True):
+                redo = [op for i in answer.redo for op in runs[i - 1]]
                 if redo:
                     keys, args, _ = self._apply_args(redo, detail=True)
                     again.append((keys, args))
             if again:
-                outs = self._run(self._apply, again)
-                applied += sum(int(o[0]) for o in outs)
-                self._note_expiries(again, outs)
+                answers = [decode_apply_answer(o) for o in self._run(self._apply, again)]
+                applied += sum(a.applied for a in answers)
+                self._note_expiries(again, answers)
         return applied
 
-    def _note_expiries(self, calls: list[tuple[list[str], list[Any]]], outs: list[Any]) -> None:
+    def _note_expiries(self, calls: list[tuple[list[str], list[Any]]], answers: list[ApplyAnswer]) -> None:
         now_ms = int(time.time() * 1000)
-        for (keys, _), out in zip(calls, outs, strict=True):
-            for ki in out[2]:
-                key = keys[int(ki) - 1]
+        for (keys, _), answer in zip(calls, answers, strict=True):
+            for ki in answer.expired:
+                key = keys[ki - 1]
                 self._usage_expiry[key] = (self._expiry_wanted.get(key, 0), now_ms)
 
     def _apply_args(
@@ -434,24 +294,7 @@ class StateStore:
                 sums[minute] = sums.get(minute, 0) + delta
                 minute_keys.add(op.minutes_key)
                 continue
-            packed.append(
-                (
-                    kind,
-                    ix(op.wm_key),
-                    ix(op.hour_key),
-                    ix(op.day_key),
-                    ix(op.cand_key),
-                    ix(op.best_key),
-                    op.src,
-                    op.offset,
-                    op.ident,
-                    op.rank,
-                    op.value,
-                    op.ts,
-                    op.formula,
-                    ix(op.minutes_key),
-                )
-            )
+            packed.append(pack_apply_op(op, ix))
         packed_runs = []
         for (wm_key, src), (run_ops, sums) in runs.items():
             offsets = [o.offset for o in run_ops]

@@ -12,6 +12,7 @@ import redis
 from processor.config import Settings
 from processor.meters.model import Meter
 from processor.ops.reconcile import stripe_value
+from processor.retry import Backoff
 from processor.state.keys import Keys
 from processor.windows import day_start, hour_start
 from tests.ops.conftest import Emulator
@@ -131,9 +132,7 @@ def test_reconcile_waits_out_stripes_rate_limit(
     # 40 % of Stripe's answers are 429s without Stripe-Should-Retry, which the SDK does not retry itself:
     # with 7 reads, a run without reconcile's own retries fails with probability 1 - 0.6**7 > 97 %. With 20
     # attempts per read (short waits for the test), one read fails for good with probability 0.4**20.
-    monkeypatch.setattr("processor.ops.reconcile.READ_ATTEMPTS", 20)
-    monkeypatch.setattr("processor.ops.reconcile.READ_BACKOFF_S", 0.01)
-    monkeypatch.setattr("processor.ops.reconcile.READ_BACKOFF_MAX_S", 0.05)
+    monkeypatch.setattr("processor.ops.reconcile.READ_RETRY", Backoff(base_s=0.01, cap_s=0.05, max_attempts=20))
     emulator.faults(fail_429=0.4)
     try:
         span = ("--from", str(today_start - 86_400), "--to", str(today_start + 86_400))

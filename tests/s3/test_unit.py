@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processor.ops.s3 import FINAL, REIMPORT_WINDOW_S, ObjectRecord, decide, object_format, parse_s3_url
+from processor.ops.s3 import FINAL, REIMPORT_WINDOW_S, ObjectRecord, decide_object, object_format, parse_s3_url
 
 T0 = 1_790_000_000
 
@@ -42,20 +42,20 @@ def rec(etag: str = '"e1"', status: str = "imported", first_sent_at: int | None 
 
 
 def test_decide_table() -> None:
-    assert decide(None, '"e1"', T0) == "import"
-    assert decide(rec(), '"e1"', T0 + 10 * REIMPORT_WINDOW_S) == "skip"  # same version: never again
-    assert decide(rec(status="rejected", first_sent_at=None), '"e1"', T0) == "skip"  # not retried unchanged
-    assert decide(rec(status="importing"), '"e1"', T0) == "import"  # interrupted: resume
-    assert decide(rec(status="failed"), '"e1"', T0) == "import"  # transient: retry
-    assert decide(rec(), '"e2"', T0 + REIMPORT_WINDOW_S) == "import"  # changed within the window
-    assert decide(rec(), '"e2"', T0 + REIMPORT_WINDOW_S + 1) == "hold"
-    assert decide(rec(), '"e2"', T0 + REIMPORT_WINDOW_S + 1, reimport_after_window=True) == "import"
+    assert decide_object(None, '"e1"', T0) == "import"
+    assert decide_object(rec(), '"e1"', T0 + 10 * REIMPORT_WINDOW_S) == "skip"  # same version: never again
+    assert decide_object(rec(status="rejected", first_sent_at=None), '"e1"', T0) == "skip"  # not retried unchanged
+    assert decide_object(rec(status="importing"), '"e1"', T0) == "import"  # interrupted: resume
+    assert decide_object(rec(status="failed"), '"e1"', T0) == "import"  # transient: retry
+    assert decide_object(rec(), '"e2"', T0 + REIMPORT_WINDOW_S) == "import"  # changed within the window
+    assert decide_object(rec(), '"e2"', T0 + REIMPORT_WINDOW_S + 1) == "hold"
+    assert decide_object(rec(), '"e2"', T0 + REIMPORT_WINDOW_S + 1, reimport_after_window=True) == "import"
     held = rec(status="held", held_etag='"e2"')
-    assert decide(held, '"e2"', T0 + 2 * REIMPORT_WINDOW_S) == "skip"  # held once, reported once
-    assert decide(held, '"e3"', T0 + 2 * REIMPORT_WINDOW_S) == "hold"  # a newer change is reported again
-    assert decide(held, '"e1"', T0 + 2 * REIMPORT_WINDOW_S) == "skip"  # back to the imported version
+    assert decide_object(held, '"e2"', T0 + 2 * REIMPORT_WINDOW_S) == "skip"  # held once, reported once
+    assert decide_object(held, '"e3"', T0 + 2 * REIMPORT_WINDOW_S) == "hold"  # a newer change is reported again
+    assert decide_object(held, '"e1"', T0 + 2 * REIMPORT_WINDOW_S) == "skip"  # back to the imported version
     # Never sent anything (rejected versions only): any change may be imported, however late.
-    assert decide(rec(status="rejected", first_sent_at=None), '"e2"', T0 + 9 * REIMPORT_WINDOW_S) == "import"
+    assert decide_object(rec(status="rejected", first_sent_at=None), '"e2"', T0 + 9 * REIMPORT_WINDOW_S) == "import"
 
 
 @given(
@@ -67,7 +67,7 @@ def test_decide_table() -> None:
 )
 def test_decide_properties(status: str, sent_at: int | None, now: int, same: bool, force: bool) -> None:
     record = rec(status=status, first_sent_at=sent_at)
-    action = decide(record, '"e1"' if same else '"e2"', now, reimport_after_window=force)
+    action = decide_object(record, '"e1"' if same else '"e2"', now, reimport_after_window=force)
     if same:  # one version is imported at most once, whatever the clock or the flag
         assert action == ("skip" if status in FINAL else "import")
     elif sent_at is not None and now - sent_at > REIMPORT_WINDOW_S and not force:

@@ -9,11 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processor.sink.planner import Item, Planner, Unit
+from processor.sink.planner import Planner, QueuedItem, Unit
 
 
-def _item(customer: str, seq: int, *, cancel: bool = False, key: str | None = None, partition: int = 0) -> Item[int]:
-    return Item(customer=customer, is_cancel=cancel, partition=("t", partition), order_key=key, value=seq)
+def _item(
+    customer: str, seq: int, *, cancel: bool = False, key: str | None = None, partition: int = 0
+) -> QueuedItem[int]:
+    return QueuedItem(customer=customer, is_cancel=cancel, partition=("t", partition), order_key=key, value=seq)
 
 
 def test_batches_runs_of_several_customers_round_robin() -> None:

@@ -7,18 +7,9 @@ import random
 
 import pytest
 import stripe
-from hypothesis import given
-from hypothesis import strategies as st
 
 from processor.errors import RetryableSinkError, StripeRejectedError
-from processor.sink.retry import (
-    BACKOFF_CAP_S,
-    backoff_ceiling,
-    backoff_delay,
-    full_jitter,
-    retry_transient,
-    should_retry,
-)
+from processor.sink.retry import BACKOFF_CAP_S, STRIPE_BACKOFF, retry_transient, should_retry
 
 
 def _error(status: int, headers: dict[str, str] | None = None) -> stripe.StripeError:
@@ -52,24 +43,10 @@ def test_error_without_status_is_final() -> None:
     assert not should_retry(stripe.AuthenticationError("No API key provided"))
 
 
-def test_backoff_ceiling_doubles_from_half_a_second_and_caps() -> None:
-    assert [backoff_ceiling(n) for n in range(1, 8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
-    assert backoff_ceiling(10_000) == BACKOFF_CAP_S  # no overflow however long the outage
-    with pytest.raises(ValueError):
-        backoff_ceiling(0)
-
-
-@given(attempt=st.integers(min_value=1, max_value=200), seed=st.integers())
-def test_delay_is_within_zero_and_the_ceiling(attempt: int, seed: int) -> None:
-    delay = backoff_delay(attempt, random.Random(seed))
-    assert 0.0 <= delay <= backoff_ceiling(attempt)
-
-
-def test_full_jitter_spreads_over_the_whole_window() -> None:
-    rng = random.Random(7)
-    draws = [full_jitter(8.0, rng) for _ in range(2000)]
-    assert min(draws) < 0.5 and max(draws) > 7.5  # not clustered at the top (that would be no jitter)
-    assert full_jitter(8.0, random.Random(1)) == full_jitter(8.0, random.Random(1))  # seeded: reproducible
+def test_stripe_backoff_doubles_from_half_a_second_caps_at_30_s_and_never_gives_up() -> None:
+    assert [STRIPE_BACKOFF.ceiling(n) for n in range(1, 8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
+    assert STRIPE_BACKOFF.ceiling(10_000) == BACKOFF_CAP_S
+    assert STRIPE_BACKOFF.max_attempts is None and STRIPE_BACKOFF.deadline_s is None
 
 
 class _NoWait(random.Random):

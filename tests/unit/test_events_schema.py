@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from processor.errors import EventValidationError, InvalidRequestError
 from processor.events.schema import (
+    check_cancel_shape,
+    check_event_shape,
     parse_cancel_object,
     parse_event_object,
-    validate_cancel,
-    validate_event,
 )
 from topics import load_schema
 
@@ -33,7 +33,7 @@ def _error(fn: Any, *args: Any) -> EventValidationError:
 
 
 def test_valid_event_is_normalised_to_the_topic_shape() -> None:
-    value = validate_event("api_requests", {"stripe_customer_id": "cus_1", "value": 25}, "id-1", 1_700_000_000)
+    value = check_event_shape("api_requests", {"stripe_customer_id": "cus_1", "value": 25}, "id-1", 1_700_000_000)
     assert value == {
         "event_name": "api_requests",
         "payload": {"stripe_customer_id": "cus_1", "value": 25},
@@ -44,20 +44,20 @@ def test_valid_event_is_normalised_to_the_topic_shape() -> None:
 
 
 def test_optional_fields_are_left_out_not_null() -> None:
-    value = validate_event("e", {"k": "v"})
+    value = check_event_shape("e", {"k": "v"})
     assert value == {"event_name": "e", "payload": {"k": "v"}}
     jsonschema.validate(value, EVENT_SCHEMA)
 
 
 def test_payload_is_copied() -> None:
     payload: dict[str, str | int] = {"k": "v"}
-    value = validate_event("e", payload)
+    value = check_event_shape("e", payload)
     payload["k"] = "changed"
     assert value["payload"] == {"k": "v"}
 
 
 def test_missing_event_name_is_stripes_message() -> None:
-    err = _error(validate_event, None, {"k": "v"})
+    err = _error(check_event_shape, None, {"k": "v"})
     assert (err.message, err.param, err.code) == (
         "Missing required param: event_name.",
         "event_name",
@@ -73,7 +73,7 @@ def test_missing_event_name_is_stripes_message() -> None:
 
 
 def test_empty_event_name_is_invalid_empty() -> None:
-    err = _error(validate_event, "", {"k": "v"})
+    err = _error(check_event_shape, "", {"k": "v"})
     assert (err.param, err.code) == ("event_name", "parameter_invalid_empty")
     assert "empty string for 'event_name'" in err.message
 
@@ -81,8 +81,8 @@ def test_empty_event_name_is_invalid_empty() -> None:
 @pytest.mark.parametrize("field", ["event_name", "identifier"])
 def test_strings_longer_than_100_are_refused(field: str) -> None:
     args: dict[str, Any] = {"event_name": "e", "payload": {"k": "v"}, field: "x" * 101}
-    validate_event(**{**args, field: "x" * 100})  # the limit itself is fine
-    err = _error(lambda: validate_event(**args))
+    check_event_shape(**{**args, field: "x" * 100})  # the limit itself is fine
+    err = _error(lambda: check_event_shape(**args))
     assert err.param == field
     assert err.message == "Invalid string: xxxxxxxxxxxxxxxxxxxx...; must be at most 100 characters"
 
@@ -105,30 +105,30 @@ def test_strings_longer_than_100_are_refused(field: str) -> None:
     ],
 )
 def test_payload_must_be_a_flat_map_of_strings_and_ints(payload: Any, param: str, fragment: str) -> None:
-    err = _error(validate_event, "e", payload)
+    err = _error(check_event_shape, "e", payload)
     assert err.param == param
     assert fragment in err.message
 
 
 @pytest.mark.parametrize("timestamp", [True, 1.0, "1700000000"])
 def test_timestamp_must_be_an_int(timestamp: Any) -> None:
-    err = _error(validate_event, "e", {"k": "v"}, None, timestamp)
+    err = _error(check_event_shape, "e", {"k": "v"}, None, timestamp)
     assert (err.param, err.code) == ("timestamp", "parameter_invalid_integer")
 
 
 def test_non_string_event_name_and_identifier() -> None:
-    assert _error(validate_event, 42, {"k": "v"}).message == "Invalid event_name: must be a string, got int."
-    assert _error(validate_event, "e", {"k": "v"}, 7).param == "identifier"
+    assert _error(check_event_shape, 42, {"k": "v"}).message == "Invalid event_name: must be a string, got int."
+    assert _error(check_event_shape, "e", {"k": "v"}, 7).param == "identifier"
 
 
 def test_cancel_shape_and_errors() -> None:
-    value = validate_cancel("api_requests", "id-1")
+    value = check_cancel_shape("api_requests", "id-1")
     assert value == {"event_name": "api_requests", "type": "cancel", "cancel": {"identifier": "id-1"}}
     jsonschema.validate(value, CANCEL_SCHEMA)
-    err = _error(validate_cancel, "api_requests", None)
+    err = _error(check_cancel_shape, "api_requests", None)
     assert (err.param, err.code) == ("cancel[identifier]", "parameter_missing")
-    assert _error(validate_cancel, "api_requests", "x" * 101).param == "cancel[identifier]"
-    assert _error(validate_cancel, "", "id").param == "event_name"
+    assert _error(check_cancel_shape, "api_requests", "x" * 101).param == "cancel[identifier]"
+    assert _error(check_cancel_shape, "", "id").param == "event_name"
 
 
 def test_parse_event_object_refuses_unknown_fields() -> None:
@@ -171,7 +171,7 @@ timestamps = st.one_of(st.none(), st.integers(min_value=-(2**63), max_value=2**6
 def test_valid_events_pass_and_round_trip_through_the_topic_schema(
     name: str, payload: dict[str, str | int], identifier: str | None, timestamp: int | None
 ) -> None:
-    value = validate_event(name, payload, identifier, timestamp)
+    value = check_event_shape(name, payload, identifier, timestamp)
     wire = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     decoded = json.loads(wire)
     assert decoded == value
@@ -183,7 +183,7 @@ def test_valid_events_pass_and_round_trip_through_the_topic_schema(
 
 @given(names, st.text(texts, min_size=1, max_size=100))
 def test_valid_cancels_pass_and_round_trip_through_the_topic_schema(name: str, identifier: str) -> None:
-    value = validate_cancel(name, identifier)
+    value = check_cancel_shape(name, identifier)
     decoded = json.loads(json.dumps(value, ensure_ascii=False).encode("utf-8"))
     jsonschema.validate(decoded, CANCEL_SCHEMA)
     assert parse_cancel_object(decoded) == value
@@ -243,6 +243,6 @@ def test_invalid_events_always_raise_naming_the_param(
     else:
         args[field] = bad
     with pytest.raises(EventValidationError) as info:
-        validate_event(**args)
+        check_event_shape(**args)
     assert info.value.param == param
     assert info.value.message

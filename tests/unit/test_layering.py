@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "processor"
 #: Modules every layer may use; they use none of the components.
-FOUNDATION = {"config", "errors", "limits", "windows", "logs"}
+FOUNDATION = {"config", "errors", "limits", "windows", "logs", "retry"}
 COMPONENTS = {"aggregator", "sink", "gateway", "emulator", "ops", "notify", "cli"}
 
 

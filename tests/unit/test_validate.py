@@ -6,26 +6,15 @@ import json
 
 import pytest
 
-from processor.aggregator.validate import Cancel, Event, Rejected, Source, validate_adjustment, validate_event
+from processor.aggregator.validate import Cancel, Event, Rejected, Source, judge_adjustment, judge_event
 from processor.meters.book import MeterBook
 from processor.meters.model import Meter
-
-R_MS = 1_800_000_000_000
-R_S = R_MS // 1000
-
-
-def book() -> MeterBook:
-    b = MeterBook()
-    b.add(0, Meter("mtr_sum", "Sum", "api", "sum", created=1))
-    b.add(0, Meter("mtr_cnt", "Count", "cnt", "count", created=1))
-    b.add(0, Meter("mtr_off", "Off", "off", "sum", created=1).deactivated(5))
-    b.add(R_MS + 1, Meter("mtr_late", "Late", "late", "sum", created=2))
-    return b
+from tests.unit.meter_books import R_MS, R_S, validation_book
 
 
 def run(value: object, *, raw: bytes | None = None) -> Event | Rejected:
     data = raw if raw is not None else json.dumps(value).encode()
-    return validate_event(data, Source("meter-events", 0, 7, R_MS), book())
+    return judge_event(data, Source("meter-events", 0, 7, R_MS), validation_book())
 
 
 def code(value: object, **kw: bytes) -> str:
@@ -103,7 +92,7 @@ def test_accepted_event_is_normalised() -> None:
 
 def test_adjustments() -> None:
     src = Source("meter-event-adjustments", 1, 3, R_MS)
-    ok = validate_adjustment(b'{"event_name":"api","type":"cancel","cancel":{"identifier":"a"}}', src, book())
+    ok = judge_adjustment(b'{"event_name":"api","type":"cancel","cancel":{"identifier":"a"}}', src, validation_book())
     assert isinstance(ok, Cancel) and ok.identifier == "a" and ok.meter.id == "mtr_sum"
     for bad, expected in [
         (b"nope", "invalid_event"),
@@ -111,10 +100,10 @@ def test_adjustments() -> None:
         (b'{"event_name":"api","type":"cancel","cancel":{}}', "invalid_event"),
         (b'{"event_name":"zzz","type":"cancel","cancel":{"identifier":"a"}}', "no_meter"),
     ]:
-        result = validate_adjustment(bad, src, book())
+        result = judge_adjustment(bad, src, validation_book())
         assert isinstance(result, Rejected) and result.code == expected
     # cancellations of an inactive meter's events still apply (docs/semantics.md)
-    off = validate_adjustment(b'{"event_name":"off","type":"cancel","cancel":{"identifier":"a"}}', src, book())
+    off = judge_adjustment(b'{"event_name":"off","type":"cancel","cancel":{"identifier":"a"}}', src, validation_book())
     assert isinstance(off, Cancel)
 
 

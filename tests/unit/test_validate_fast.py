@@ -1,7 +1,8 @@
 """The orjson fast path of validation never disagrees with the full path (validate.py's "fast path" section).
 
 The fast path may decline (None) but, when it answers, its Event must equal the full path's exactly; and for
-every record the engine's choice (fast answer, else full path) must equal the full path alone.
+every record the engine's choice (``judge_event_record`` / ``judge_adjustment_record``: the fast answer,
+else the full path) must equal the full path alone.
 """
 
 from __future__ import annotations
@@ -16,27 +17,15 @@ from processor.aggregator.validate import (
     Source,
     adjustment_fast,
     event_fast,
+    judge_adjustment,
+    judge_adjustment_record,
+    judge_event,
+    judge_event_record,
     loads_fast,
-    validate_adjustment,
-    validate_event,
 )
-from processor.meters.book import MeterBook
-from processor.meters.model import Meter
+from tests.unit.meter_books import R_MS, R_S, validation_book
 
-R_MS = 1_800_000_000_000
-R_S = R_MS // 1000
-
-
-def book() -> MeterBook:
-    b = MeterBook()
-    b.add(0, Meter("mtr_sum", "Sum", "api", "sum", created=1))
-    b.add(0, Meter("mtr_cnt", "Count", "cnt", "count", created=1))
-    b.add(0, Meter("mtr_last", "Last", "lst", "last", created=1))
-    b.add(0, Meter("mtr_off", "Off", "off", "sum", created=1).deactivated(5))
-    return b
-
-
-BOOK = book()
+BOOK = validation_book()
 SRC = Source("meter-events", 2, 9, R_MS)
 ASRC = Source("meter-event-adjustments", 1, 4, R_MS)
 
@@ -90,11 +79,13 @@ def same(a: object, b: object) -> bool:
 @settings(max_examples=600, deadline=None)
 @given(event_records())
 def test_fast_event_path_agrees_with_the_full_path(raw: bytes) -> None:
-    full = validate_event(raw, SRC, BOOK)
+    full = judge_event(raw, SRC, BOOK)
     data = loads_fast(raw)
     fast = event_fast(data, SRC, BOOK) if data is not None else None
     if fast is not None:
         assert same(fast, full), (raw, fast, full)
+    chosen = judge_event_record(raw, data, SRC, BOOK)
+    assert same(chosen, full) if isinstance(full, Event) else chosen == full, (raw, chosen, full)
 
 
 def test_fast_path_answers_the_common_event_and_declines_floats_and_big_integers() -> None:
@@ -102,7 +93,7 @@ def test_fast_path_answers_the_common_event_and_declines_floats_and_big_integers
     data = loads_fast(common)
     assert data is not None
     fast = event_fast(data, SRC, BOOK)
-    assert fast is not None and same(fast, validate_event(common, SRC, BOOK))
+    assert fast is not None and same(fast, judge_event(common, SRC, BOOK))
     assert fast.payload == {"stripe_customer_id": "cus_1", "value": "25", "n": "3", "b": "true"}
     for declined in (
         b'{"event_name":"api","payload":{"stripe_customer_id":"cus_1","value":25.0}}',  # Decimal path decides
@@ -125,8 +116,9 @@ def test_fast_path_answers_the_common_event_and_declines_floats_and_big_integers
 def test_fast_adjustment_path_agrees_with_the_full_path(name: object, kind: object, ident: object, nest: bool) -> None:
     rec = {"event_name": name, "type": kind, "cancel": {"identifier": ident} if nest else ident}
     raw = json.dumps(rec).encode()
-    full = validate_adjustment(raw, ASRC, BOOK)
+    full = judge_adjustment(raw, ASRC, BOOK)
     data = loads_fast(raw)
     fast = adjustment_fast(data, ASRC, BOOK) if data is not None else None
     if fast is not None:
         assert fast == full
+    assert judge_adjustment_record(raw, data, ASRC, BOOK) == full
