@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,8 +64,12 @@ def read_banner(
 def running_up(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     port = free_port()
     env = child_env(METERSTREAM_GATEWAY_PORT=str(port))
+    prefix = "ms"
     if cluster_wanted():  # the cluster run: every component of `up` on the session's Redis Cluster
         env["METERSTREAM_REDIS_URL"] = request.getfixturevalue("redis_url")
+        # That cluster outlives one `up`: a prefix of its own keeps this test's meters (the mirror and the
+        # reserved event_names) from the next one's, as each `up` has a fresh broker and an empty topic.
+        prefix = env["METERSTREAM_REDIS_PREFIX"] = f"ms{uuid.uuid4().hex[:8]}"
     proc = start_up(env, "--state-dir", str(tmp_path))
     assert proc.stdout is not None
     info, exports, lines = read_banner(proc)
@@ -79,6 +84,7 @@ def running_up(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[
         f"export {name}" for name in exports
     }
     info["redis"] = exports["METERSTREAM_REDIS_URL"]  # the real URL, password included
+    info["redis prefix"] = prefix
     info["output"] = "".join(lines)
     yield info
     proc.send_signal(signal.SIGINT)

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_up_create_meter_send_events_and_see_them_everywhere(running_up: dict[str, str]) -> None:
-    env = {"METERSTREAM_KAFKA_BOOTSTRAP": running_up["kafka bootstrap"], "METERSTREAM_REDIS_URL": running_up["redis"]}
+    env = json.loads(running_up["exports"])  # the settings `up` printed for a second terminal
     runner = CliRunner()
     created = runner.invoke(
         main,
@@ -93,7 +93,7 @@ def test_up_create_meter_send_events_and_see_them_everywhere(running_up: dict[st
     wait_until(lambda: stripe_total() == 7, "the emulator to count both events", timeout=90, interval=1.0)
     # the sink kept its delivery record (what `meterstream replay` relies on to never re-send old events)
     r = sync_redis_url(running_up["redis"], decode_responses=True)
-    records = [v for key in r.scan_iter(match="ms:dlv:*") for v in r.hvals(key)]
+    records = [v for key in r.scan_iter(match=f"{running_up['redis prefix']}:dlv:*") for v in r.hvals(key)]
     r.close()
     assert len(records) == 2 and all(v.startswith("d") for v in records), records
 
