@@ -124,11 +124,15 @@ class AckedProducer:
         on_delivery: DeliveryCallback | None = None,
         timestamp: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
     ) -> None:
         """Queue one record; ``on_delivery(err, msg)`` is called for it when the broker answered (from a
-        later :meth:`poll`, :meth:`flush` or produce). Waits out a full queue (module docstring)."""
+        later :meth:`poll`, :meth:`flush` or produce). Waits out a full queue (module docstring).
+        ``partition`` overrides the key's partition (tests that place records where a model expects them)."""
         producer = self.client()
         kwargs: dict[str, Any] = {}
+        if partition is not None:
+            kwargs["partition"] = partition
         if on_delivery is not None:
             kwargs["on_delivery"] = on_delivery
         if timestamp is not None:

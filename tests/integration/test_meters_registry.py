@@ -13,10 +13,12 @@ import redis
 from processor.config import Settings
 from processor.embedded import free_port
 from processor.errors import KafkaDeliveryError, MeterConflictError, MeterNotFoundError, MeterValidationError
+from processor.kafka import AckedProducer
 from processor.meters import Meter, MeterRegistry, read_meters_topic
 from processor.meters.registry import RESERVATION_PREFIX
 from processor.meters.topic import MeterTopicWriter
 from processor.state.keys import Keys
+from topics import Topic, topic_name
 
 pytestmark = pytest.mark.integration
 
@@ -285,11 +287,10 @@ def test_sync_prune_drops_mirror_entries_missing_from_the_topic(
 
 
 def test_read_meters_topic_skips_malformed_records(settings: Settings, registry: MeterRegistry) -> None:
-    from confluent_kafka import Producer
-
     meter = registry.create(params("good"))
-    producer = Producer(settings.kafka_config())
-    producer.produce(settings.topic_prefix + "meters", key="mtr_bad", value=b"{not json")
-    producer.produce(settings.topic_prefix + "meters", key="mtr_other", value=meter.to_json())  # key != id
-    producer.flush(10)
+    producer = AckedProducer(settings)
+    meters = topic_name(Topic.METERS, settings.topic_prefix)
+    producer.produce(meters, key="mtr_bad", value=b"{not json")
+    producer.produce(meters, key="mtr_other", value=meter.to_json())  # key != id
+    assert producer.flush(10) == 0
     assert read_meters_topic(settings) == {meter.id: meter}
