@@ -151,12 +151,20 @@ def make_workload(n: int, seed: int = 7, customers: int = 50, now_ms: int | None
 
 def put_workload(settings: Settings, w: Workload, partitions: int) -> None:
     put_meters(settings, w.meters, effective_ms=w.events[0][2] - 60_000 if w.events else 0)
+    put_records(settings, w.events, w.cancels)
+
+
+def put_records(
+    settings: Settings,
+    events: Iterable[tuple[str, bytes, int | None]],
+    cancels: Iterable[tuple[str, bytes, int | None]] = (),
+) -> None:
+    """``(key, value, received_ms)`` records onto ``meter-events`` and ``meter-event-adjustments`` (in that
+    order; ``received_ms`` None: the broker's clock), returning once the broker acknowledged every one."""
     p = producer(settings)
-    for base, records in ((Topic.EVENTS, w.events), (Topic.ADJUSTMENTS, w.cancels)):
+    for base, records in ((Topic.EVENTS, events), (Topic.ADJUSTMENTS, cancels)):
         topic = topic_name(base, settings.topic_prefix)
-        for key, value, r_ms in records:
-            p.produce(topic, key=key, value=value, timestamp=r_ms)
-            p.poll(0)
+        p.produce_many((topic, value, key, r_ms) for key, value, r_ms in records)
     assert p.flush(120) == 0
 
 
