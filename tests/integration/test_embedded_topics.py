@@ -32,7 +32,8 @@ def test_check_only_reports_missing(settings_factory: Callable[..., Settings]) -
 def test_drift_in_partition_count_is_reported(settings_factory: Callable[..., Settings]) -> None:
     s = settings_factory(ensure=False)
     events = topic_name(Topic.EVENTS, s.topic_prefix)
-    new_admin(s).create_topics([NewTopic(events, 2, -1)])[events].result()
+    admin = new_admin(s)  # kept: a collected client cancels its pending request
+    admin.create_topics([NewTopic(events, 2, -1)])[events].result()
     with pytest.raises(TopicDriftError) as err:
         ensure_topics(s)
     assert Topic.EVENTS in str(err.value) and "partitions=2" in str(err.value)
