@@ -23,7 +23,7 @@ ReadTopic = Callable[..., list[Any]]
 
 @pytest.fixture
 def read_topic() -> Iterator[ReadTopic]:
-    """``read_topic(settings, "meter-events", expect=N)``: every record of a topic (prefix applied) as
+    """``read_topic(settings, Topic.EVENTS, expect=N)``: every record of a topic (prefix applied) as
     confluent-kafka Messages, read from the beginning by a fresh group until ``expect`` records arrived or
     ``idle`` seconds passed with none."""
     consumers: list[Consumer] = []
