@@ -38,14 +38,15 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from confluent_kafka import Producer
 
+from bench.processor_bench import produce_records
 from processor.aggregator.runner import Processor
 from processor.config import Settings, load_settings
 from processor.embedded import EmbeddedKafka, EmbeddedRedis
 from processor.kafka.admin import ensure_topics
 from processor.meters.model import Meter
 from processor.state.keys import Keys
+from topics import Topic
 
 HOUR_MS = 3_600_000
 METERS = [
@@ -116,27 +117,8 @@ def _value(name: str, customer: str, value: int, ts: int) -> bytes:
 
 
 def _produce(settings: Settings, records: Iterator[tuple[str, bytes]], now_ms: int) -> int:
-    p = Producer(
-        settings.kafka_config(
-            **{"linger.ms": 20, "queue.buffering.max.messages": 2_000_000, "batch.num.messages": 10_000}
-        )
-    )
-    for m in METERS:
-        p.produce(settings.topic_prefix + "meters", key=m.id, value=m.to_json(), timestamp=now_ms - HOUR_MS)
-    topic = settings.topic_prefix + "meter-events"
-    n = 0
-    for key, value in records:
-        while True:
-            try:
-                p.produce(topic, key=key, value=value, timestamp=now_ms)
-                break
-            except BufferError:
-                p.poll(0.05)
-        p.poll(0)
-        n += 1
-    if p.flush(120):
-        raise RuntimeError("the broker did not acknowledge every benchmark event")
-    return n
+    events = ((Topic.EVENTS, key, value) for key, value in records)
+    return produce_records(settings, METERS, now_ms - HOUR_MS, events, now_ms)
 
 
 def measure(client: redis.Redis, keys: Keys) -> dict[tuple[str, str], Row]:

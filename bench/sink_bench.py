@@ -36,13 +36,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
-
 from processor.config import Settings, load_settings
 from processor.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from processor.kafka import AckedProducer
 from processor.kafka.admin import ensure_topics
 from processor.meters.model import Meter
 from processor.state.keys import Keys
+from topics import Topic, topic_name
 
 PARTITIONS = 6
 CUSTOMERS = 1000
@@ -118,8 +118,8 @@ def _fill(settings: Settings, n: int) -> None:
     client = redis.Redis.from_url(settings.require_redis_url())
     client.hset(Keys(settings.redis_prefix).meters, METER.id, METER.to_json())
     client.close()
-    producer = Producer(settings.kafka_config(**{"linger.ms": 20, "queue.buffering.max.messages": 1_000_000}))
-    topic = settings.topic_prefix + "meter-events-accepted"
+    producer = AckedProducer(settings, config={"linger.ms": 20})
+    topic = topic_name(Topic.ACCEPTED, settings.topic_prefix)
     now = int(time.time()) - 60
     run = settings.redis_prefix
     for i in range(n):
@@ -133,12 +133,13 @@ def _fill(settings: Settings, n: int) -> None:
             "timestamp": now,
             "payload": {"stripe_customer_id": customer, "value": str(i % 97)},
             "received_at": now * 1000,
-            "source": f"meter-events/0/{i}",
+            "source": f"{Topic.EVENTS}/0/{i}",
         }
         producer.produce(topic, key=customer.encode(), value=json.dumps(value).encode())
         if i % 10_000 == 0:
             producer.poll(0)
-    producer.flush(60)
+    if producer.flush(60):
+        raise RuntimeError("the broker did not acknowledge every benchmark record")
 
 
 def _run(

@@ -6,12 +6,16 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from confluent_kafka import Consumer
 
 from processor.config import Settings
+from processor.kafka import new_consumer
+from topics import topic_name
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
 
 #: The type of the ``read_topic`` fixture.
 ReadTopic = Callable[..., list[Any]]
@@ -19,7 +23,7 @@ ReadTopic = Callable[..., list[Any]]
 
 @pytest.fixture
 def read_topic() -> Iterator[ReadTopic]:
-    """``read_topic(settings, "meter-events", expect=N)``: every record of a topic (prefix applied) as
+    """``read_topic(settings, Topic.EVENTS, expect=N)``: every record of a topic (prefix applied) as
     confluent-kafka Messages, read from the beginning by a fresh group until ``expect`` records arrived or
     ``idle`` seconds passed with none."""
     consumers: list[Consumer] = []
@@ -27,18 +31,9 @@ def read_topic() -> Iterator[ReadTopic]:
     def read(
         settings: Settings, base: str, *, expect: int | None = None, idle: float = 3.0, timeout: float = 60.0
     ) -> list[Any]:
-        consumer = Consumer(
-            settings.kafka_config(
-                **{
-                    "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-                    "auto.offset.reset": "earliest",
-                    "enable.auto.commit": False,
-                    "session.timeout.ms": 6000,
-                }
-            )
-        )
+        consumer = new_consumer(settings, f"reader-{uuid.uuid4().hex[:8]}")
         consumers.append(consumer)
-        consumer.subscribe([settings.topic_prefix + base])
+        consumer.subscribe([topic_name(base, settings.topic_prefix)])
         out: list[Any] = []
         deadline = time.monotonic() + timeout
         last = time.monotonic()

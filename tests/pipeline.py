@@ -10,16 +10,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from processor.aggregator.runner import Processor
 from processor.config import Settings
+from processor.kafka import AckedProducer, new_consumer
 from processor.meters.model import Meter
 from processor.state.keys import Keys
+from topics import Topic, topic_name
 
 
-def producer(settings: Settings) -> Producer:
-    return Producer(settings.kafka_config(**{"linger.ms": 5, "queue.buffering.max.messages": 1_000_000}))
+def producer(settings: Settings) -> AckedProducer:
+    """The test producer: the layer's own, so tests write records the way the components do (a full local
+    queue is waited out, never a ``BufferError``)."""
+    return AckedProducer(settings)
 
 
 def run_processor(settings: Settings, idle: float = 1.0, timeout: float = 120.0) -> Processor:
@@ -36,7 +40,7 @@ def run_processor(settings: Settings, idle: float = 1.0, timeout: float = 120.0)
 def put_meters(settings: Settings, meters: Iterable[Meter], effective_ms: int) -> None:
     p = producer(settings)
     for m in meters:
-        p.produce(settings.topic_prefix + "meters", key=m.id, value=m.to_json(), timestamp=effective_ms)
+        p.produce(topic_name(Topic.METERS, settings.topic_prefix), key=m.id, value=m.to_json(), timestamp=effective_ms)
     assert p.flush(30) == 0
 
 
@@ -147,32 +151,34 @@ def make_workload(n: int, seed: int = 7, customers: int = 50, now_ms: int | None
 
 def put_workload(settings: Settings, w: Workload, partitions: int) -> None:
     put_meters(settings, w.meters, effective_ms=w.events[0][2] - 60_000 if w.events else 0)
+    put_records(settings, w.events, w.cancels)
+
+
+def put_records(
+    settings: Settings,
+    events: Iterable[tuple[str, bytes, int | None]],
+    cancels: Iterable[tuple[str, bytes, int | None]] = (),
+) -> None:
+    """``(key, value, received_ms)`` records onto ``meter-events`` and ``meter-event-adjustments`` (in that
+    order; ``received_ms`` None: the broker's clock), returning once the broker acknowledged every one."""
     p = producer(settings)
-    topic_e, topic_a = settings.topic_prefix + "meter-events", settings.topic_prefix + "meter-event-adjustments"
-    for key, value, r_ms in w.events:
-        _produce(p, topic_e, key, value, r_ms)
-    for key, value, r_ms in w.cancels:
-        _produce(p, topic_a, key, value, r_ms)
+    for base, records in ((Topic.EVENTS, events), (Topic.ADJUSTMENTS, cancels)):
+        topic = topic_name(base, settings.topic_prefix)
+        p.produce_many((topic, value, key, r_ms) for key, value, r_ms in records)
     assert p.flush(120) == 0
 
 
-def _produce(p: Producer, topic: str, key: str, value: bytes, ts: int) -> None:
-    while True:
-        try:
-            p.produce(topic, key=key, value=value, timestamp=ts)
-            p.poll(0)
-            return
-        except BufferError:
-            p.poll(0.1)
-
-
-def read_all(settings: Settings, bases: Iterable[str], partitions: int, idle: float = 3.0) -> list[Any]:
+def read_all(settings: Settings, bases: Iterable[str], partitions: int, idle: float = 3.0) -> list[Message]:
     """Every record of the given topics (assigned directly, from the beginning) until ``idle`` s of quiet."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    c = Consumer(settings.kafka_config(**{"group.id": f"read-all-{random.random()}", "enable.auto.commit": False}))
-    c.assign([TopicPartition(settings.topic_prefix + b, p, OFFSET_BEGINNING) for b in bases for p in range(partitions)])
-    out: list[Any] = []
+    c = new_consumer(settings, f"read-all-{random.random()}")
+    c.assign(
+        [
+            TopicPartition(topic_name(b, settings.topic_prefix), p, OFFSET_BEGINNING)
+            for b in bases
+            for p in range(partitions)
+        ]
+    )
+    out: list[Message] = []
     last = time.monotonic()
     while time.monotonic() - last < idle:
         for msg in c.consume(5000, 0.3):
@@ -192,8 +198,9 @@ def reference_state(settings: Settings, redis_prefix: str, partitions: int) -> s
     from processor.state.store import StateStore, connect_redis
 
     book, _ = load_meters(settings)
-    base = {settings.topic_prefix + b: b for b in ("meter-events", "meter-event-adjustments")}
-    msgs = read_all(settings, ["meter-events", "meter-event-adjustments"], partitions)
+    inputs = [Topic.EVENTS, Topic.ADJUSTMENTS]
+    base = {topic_name(b, settings.topic_prefix): b.value for b in inputs}
+    msgs = read_all(settings, inputs, partitions)
     engine = Engine(StateStore(connect_redis(settings.require_redis_url()), redis_prefix), book, EventFetcher(settings))
     records = [RawRecord(base[m.topic()], m.partition(), m.offset(), m.timestamp()[1], m.value()) for m in msgs]
     accepted: set[tuple[str, str]] = set()

@@ -2,7 +2,8 @@
 
 - :class:`~processor.kafka.produce.AckedProducer`: every record written to Kafka goes through it
   (per-message delivery callbacks, a full queue waited out for a bounded time, bounded flushes, one error
-  mapping onto :class:`~processor.errors.KafkaDeliveryError`).
+  mapping onto :class:`~processor.errors.KafkaDeliveryError`); ``produce_many`` is its bulk path, at the
+  bare client's per-record cost.
 - :func:`~processor.kafka.consume.new_consumer`: every ``Consumer``, with the shared group defaults.
 - :mod:`~processor.kafka.admin`: ``new_admin``, topic ensuring and drift reports, and ``broker_answers``,
   the readiness probe of the embedded and durable brokers (a bare loopback address, no settings yet).
@@ -12,7 +13,9 @@
 Topic names come from :mod:`topics.catalog` (``Topic``, ``topic_name``), never from string literals.
 ``tests/unit/test_layering.py`` fails when a module outside this package imports ``Producer``,
 ``Consumer`` or ``AdminClient`` from confluent-kafka for use at run time (``if TYPE_CHECKING:`` imports,
-for annotations, are fine), or writes a topic's base name as a string.
+for annotations, are fine), or writes a topic's base name as a string; tests/ and bench/ are held to the
+same client rule (deliberate raw clients listed by file, with the reason) and their shared helpers to the
+topic rule.
 """
 
 from processor.kafka.admin import TopicReport, broker_answers, ensure_topics, new_admin

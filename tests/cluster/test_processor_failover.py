@@ -24,14 +24,15 @@ from tests.helpers import child_env
 from tests.pipeline import (
     Workload,
     make_workload,
-    producer,
     put_meters,
+    put_records,
     read_all,
     reference_state,
     snapshot_diff,
     stored_progress,
     usage_snapshot,
 )
+from topics import Topic
 
 pytestmark = [pytest.mark.integration]
 
@@ -68,16 +69,14 @@ def _wait_progress(client: SyncRedis, settings: Settings, proc: subprocess.Popen
 
 def _put_chunk(settings: Settings, w: Workload, k: int) -> int:
     """Chunk ``k`` of ``CHUNKS`` of the events and cancellations (each list keeps its received-time order)."""
-    p = producer(settings)
-    n = 0
-    for base, items in (("meter-events", w.events), ("meter-event-adjustments", w.cancels)):
+
+    def chunk(items: list[tuple[str, bytes, int]]) -> list[tuple[str, bytes, int]]:
         size = -(-len(items) // CHUNKS)
-        for key, value, ms in items[k * size : (k + 1) * size]:
-            p.produce(settings.topic_prefix + base, key=key, value=value, timestamp=ms)
-            p.poll(0)
-            n += 1
-    assert p.flush(60) == 0
-    return n
+        return items[k * size : (k + 1) * size]
+
+    events, cancels = chunk(w.events), chunk(w.cancels)
+    put_records(settings, events, cancels)
+    return len(events) + len(cancels)
 
 
 def _pair_slots(w: Workload) -> list[int]:
@@ -143,5 +142,5 @@ def test_processor_follows_slot_moves_and_a_failover_without_losing_updates(
     diff = snapshot_diff(got, usage_snapshot(cluster_client, ref_prefix))
     assert len(got) > 100
     assert not diff, "\n".join(diff)
-    accepted = [json.loads(m.value()) for m in read_all(settings, ["meter-events-accepted"], PARTITIONS)]
+    accepted = [json.loads(m.value()) for m in read_all(settings, [Topic.ACCEPTED], PARTITIONS)]
     assert {(b["kind"], b["identifier"]) for b in accepted} == expected_accepted

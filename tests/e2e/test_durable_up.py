@@ -27,13 +27,16 @@ from pathlib import Path
 import pytest
 import redis
 from click.testing import CliRunner
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from processor.cli import main
+from processor.config import Settings, load_settings
 from processor.embedded import free_port
+from processor.kafka import AckedProducer, new_consumer
 from tests.e2e.conftest import read_banner, start_up
 from tests.helpers import child_env
 from tests.pipeline import event_value
+from topics import Topic, topic_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -101,10 +104,9 @@ def stream(now: int) -> list[tuple[str, bytes, str, int]]:
     return out
 
 
-def read_topic(bootstrap: str, topic: str) -> list[dict[str, object]]:
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "durable-check", "enable.partition.eof": True, "log_level": 0}
-    )
+def read_topic(settings: Settings, base: Topic) -> list[dict[str, object]]:
+    topic = topic_name(base, settings.topic_prefix)
+    consumer = new_consumer(settings, "durable-check", **{"enable.partition.eof": True, "log_level": 0})
     parts = consumer.list_topics(topic, timeout=15).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
     records: list[dict[str, object]] = []
@@ -139,10 +141,8 @@ def test_kill_9_of_every_process_loses_nothing_and_counts_once(tmp_path: Path) -
             env=exports,
         )
         assert made.exit_code == 0, made.output
-        producer = Producer(
-            {"bootstrap.servers": exports["METERSTREAM_KAFKA_BOOTSTRAP"], "acks": "all", "linger.ms": 5, "log_level": 0}
-        )
-        topic = "meter-events"
+        settings = load_settings(exports)
+        topic = topic_name(Topic.EVENTS, settings.topic_prefix)
         with redis.Redis.from_url(exports["METERSTREAM_REDIS_URL"]) as r:
             r.set("durable-test:sentinel", "written before the kill")  # Valkey's own durability, below
 
@@ -150,9 +150,11 @@ def test_kill_9_of_every_process_loses_nothing_and_counts_once(tmp_path: Path) -
             if err is None:
                 acked.add(json.loads(msg.value())["identifier"])  # type: ignore[attr-defined]
 
+        producer = AckedProducer(settings, config={"log_level": 0}, on_delivery=delivered)
+
         killed = 0
         for i, (customer, value, _, _) in enumerate(events):
-            producer.produce(topic, key=customer, value=value, on_delivery=delivered)
+            producer.produce(topic, key=customer, value=value)
             if i % 100 == 99:
                 # a stream with at most ~1,000 records in flight, not one burst: records are being produced,
                 # stored, processed and sent to the emulator when the kill comes
@@ -163,15 +165,14 @@ def test_kill_9_of_every_process_loses_nothing_and_counts_once(tmp_path: Path) -
                 killed = kill_everything(proc)
                 break
         assert killed >= 8, "expected up, broker, object store, Valkey, emulator and 3 components"
-        producer.flush(5)  # whatever is in flight now fails or was acknowledged before the kill
+        producer.close(5)  # whatever is in flight now fails or was acknowledged before the kill
         acked_before = set(acked)
     assert N // 3 <= len(acked_before) < N
 
     with up_data(data, port) as (proc, exports2, output):
         assert exports2 == exports  # same ports and keys: the printed exports stay valid
-        bootstrap = exports["METERSTREAM_KAFKA_BOOTSTRAP"]
         # the topics are complete: every acknowledged record survived
-        on_topic = {str(r["identifier"]) for r in read_topic(bootstrap, "meter-events")}
+        on_topic = {str(r["identifier"]) for r in read_topic(settings, Topic.EVENTS)}
         assert acked_before <= on_topic, f"{len(acked_before - on_topic)} acknowledged records lost"
         with redis.Redis.from_url(exports["METERSTREAM_REDIS_URL"]) as r:
             assert r.get("durable-test:sentinel") == b"written before the kill"  # the AOF survived kill -9
@@ -179,9 +180,9 @@ def test_kill_9_of_every_process_loses_nothing_and_counts_once(tmp_path: Path) -
         assert "dur_calls" in listed.output, listed.output
 
         # the producer's retry after the failure: the whole stream again, same identifiers
-        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "log_level": 0})
+        producer = AckedProducer(settings, config={"log_level": 0})
         for customer, value, _, _ in events:
-            producer.produce("meter-events", key=customer, value=value)
+            producer.produce(topic, key=customer, value=value)
             producer.poll(0)
         assert producer.flush(60) == 0
 
@@ -210,6 +211,6 @@ def test_kill_9_of_every_process_loses_nothing_and_counts_once(tmp_path: Path) -
             got = totals()
         assert got == dict(expected)  # each event counted exactly once
 
-        accepted = Counter(str(r["identifier"]) for r in read_topic(bootstrap, "meter-events-accepted"))
+        accepted = Counter(str(r["identifier"]) for r in read_topic(settings, Topic.ACCEPTED))
         assert set(accepted) == {ident for _, _, ident, _ in events}
         assert max(accepted.values()) == 1, [k for k, n in accepted.items() if n > 1][:10]

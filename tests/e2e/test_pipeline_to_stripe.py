@@ -28,6 +28,7 @@ from processor.meters.model import Meter
 from processor.state.keys import Keys
 from tests.helpers import child_env
 from tests.pipeline import cancel_value, event_value, producer, put_meters, run_processor
+from topics import Topic, topic_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -83,20 +84,20 @@ def test_stripe_ends_equal_to_redis_despite_faults_and_a_killed_sink(
             ident = f"i{i}"
             ts = now - rnd.randrange(0, 3 * 86400)
             p.produce(
-                settings.topic_prefix + "meter-events",
+                topic_name(Topic.EVENTS, settings.topic_prefix),
                 key=cust,
                 value=event_value(m.event_name, cust, rnd.randrange(-20, 500), ident, ts),
             )
             expected_events.add(f"{m.event_name}/{ident}")
             if rnd.random() < 0.05:
                 p.produce(
-                    settings.topic_prefix + "meter-events",
+                    topic_name(Topic.EVENTS, settings.topic_prefix),
                     key=cust,  # a duplicate: never billed twice
                     value=event_value(m.event_name, cust, 999, ident, ts),
                 )
             if rnd.random() < 0.05:
                 p.produce(
-                    settings.topic_prefix + "meter-event-adjustments",
+                    topic_name(Topic.ADJUSTMENTS, settings.topic_prefix),
                     key=ident,
                     value=cancel_value(m.event_name, ident),
                 )

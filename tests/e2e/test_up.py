@@ -42,7 +42,8 @@ def test_up_create_meter_send_events_and_see_them_everywhere(running_up: dict[st
         )
         assert sent.exit_code == 0, sent.output
 
-    # the README's "see them on the meter-events topic" snippet, in miniature
+    # the README's "see them on the meter-events topic" snippet, in miniature: a raw client on purpose,
+    # the reader a user copies from the README (layering exception: it checks the README's own code)
     consumer = Consumer(
         {"bootstrap.servers": running_up["kafka bootstrap"], "group.id": "readme", "enable.auto.commit": False}
     )

@@ -30,6 +30,7 @@ from tests.pipeline import (
     stored_progress,
     usage_snapshot,
 )
+from topics import Topic, topic_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -69,7 +70,7 @@ def _wait_done(client: redis.Redis, settings: Settings, total: int, timeout: flo
 
 def _accepted(settings: Settings) -> set[tuple[str, str]]:
     out = set()
-    for msg in read_all(settings, ["meter-events-accepted"], PARTITIONS):
+    for msg in read_all(settings, [Topic.ACCEPTED], PARTITIONS):
         body = json.loads(msg.value())
         out.add((body["kind"], body["identifier"]))
     return out
@@ -135,7 +136,7 @@ def test_malformed_records_never_block_a_partition(settings: Settings, redis_cli
     now_ms = int(time.time() * 1000)
     put_meters(settings, [Meter("mtr_m", "M", "m", "sum", created=1)], now_ms - 60_000)
     p = producer(settings)
-    topic = settings.topic_prefix + "meter-events"
+    topic = topic_name(Topic.EVENTS, settings.topic_prefix)
     huge = json.dumps(
         {"event_name": "m", "payload": {"stripe_customer_id": "c", "value": 1, "blob": "x" * 900_000}}
     ).encode()
@@ -163,7 +164,7 @@ def test_malformed_records_never_block_a_partition(settings: Settings, redis_cli
         sum(int(v) for v in usage_snapshot(redis_client, settings.redis_prefix)[":usage:{mtr_m:c}:day"].values())
         == 41  # the 900 KB event is over the 262,144-byte limit: invalid_event
     )
-    errors = [json.loads(m.value()) for m in read_all(settings, ["meter-event-errors"], PARTITIONS)]
+    errors = [json.loads(m.value()) for m in read_all(settings, [Topic.ERRORS], PARTITIONS)]
     codes = sorted(e["code"] for e in errors)
     assert codes.count("invalid_event") == 12  # ten malformed values, the record without a value, the huge one
     assert codes.count("meter_event_invalid_value") == 1

@@ -55,6 +55,7 @@ from tests.pipeline import (
     stored_progress,
     usage_snapshot,
 )
+from topics import Topic, topic_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -175,9 +176,7 @@ def _wait(
 
 def _phases(w: Workload, n: int) -> list[list[tuple[str, str, bytes, int]]]:
     """Events and cancellations merged in received-time order, cut into ``n`` consecutive phases."""
-    merged = [("meter-events", k, v, t) for k, v, t in w.events] + [
-        ("meter-event-adjustments", k, v, t) for k, v, t in w.cancels
-    ]
+    merged = [(Topic.EVENTS, k, v, t) for k, v, t in w.events] + [(Topic.ADJUSTMENTS, k, v, t) for k, v, t in w.cancels]
     merged.sort(key=lambda r: r[3])
     size = -(-len(merged) // n)
     return [merged[i : i + size] for i in range(0, len(merged), size)]
@@ -188,12 +187,7 @@ def _produce(settings: Settings, records: list[tuple[str, str, bytes, int]], per
     every that many records (so group changes happen while records are still arriving)."""
     p = producer(settings)
     for n, (base, key, value, ts) in enumerate(records, 1):
-        while True:
-            try:
-                p.produce(settings.topic_prefix + base, key=key, value=value, timestamp=ts)
-                break
-            except BufferError:
-                p.poll(0.1)
+        p.produce(topic_name(base, settings.topic_prefix), key=key, value=value, timestamp=ts)
         p.poll(0)
         if per_flush and n % per_flush == 0:
             assert p.flush(60) == 0
@@ -236,7 +230,7 @@ def _cancels_before_events(settings: Settings) -> list[tuple[int, int, str]]:
     (SPEC §1: a resolved cancellation follows its event, so the sink sends it to Stripe after the event)."""
     seen: set[tuple[int, str, str]] = set()
     bad: list[tuple[int, int, str]] = []
-    msgs = read_all(settings, ["meter-events-accepted"], PARTITIONS, idle=1.0)
+    msgs = read_all(settings, [Topic.ACCEPTED], PARTITIONS, idle=1.0)
     for m in sorted(msgs, key=lambda m: (m.partition(), m.offset())):
         body = json.loads(m.value())
         key = (m.partition(), body["event_name"], body["identifier"])
@@ -384,7 +378,7 @@ def test_a_cancellation_never_overtakes_an_event_another_processor_claimed(
     now_ms = int(time.time() * 1000)
     meter = Meter("mtr_race", "Race", "race", "sum", created=1)
     put_meters(settings, [meter], now_ms - 60_000)
-    events, adjustments = settings.topic_prefix + "meter-events", settings.topic_prefix + "meter-event-adjustments"
+    events, adjustments = (topic_name(t, settings.topic_prefix) for t in (Topic.EVENTS, Topic.ADJUSTMENTS))
     target = event_value("race", "cus_x", 5, "target")
     p = producer(settings)
     for i in range(50):  # another customer's events in front of the target, in the same partition
@@ -396,7 +390,7 @@ def test_a_cancellation_never_overtakes_an_event_another_processor_claimed(
     book = MeterBook()
     book.add_record(now_ms - 60_000, meter.to_json().encode())
     dying = Engine(StateStore(connect_redis(settings.require_redis_url()), settings.redis_prefix), book)
-    assert dying.process([RawRecord("meter-events", 0, 50, now_ms + 1, target)]).stats["event:new"] == 1
+    assert dying.process([RawRecord(Topic.EVENTS, 0, 50, now_ms + 1, target)]).stats["event:new"] == 1
 
     proc = Processor(settings)  # processor B, which will also inherit A's partition
     try:
@@ -422,7 +416,7 @@ def test_a_cancellation_never_overtakes_an_event_another_processor_claimed(
         proc.close()
     records = [
         json.loads(m.value())
-        for m in sorted(read_all(settings, ["meter-events-accepted"], 3), key=lambda m: (m.partition(), m.offset()))
+        for m in sorted(read_all(settings, [Topic.ACCEPTED], 3), key=lambda m: (m.partition(), m.offset()))
     ]
     about_x = [(r["kind"], r["identifier"]) for r in records if r["customer"] == "cus_x"]
     assert about_x == [("event", "target"), ("cancel", "target")]

@@ -15,6 +15,7 @@ import stripe
 from processor.config import Settings
 from tests.fixtures import values
 from tests.gateway.conftest import make_meter, run_processor
+from topics import Topic
 
 ReadTopic = Callable[..., list[Any]]
 DAY = 86_400
@@ -113,7 +114,7 @@ def test_an_identifier_the_processor_holds_is_a_duplicate(
         assert (info.value.http_status, info.value.param) == (400, "identifier")
         assert info.value.user_message == "An event already exists with identifier dup-1."
         assert info.value.headers is not None and info.value.headers.get("Stripe-Should-Retry") == "false"
-    accepted = values(read_topic(gw_settings, "meter-events-accepted", expect=1, idle=1.0))
+    accepted = values(read_topic(gw_settings, Topic.ACCEPTED, expect=1, idle=1.0))
     assert [(a["identifier"], a["meter_id"]) for a in accepted] == [("dup-1", meter.id)]
 
 
@@ -130,7 +131,7 @@ def test_a_stream_event_refused_by_the_gateway_can_be_replayed_once(
     moment = _iso(at)
     event = {"event_name": "later", "payload": {"stripe_customer_id": "c1", "value": "7"}, "timestamp": moment}
     streamer.v2.billing.meter_event_stream.create({"events": [event]})  # type: ignore[typeddict-item]
-    (error,) = values(read_topic(gw_settings, "meter-event-errors", expect=1))
+    (error,) = values(read_topic(gw_settings, Topic.ERRORS, expect=1))
     assert (error["code"], error["topic"], error["meter_id"]) == ("no_meter", "gateway:v2_stream", None)
     assert error["identifier"]
 
@@ -140,6 +141,6 @@ def test_a_stream_event_refused_by_the_gateway_can_be_replayed_once(
     again = cli(gw_settings, "errors", "replay", "--code", "no_meter")
     assert "will replay 0:" in again.output, again.output
     run_processor(gw_settings)
-    (accepted,) = values(read_topic(gw_settings, "meter-events-accepted", expect=1, idle=1.0))
+    (accepted,) = values(read_topic(gw_settings, Topic.ACCEPTED, expect=1, idle=1.0))
     assert (accepted["identifier"], accepted["meter_id"]) == (error["identifier"], meter.id)
     assert accepted["timestamp"] == at  # the event's own time, not the replay's

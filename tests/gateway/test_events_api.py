@@ -18,6 +18,7 @@ from processor.gateway import GatewayServer
 from tests.fixtures import values
 from tests.gateway.conftest import API_KEY, async_client, make_meter
 from tests.helpers import FrozenClock, events_and_cancels_async, open_stream, stream_client
+from topics import Topic
 
 ReadTopic = Callable[..., list[Any]]
 
@@ -40,7 +41,7 @@ def test_v1_event_is_on_kafka_keyed_by_the_meters_customer_key(
     assert generated.identifier and generated.identifier != "ev-1"
     assert abs(generated.timestamp - time.time()) < 600
 
-    records = read_topic(gw_settings, "meter-events", expect=2)
+    records = read_topic(gw_settings, Topic.EVENTS, expect=2)
     assert sorted(m.key() for m in records) == [b"acct_1", b"acct_2"]
     by_id = {v["identifier"]: v for v in values(records)}
     assert by_id["ev-1"] == {
@@ -63,7 +64,7 @@ def test_adjustments_v1_and_v2(client: stripe.StripeClient, gw_settings: Setting
     )
     assert v2.object == "v2.billing.meter_event_adjustment" and v2.id.startswith("mea_")
     assert v2.cancel.identifier == "ev-2" and dt.datetime.fromisoformat(v2.created)
-    records = read_topic(gw_settings, "meter-event-adjustments", expect=2)
+    records = read_topic(gw_settings, Topic.ADJUSTMENTS, expect=2)
     assert sorted(m.key() for m in records) == [b"ev-1", b"ev-2"]
     assert sorted(values(records), key=lambda v: v["cancel"]["identifier"]) == [
         {"event_name": "tokens", "type": "cancel", "cancel": {"identifier": "ev-1"}},
@@ -92,7 +93,7 @@ def test_v2_meter_event_iso_times(client: stripe.StripeClient, gw_settings: Sett
     )
     assert event.object == "v2.billing.meter_event" and event.identifier == "v2-1"
     assert event.timestamp == moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    (record,) = read_topic(gw_settings, "meter-events", expect=1)
+    (record,) = read_topic(gw_settings, Topic.EVENTS, expect=1)
     assert record.key() == b"cus_v2"
     assert json.loads(record.value())["timestamp"] == int(moment.timestamp())
     with pytest.raises(stripe.InvalidRequestError) as info:
@@ -130,12 +131,12 @@ def test_v2_session_and_stream(
     with pytest.raises(stripe.AuthenticationError):
         stream_client(url, "mes_forged").v2.billing.meter_event_stream.create({"events": events[:1]})  # type: ignore[typeddict-item]
 
-    records = read_topic(gw_settings, "meter-events", expect=103, idle=2.0)
+    records = read_topic(gw_settings, Topic.EVENTS, expect=103, idle=2.0)
     assert len(records) == 103  # the batch refused for its own shape wrote nothing
     expected = [f"s{i}" for i in range(100)] + ["b0", "b1", "b2"]
     assert sorted(v["identifier"] for v in values(records)) == sorted(expected)
     assert {m.key() for m in records} == {b"cus_0", b"cus_1", b"cus_2"}
-    errors = sorted(values(read_topic(gw_settings, "meter-event-errors", expect=2)), key=lambda v: v["code"])
+    errors = sorted(values(read_topic(gw_settings, Topic.ERRORS, expect=2)), key=lambda v: v["code"])
     assert [(e["code"], e["event"].get("colour")) for e in errors] == [
         ("meter_event_no_customer_defined", None),
         ("parameter_unknown", "red"),
@@ -237,7 +238,7 @@ def test_async_client(url: str, client: stripe.StripeClient, gw_settings: Settin
             )
 
     asyncio.run(scenario())
-    events = values(read_topic(gw_settings, "meter-events", expect=52))
+    events = values(read_topic(gw_settings, Topic.EVENTS, expect=52))
     assert sorted(v["identifier"] for v in events) == sorted(f"a{i}" for i in range(1, 53))
-    cancels = values(read_topic(gw_settings, "meter-event-adjustments", expect=2))
+    cancels = values(read_topic(gw_settings, Topic.ADJUSTMENTS, expect=2))
     assert sorted(v["cancel"]["identifier"] for v in cancels) == ["a1", "a2"]

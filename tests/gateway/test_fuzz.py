@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from processor.config import Settings
 from processor.gateway import GatewayServer
 from tests.gateway.conftest import bearer, http, make_meter
+from topics import Topic
 
 FUZZ = settings(
     max_examples=150,
@@ -158,6 +159,6 @@ def test_fuzz_v1_form_and_v2_json(
             accepted.append(event2["identifier"])
 
     run()
-    records = read_topic(gw_settings, "meter-events", expect=len(accepted))
+    records = read_topic(gw_settings, Topic.EVENTS, expect=len(accepted))
     assert sorted(json.loads(m.value())["identifier"] for m in records) == sorted(accepted)
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]

@@ -4,12 +4,13 @@ from collections.abc import Callable
 
 import pytest
 import redis
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from processor.config import Settings
 from processor.embedded import EmbeddedRedis
 from processor.errors import EmbeddedError, TopicDriftError
-from processor.kafka.admin import ensure_topics
+from processor.kafka.admin import ensure_topics, new_admin
+from topics import Topic, topic_name
 
 pytestmark = pytest.mark.integration
 
@@ -18,8 +19,8 @@ def test_ensure_is_idempotent(settings: Settings) -> None:
     again = ensure_topics(settings)
     assert {r.status for r in again} == {"ok"}
     by_name = {r.name: r for r in again}
-    assert by_name[settings.topic_prefix + "meters"].partitions == 1
-    assert by_name[settings.topic_prefix + "meter-events"].partitions == 3
+    assert by_name[topic_name(Topic.METERS, settings.topic_prefix)].partitions == 1
+    assert by_name[topic_name(Topic.EVENTS, settings.topic_prefix)].partitions == 3
 
 
 def test_check_only_reports_missing(settings_factory: Callable[..., Settings]) -> None:
@@ -30,13 +31,12 @@ def test_check_only_reports_missing(settings_factory: Callable[..., Settings]) -
 
 def test_drift_in_partition_count_is_reported(settings_factory: Callable[..., Settings]) -> None:
     s = settings_factory(ensure=False)
-    admin = AdminClient(s.kafka_config())
-    admin.create_topics([NewTopic(s.topic_prefix + "meter-events", 2, -1)])[
-        "" + s.topic_prefix + "meter-events"
-    ].result()
+    events = topic_name(Topic.EVENTS, s.topic_prefix)
+    admin = new_admin(s)  # kept: a collected client cancels its pending request
+    admin.create_topics([NewTopic(events, 2, -1)])[events].result()
     with pytest.raises(TopicDriftError) as err:
         ensure_topics(s)
-    assert "meter-events" in str(err.value) and "partitions=2" in str(err.value)
+    assert Topic.EVENTS in str(err.value) and "partitions=2" in str(err.value)
 
 
 def test_embedded_redis_starts_and_stops(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -61,6 +61,6 @@ def test_topics_ensure_cli(settings: Settings) -> None:
 
     result = CliRunner().invoke(main, ["topics", "ensure", "--check"], env=settings.to_env())
     assert result.exit_code == 0, result.output
-    assert "meter-events" in result.output and "ok" in result.output
+    assert Topic.EVENTS in result.output and "ok" in result.output
     bad = CliRunner().invoke(main, ["topics", "ensure"], env={**settings.to_env(), "METERSTREAM_STRIPE_MODE": "v9"})
     assert bad.exit_code == 2 and "METERSTREAM_STRIPE_MODE" in bad.output

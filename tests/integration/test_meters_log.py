@@ -14,6 +14,7 @@ from processor.errors import TopicError
 from processor.meters.log import MetersLog
 from processor.meters.model import Meter
 from tests.pipeline import producer
+from topics import Topic, topic_name
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +26,7 @@ def _meter(i: int) -> Meter:
 def _put(settings: Settings, meters: list[Meter], flush_each: bool = False) -> None:
     p = producer(settings)
     for m in meters:
-        p.produce(settings.topic_prefix + "meters", key=m.id, value=m.to_json())
+        p.produce(topic_name(Topic.METERS, settings.topic_prefix), key=m.id, value=m.to_json())
         if flush_each:
             assert p.flush(30) == 0
     assert p.flush(30) == 0

@@ -13,10 +13,12 @@ import redis
 from processor.config import Settings
 from processor.embedded import free_port
 from processor.errors import KafkaDeliveryError, MeterConflictError, MeterNotFoundError, MeterValidationError
+from processor.kafka import AckedProducer
 from processor.meters import Meter, MeterRegistry, read_meters_topic
 from processor.meters.registry import RESERVATION_PREFIX
 from processor.meters.topic import MeterTopicWriter
 from processor.state.keys import Keys
+from topics import Topic, topic_name
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +58,7 @@ def test_create_writes_the_topic_then_the_mirror(
     assert (meter.event_time_window, meter.customer_key, meter.value_key) == ("hour", "account", "n")
     assert meter.created == meter.updated > 0 and meter.status == "active"
 
-    records = read_topic(settings, "meters", expect=1)
+    records = read_topic(settings, Topic.METERS, expect=1)
     # The stored record: Stripe's object plus the status history, effective from the record's timestamp.
     assert [(m.key().decode(), json.loads(m.value())) for m in records] == [(meter.id, meter.to_record())]
     assert meter.status_history == ((records[0].timestamp()[1], "active"),)
@@ -117,7 +119,7 @@ def test_rename_changes_only_the_display_name(
         registry.update(meter.id, {"event_time_window": "hour"})
     assert err.value.param == "event_time_window"
 
-    values = [json.loads(m.value()) for m in read_topic(settings, "meters", expect=2)]
+    values = [json.loads(m.value()) for m in read_topic(settings, Topic.METERS, expect=2)]
     assert [v["display_name"] for v in values] == ["calls meter", "Calls (v2)"]
     assert read_meters_topic(settings)[meter.id] == renamed
 
@@ -141,11 +143,11 @@ def test_deactivate_and_reactivate(
     assert on.status == "active" and on.deactivated_at is None
     assert registry.get(meter.id) == on
 
-    values = [json.loads(m.value()) for m in read_topic(settings, "meters", expect=3)]
+    values = [json.loads(m.value()) for m in read_topic(settings, Topic.METERS, expect=3)]
     assert [v["status"] for v in values] == ["active", "inactive", "active"]
     assert [v["status_transitions"]["deactivated_at"] for v in values] == [None, off.deactivated_at, None]
     # Each status change is in the history at its record's timestamp, so the last record holds them all.
-    stamps = [m.timestamp()[1] for m in read_topic(settings, "meters", expect=3)]
+    stamps = [m.timestamp()[1] for m in read_topic(settings, Topic.METERS, expect=3)]
     assert on.status_history == tuple(zip(stamps, ("active", "inactive", "active"), strict=True))
     assert values[-1]["status_history"] == [{"status": s, "since_ms": t} for t, s in on.status_history]
 
@@ -183,7 +185,7 @@ def test_concurrent_creates_of_one_event_name_have_one_winner(
     for c in clients:
         c.close()
     assert len(won) == 1 and len(lost) == len(clients) - 1
-    records = read_topic(settings, "meters", expect=1, idle=2.0)
+    records = read_topic(settings, Topic.METERS, expect=1, idle=2.0)
     assert [m.key().decode() for m in records] == [won[0].id]
     with MeterRegistry(settings) as reg:
         assert reg.find_by_event_name("race") == won[0]
@@ -267,7 +269,7 @@ def test_sync_restores_meters_a_lost_topic_no_longer_has(
         report = reg.sync()
         assert report.restored == [meter.id]
         assert reg.get(meter.id) == meter
-    assert [json.loads(m.value()) for m in read_topic(after, "meters", expect=1)] == [meter.to_record()]
+    assert [json.loads(m.value()) for m in read_topic(after, Topic.METERS, expect=1)] == [meter.to_record()]
     with MeterRegistry(after) as reg:
         assert reg.sync(prune=True).removed == []
 
@@ -285,11 +287,10 @@ def test_sync_prune_drops_mirror_entries_missing_from_the_topic(
 
 
 def test_read_meters_topic_skips_malformed_records(settings: Settings, registry: MeterRegistry) -> None:
-    from confluent_kafka import Producer
-
     meter = registry.create(params("good"))
-    producer = Producer(settings.kafka_config())
-    producer.produce(settings.topic_prefix + "meters", key="mtr_bad", value=b"{not json")
-    producer.produce(settings.topic_prefix + "meters", key="mtr_other", value=meter.to_json())  # key != id
-    producer.flush(10)
+    producer = AckedProducer(settings)
+    meters = topic_name(Topic.METERS, settings.topic_prefix)
+    producer.produce(meters, key="mtr_bad", value=b"{not json")
+    producer.produce(meters, key="mtr_other", value=meter.to_json())  # key != id
+    assert producer.flush(10) == 0
     assert read_meters_topic(settings) == {meter.id: meter}

@@ -17,12 +17,13 @@ from tests.pipeline import (
     cancel_value,
     event_value,
     make_workload,
-    producer,
     put_meters,
+    put_records,
     put_workload,
     reference_state,
     usage_snapshot,
 )
+from topics import Topic
 
 pytestmark = pytest.mark.integration
 
@@ -45,15 +46,6 @@ def run_processor(settings: Settings) -> Iterator[Callable[..., Processor]]:
         p.close()
 
 
-def _send(settings: Settings, events: list[tuple[str, bytes, int]], cancels: list[tuple[str, bytes, int]] = []) -> None:  # noqa: B006
-    p = producer(settings)
-    for key, value, r in events:
-        p.produce(settings.topic_prefix + "meter-events", key=key, value=value, timestamp=r)
-    for key, value, r in cancels:
-        p.produce(settings.topic_prefix + "meter-event-adjustments", key=key, value=value, timestamp=r)
-    assert p.flush(30) == 0
-
-
 METERS = [
     Meter("mtr_sum", "S", "api", "sum", created=1),
     Meter("mtr_cnt", "C", "cnt", "count", created=1),
@@ -73,7 +65,7 @@ def test_every_formula_and_mode(
     now_ms, h, d = now * 1000, hour_start(now), day_start(now)
     put_meters(settings, METERS, now_ms - 3_600_000)
     big = 10**20
-    _send(
+    put_records(
         settings,
         [
             ("c1", event_value("api", "c1", 5, "a1", h + 1), now_ms),
@@ -108,7 +100,7 @@ def test_every_formula_and_mode(
     assert snap[":usage:{mtr_pred:c1}:day"] == {str(d): "1"}
     assert snap[":customers:{mtr_sum}"] == {"c1": str(h + 2)}  # a2 was accepted, then cancelled
 
-    accepted = [json.loads(m.value()) for m in read_topic(settings, "meter-events-accepted", expect=15)]
+    accepted = [json.loads(m.value()) for m in read_topic(settings, Topic.ACCEPTED, expect=15)]
     kinds = [(a["kind"], a["identifier"]) for a in accepted]
     assert ("event", "a1") in kinds and kinds.count(("event", "a1")) == 1
     for ident in ("p2", "a2", "g2"):
@@ -121,7 +113,7 @@ def test_every_formula_and_mode(
         REGISTRY.get_sample_value("meterstream_processor_records_total", {"kind": "event", "result": "dup"}) or 0
     ) >= 1
     assert (REGISTRY.get_sample_value("meterstream_processor_rejected_total", {"code": "invalid_event"}) or 0) >= 1
-    errors = [json.loads(m.value()) for m in read_topic(settings, "meter-event-errors", expect=2)]
+    errors = [json.loads(m.value()) for m in read_topic(settings, Topic.ERRORS, expect=2)]
     assert sorted(e["code"] for e in errors) == ["invalid_event", "meter_event_invalid_value"]
     assert all({"code", "message", "event", "topic", "partition", "offset"} <= e.keys() for e in errors)
 
@@ -135,9 +127,9 @@ def test_cancellation_before_its_event(
 ) -> None:
     now_ms, h = now * 1000, hour_start(now)
     put_meters(settings, METERS, now_ms - 3_600_000)
-    _send(settings, [], [("x1", cancel_value("api", "x1"), now_ms)])
+    put_records(settings, [], [("x1", cancel_value("api", "x1"), now_ms)])
     run_processor()
-    _send(
+    put_records(
         settings,
         [
             ("c9", event_value("api", "c9", 11, "x1", h), now_ms + 3_600_000),
@@ -146,7 +138,7 @@ def test_cancellation_before_its_event(
     )
     run_processor()
     assert usage_snapshot(redis_client, settings.redis_prefix)[":usage:{mtr_sum:c9}:hour"] == {str(h): "13"}
-    accepted = [json.loads(m.value()) for m in read_topic(settings, "meter-events-accepted", expect=3)]
+    accepted = [json.loads(m.value()) for m in read_topic(settings, Topic.ACCEPTED, expect=3)]
     assert [(a["kind"], a["identifier"]) for a in accepted] == [("event", "x1"), ("cancel", "x1"), ("event", "x2")]
 
 
@@ -154,10 +146,10 @@ def test_meter_created_while_running(settings: Settings, redis_client: redis.Red
     proc = Processor(settings)
     try:
         proc.drain(idle=1.0)
-        _send(settings, [("c1", event_value("api", "c1", 1, "before"), int(time.time() * 1000))])
+        put_records(settings, [("c1", event_value("api", "c1", 1, "before"), int(time.time() * 1000))])
         proc.drain(idle=1.0)
         put_meters(settings, METERS[:1], int(time.time() * 1000))
-        _send(settings, [("c1", event_value("api", "c1", 2, "after"), int(time.time() * 1000) + 1000)])
+        put_records(settings, [("c1", event_value("api", "c1", 2, "after"), int(time.time() * 1000) + 1000)])
         proc.drain(idle=1.0)
     finally:
         proc.close()
@@ -177,12 +169,7 @@ def test_restart_resumes_exactly(
     p1.drain(idle=1.0)
     p1.close()
     rest = type(w)([], w.events[half:], [c for c in w.cancels if c[2] > w.events[half][2]])
-    p = producer(settings)
-    for key, value, r in rest.events:
-        p.produce(settings.topic_prefix + "meter-events", key=key, value=value, timestamp=r)
-    for key, value, r in rest.cancels:
-        p.produce(settings.topic_prefix + "meter-event-adjustments", key=key, value=value, timestamp=r)
-    assert p.flush(30) == 0
+    put_records(settings, rest.events, rest.cancels)
     p2 = Processor(settings)
     p2.drain(idle=1.0)
     p2.close()
@@ -218,7 +205,7 @@ def test_redis_lost_is_re_derived_without_re_emitting(settings: Settings, redis_
     p1.drain(idle=1.0)
     p1.close()
     before = usage_snapshot(redis_client, settings.redis_prefix)
-    accepted_before = len(read_all(settings, ["meter-events-accepted"], 3, idle=1.5))
+    accepted_before = len(read_all(settings, [Topic.ACCEPTED], 3, idle=1.5))
     for key in list(redis_client.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)):
         redis_client.delete(key)
     p2 = Processor(settings)
@@ -226,4 +213,4 @@ def test_redis_lost_is_re_derived_without_re_emitting(settings: Settings, redis_
     p2.close()
     assert p2.stats["records"] > 0
     assert usage_snapshot(redis_client, settings.redis_prefix) == before
-    assert len(read_all(settings, ["meter-events-accepted"], 3, idle=1.5)) == accepted_before
+    assert len(read_all(settings, [Topic.ACCEPTED], 3, idle=1.5)) == accepted_before

@@ -20,16 +20,17 @@ from typing import Any
 
 import pytest
 import redis
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processor.aggregator.runner import Processor
 from processor.config import Settings
-from processor.kafka.clients import producer_config
+from processor.kafka import AckedProducer, new_consumer
 from tests.model.builders import Log, meter_version
 from tests.model.reference import ADJUSTMENTS, DAY_MS, EVENTS, ModelResult, Rec, compare, run_model
 from tests.model.strategies import Scenario, phase_splits, scenarios
+from topics import Topic, topic_name
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +61,7 @@ def _key(rec_topic: str, value: bytes) -> str | None:
 def _produce(s: Settings, scenario: Scenario) -> None:
     """Meters first (one partition, topic order = effective order), then every record in offset order; the
     broker-assigned offsets must be the model's offsets."""
-    producer = Producer(producer_config(s, **{"linger.ms": 20}))
+    producer = AckedProducer(s, config={"linger.ms": 20})
     delivered: list[tuple[str, int, int]] = []
     failures: list[str] = []
 
@@ -75,16 +76,16 @@ def _produce(s: Settings, scenario: Scenario) -> None:
     for version in scenario.meters:
         m = version.meter
         producer.produce(
-            s.topic_prefix + "meters",
+            topic_name(Topic.METERS, s.topic_prefix),
             key=m["id"],
-            value=json.dumps(m),
+            value=json.dumps(m).encode(),
             partition=0,
             timestamp=version.effective_ms,
             on_delivery=report,
         )
     for rec in sorted(scenario.records, key=lambda r: r.key):
         producer.produce(
-            s.topic_prefix + rec.topic,
+            topic_name(rec.topic, s.topic_prefix),
             key=_key(rec.topic, rec.value),
             value=rec.value,
             partition=rec.partition,
@@ -93,15 +94,15 @@ def _produce(s: Settings, scenario: Scenario) -> None:
         )
     assert producer.flush(60) == 0, "records still queued after 60 s"
     assert not failures, failures
-    produced = sorted(d for d in delivered if d[0] != "meters")
+    produced = sorted(d for d in delivered if d[0] != Topic.METERS)
     assert produced == sorted(r.key for r in scenario.records), "broker offsets differ from the model's"
 
 
 def _read(s: Settings, base: str, expect: int, *, idle: float = 0.3, timeout: float = 30.0) -> list[dict[str, Any]]:
     """Every record of a topic, by partition assignment (no group join: seconds faster per read), until at
     least ``expect`` arrived and nothing more for ``idle`` seconds (or 5 s of silence, or ``timeout``)."""
-    name = s.topic_prefix + base
-    consumer = Consumer(s.kafka_config(**{"group.id": f"read-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}))
+    name = topic_name(base, s.topic_prefix)
+    consumer = new_consumer(s, f"read-{uuid.uuid4().hex[:8]}")
     try:
         parts = consumer.list_topics(name, timeout=10).topics[name].partitions
         consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in parts])
@@ -125,7 +126,7 @@ def _topic_diffs(s: Settings, model: ModelResult) -> list[str]:
     rejected records with the model's codes."""
     diffs: list[str] = []
     cancels = sum(1 for v in model.outcome.values() if v == "cancel")
-    accepted = _read(s, "meter-events-accepted", len(model.accepted) + cancels)
+    accepted = _read(s, Topic.ACCEPTED, len(model.accepted) + cancels)
     have = Counter((str(a.get("event_name")), str(a.get("identifier"))) for a in accepted if a.get("kind") == "event")
     want = Counter((e.event_name, e.identifier) for e in model.accepted.values())
     for pair in sorted((have - want) | (want - have)):
@@ -140,7 +141,7 @@ def _topic_diffs(s: Settings, model: ModelResult) -> list[str]:
         )
 
     rejected = model.rejected()
-    errors = _read(s, "meter-event-errors", len(rejected))
+    errors = _read(s, Topic.ERRORS, len(rejected))
     got: dict[tuple[str, int, int], str] = {}
     for err in errors:
         topic = str(err.get("topic"))

@@ -15,6 +15,7 @@ import pytest
 from processor import EventValidationError, KafkaDeliveryError, MeterEventProducer, Settings
 from processor.embedded import free_port
 from tests.fixtures import ReadTopic
+from topics import Topic, topic_name
 
 pytestmark = pytest.mark.integration
 
@@ -25,8 +26,8 @@ def test_send_puts_the_event_on_meter_events_keyed_by_customer(settings: Setting
         ident = producer.send("api_requests", {"stripe_customer_id": "cus_1", "value": 25})
     after = int(time.time())
 
-    [msg] = read_topic(settings, "meter-events", expect=1)
-    assert msg.topic() == settings.topic_prefix + "meter-events"
+    [msg] = read_topic(settings, Topic.EVENTS, expect=1)
+    assert msg.topic() == topic_name(Topic.EVENTS, settings.topic_prefix)
     assert msg.key() == b"cus_1"
     assert uuid.UUID(ident).version == 4
     value = json.loads(msg.value())
@@ -47,7 +48,7 @@ def test_explicit_identifier_and_timestamp_are_kept(settings: Settings, read_top
             "api_requests", {"value": "7", "région": "é"}, identifier="evt-1", timestamp=1_700_000_000, customer="cus_2"
         )
     assert ident == "evt-1"
-    [msg] = read_topic(settings, "meter-events", expect=1)
+    [msg] = read_topic(settings, Topic.EVENTS, expect=1)
     assert msg.key() == b"cus_2"
     assert json.loads(msg.value()) == {
         "event_name": "api_requests",
@@ -60,7 +61,7 @@ def test_explicit_identifier_and_timestamp_are_kept(settings: Settings, read_top
 def test_one_customers_events_share_a_partition_in_order(settings: Settings, read_topic: ReadTopic) -> None:
     with MeterEventProducer(settings) as producer:
         sent = [producer.send("e", {"stripe_customer_id": "cus_9", "value": i}) for i in range(20)]
-    messages = read_topic(settings, "meter-events", expect=20)
+    messages = read_topic(settings, Topic.EVENTS, expect=20)
     assert len({m.partition() for m in messages}) == 1
     assert [json.loads(m.value())["identifier"] for m in sorted(messages, key=lambda m: m.offset())] == sent
 
@@ -68,7 +69,7 @@ def test_one_customers_events_share_a_partition_in_order(settings: Settings, rea
 def test_cancel_goes_to_adjustments_keyed_by_identifier(settings: Settings, read_topic: ReadTopic) -> None:
     with MeterEventProducer(settings) as producer:
         producer.cancel("api_requests", "evt-1")
-    [msg] = read_topic(settings, "meter-event-adjustments", expect=1)
+    [msg] = read_topic(settings, Topic.ADJUSTMENTS, expect=1)
     assert msg.key() == b"evt-1"
     assert json.loads(msg.value()) == {
         "event_name": "api_requests",
@@ -94,7 +95,7 @@ def test_invalid_input_raises_and_produces_nothing(settings: Settings, read_topi
             producer.cancel("e", "")
         marker = producer.send("marker", {"stripe_customer_id": "cus_1"})
     # Read until idle: only the valid marker may be there.
-    messages = read_topic(settings, "meter-events")
+    messages = read_topic(settings, Topic.EVENTS)
     assert [json.loads(m.value())["identifier"] for m in messages] == [marker]
 
 
@@ -103,7 +104,7 @@ def test_a_full_local_queue_is_waited_out_not_lost(settings: Settings, read_topi
     config = {"queue.buffering.max.messages": 5, "linger.ms": 50}
     with MeterEventProducer(settings, kafka_config=config) as producer:
         sent = [producer.send("e", {"stripe_customer_id": f"cus_{i % 7}", "value": i}) for i in range(200)]
-    messages = read_topic(settings, "meter-events", expect=200)
+    messages = read_topic(settings, Topic.EVENTS, expect=200)
     assert sorted(json.loads(m.value())["identifier"] for m in messages) == sorted(sent)
 
 
@@ -118,7 +119,7 @@ def test_delivery_failure_is_raised_by_flush(settings_factory: Callable[..., Set
     text = str(info.value)
     assert "3 record(s) were not delivered" in text
     assert "Unknown topic or partition" in text
-    assert settings.topic_prefix + "meter-events" in text
+    assert topic_name(Topic.EVENTS, settings.topic_prefix) in text
     assert all(ident in text for ident in sent)
     # Reported once; the producer then has nothing left in flight.
     assert producer.flush(5) == 0

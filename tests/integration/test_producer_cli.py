@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 
 from processor.cli import main
 from processor.config import Settings
+from topics import Topic
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +46,7 @@ def test_send_prints_identifier_and_delivered(settings: Settings, read_topic: Re
     assert uuid.UUID(ident).version == 4
     assert delivered == f"delivered 1 event(s) to {settings.topic_prefix}meter-events"
 
-    [msg] = read_topic(settings, "meter-events", expect=1)
+    [msg] = read_topic(settings, Topic.EVENTS, expect=1)
     assert msg.key() == b"cus_1"
     value = json.loads(msg.value())
     assert value["identifier"] == ident
@@ -75,7 +76,7 @@ def test_send_with_identifier_timestamp_and_keys(settings: Settings, read_topic:
     )
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0] == "evt-1"
-    [msg] = read_topic(settings, "meter-events", expect=1)
+    [msg] = read_topic(settings, Topic.EVENTS, expect=1)
     assert msg.key() == b"acct_1"
     assert json.loads(msg.value()) == {
         "event_name": "e",
@@ -90,7 +91,7 @@ def test_send_count(settings: Settings, read_topic: ReadTopic) -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[-1].startswith("delivered 3 event(s)")
-    messages = read_topic(settings, "meter-events", expect=3)
+    messages = read_topic(settings, Topic.EVENTS, expect=3)
     assert sorted(json.loads(m.value())["identifier"] for m in messages) == sorted(lines[:3])
     assert len(set(lines[:3])) == 3
 
@@ -106,7 +107,7 @@ def test_send_file(settings: Settings, read_topic: ReadTopic, tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     out = result.stdout.splitlines()
     assert out[0] == "f-1" and out[-1].startswith("delivered 2 event(s)")
-    by_key = {m.key(): json.loads(m.value()) for m in read_topic(settings, "meter-events", expect=2)}
+    by_key = {m.key(): json.loads(m.value()) for m in read_topic(settings, Topic.EVENTS, expect=2)}
     assert by_key[b"cus_1"]["identifier"] == "f-1"
     assert by_key[b"cus_2"]["timestamp"] == 1700000000
     assert by_key[b"cus_2"]["identifier"] == out[1]
@@ -116,7 +117,7 @@ def test_cancel(settings: Settings, read_topic: ReadTopic) -> None:
     result = _run(settings, "cancel", "--event-name", "e", "--identifier", "evt-1")
     assert result.exit_code == 0, result.output
     assert result.stdout == f"cancellation of evt-1 delivered to {settings.topic_prefix}meter-event-adjustments\n"
-    [msg] = read_topic(settings, "meter-event-adjustments", expect=1)
+    [msg] = read_topic(settings, Topic.ADJUSTMENTS, expect=1)
     assert msg.key() == b"evt-1"
     assert json.loads(msg.value()) == {"event_name": "e", "type": "cancel", "cancel": {"identifier": "evt-1"}}
 
@@ -147,4 +148,4 @@ def test_errors_are_clean_messages_and_send_nothing(settings: Settings, read_top
         assert "Traceback" not in result.output
     # The valid first line of bad.jsonl was not sent either: only this marker is on the topic.
     assert _run(settings, "send", "--event-name", "marker", "--customer", "cus_1", "--identifier", "m").exit_code == 0
-    assert [json.loads(m.value())["identifier"] for m in read_topic(settings, "meter-events")] == ["m"]
+    assert [json.loads(m.value())["identifier"] for m in read_topic(settings, Topic.EVENTS)] == ["m"]

@@ -15,6 +15,7 @@ from processor.meters.model import Meter
 from processor.state.keys import Keys
 from processor.state.summaries import summarize
 from tests.pipeline import event_value, producer, put_meters, run_processor
+from topics import Topic, topic_name
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,7 @@ def test_minute_hour_day_ranges_are_exact(settings: Settings, redis_client: redi
         value = rnd.randrange(-50, 500)
         events.append((name, ts, value))
         p.produce(
-            settings.topic_prefix + "meter-events",
+            topic_name(Topic.EVENTS, settings.topic_prefix),
             key="cus_x",
             value=event_value(name, "cus_x", value, f"i{i}", ts),
             timestamp=now_ms + i,

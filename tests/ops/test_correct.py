@@ -18,6 +18,7 @@ from processor.windows import hour_start
 from tests.ops.helpers import cli, run_processor
 from tests.ops.test_reconcile import mirror
 from tests.pipeline import event_value, producer, put_meters, usage_snapshot
+from topics import Topic, topic_name
 
 SUM = Meter("mtr_fix", "Fix", "fix_api", "sum", created=1)
 COUNT = Meter("mtr_fixc", "Count", "fix_cnt", "count", created=1)
@@ -54,7 +55,7 @@ def test_correction_flows_through_the_pipeline_once(
     p = producer(settings)
     for i, v in enumerate((60, 40)):
         p.produce(
-            settings.topic_prefix + "meter-events",
+            topic_name(Topic.EVENTS, settings.topic_prefix),
             key="c1",
             value=event_value("fix_api", "c1", v, f"e{i}", this_hour + 5),
         )
@@ -87,7 +88,7 @@ def test_correction_flows_through_the_pipeline_once(
     assert "sent to" in cli(settings, *args).output
     run_processor(settings)
     assert usage_snapshot(redis_client, settings.redis_prefix)[hour] == {str(this_hour): "70"}
-    accepted = [json.loads(m.value()) for m in read_topic(settings, "meter-events-accepted", expect=3)]
+    accepted = [json.loads(m.value()) for m in read_topic(settings, Topic.ACCEPTED, expect=3)]
     fixes = [a for a in accepted if a["identifier"].startswith("corr_")]
     assert len(fixes) == 1 and fixes[0]["payload"]["value"] == "-30"  # the sink forwards it to Stripe
 

@@ -15,6 +15,7 @@ from processor.meters.model import Meter
 from processor.windows import hour_start
 from tests.ops.helpers import cli, run_processor
 from tests.pipeline import event_value, producer, put_meters, usage_snapshot
+from topics import Topic, topic_name
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,7 @@ def test_list_show_and_replay_after_the_meter_exists(settings: Settings, redis_c
     now_ms, this_hour = now * 1000, hour_start(now)
     put_meters(settings, [KNOWN], now_ms - 3_600_000)
     p = producer(settings)
-    topic = settings.topic_prefix + "meter-events"
+    topic = topic_name(Topic.EVENTS, settings.topic_prefix)
     sent = [
         ("c1", event_value("known_api", "c1", 5, "k1", this_hour + 1)),
         ("c1", event_value("later_api", "c1", 7, "l1", this_hour + 2)),  # no meter yet

@@ -21,6 +21,7 @@ from processor.windows import hour_start
 from tests.ops.helpers import cli, run_processor
 from tests.ops.test_reconcile import mirror
 from tests.pipeline import put_meters, usage_snapshot
+from topics import Topic
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +68,7 @@ def test_import_csv_exactly_once(
     first = cli(settings, "import", str(path), "-q")
     assert first.exit_code == 0, first.output
     assert "csv, 301 valid row(s), 0 invalid" in first.output and "imported 301 row(s)" in first.output
-    records = read_topic(settings, "meter-events", expect=301)
+    records = read_topic(settings, Topic.EVENTS, expect=301)
     keys = {m.key() for m in records}
     assert keys == {b"acct_0", b"acct_1", b"acct_2"}  # keyed by the meter's customer key
     idents = [json.loads(m.value())["identifier"] for m in records]
@@ -114,7 +115,7 @@ def test_invalid_rows_are_reported_with_line_numbers(
 
     partial = cli(settings, "import", str(path), "--skip-invalid", "-q")
     assert partial.exit_code == 0 and "imported 1 row(s)" in partial.output
-    assert len(read_topic(settings, "meter-events", expect=1)) == 1
+    assert len(read_topic(settings, Topic.EVENTS, expect=1)) == 1
 
 
 def test_interrupted_import_resumes(
@@ -194,7 +195,7 @@ def test_every_row_is_accounted_for_and_a_broken_file_is_refused_whole(
     assert checked.errors[0].line == 3 and checked.errors[0].unread
     sent = cli(settings, "import", str(path), "--skip-invalid", "-q")
     assert sent.exit_code == 0 and "imported 3 row(s)" in sent.output, sent.output
-    assert len(read_topic(settings, "meter-events", expect=3)) == 3
+    assert len(read_topic(settings, Topic.EVENTS, expect=3)) == 3
 
     broken = tmp_path / "broken.json"
     good = json.dumps({"event_name": "imp_api", "payload": {"account": "a2", "value": 1}, "timestamp": now})

@@ -32,6 +32,7 @@ from processor.config import Settings
 from processor.meters.model import Meter
 from tests.ops.helpers import cli, delete_keys, run_processor
 from tests.pipeline import event_value, producer, read_all, usage_snapshot
+from topics import Topic, topic_name
 
 pytestmark = pytest.mark.integration
 
@@ -66,16 +67,16 @@ def _versions(t0: int, t1: int, t2: int) -> list[tuple[int, str, bytes]]:
 def _put(settings: Settings, meters: list[tuple[int, str, bytes]], events: list[tuple[str, bytes, int]]) -> None:
     p = producer(settings)
     for effective_ms, meter_id, value in meters:
-        p.produce(settings.topic_prefix + "meters", key=meter_id, value=value, timestamp=effective_ms)
+        p.produce(topic_name(Topic.METERS, settings.topic_prefix), key=meter_id, value=value, timestamp=effective_ms)
     for customer, body, received_ms in events:
-        p.produce(settings.topic_prefix + "meter-events", key=customer, value=body, timestamp=received_ms)
+        p.produce(topic_name(Topic.EVENTS, settings.topic_prefix), key=customer, value=body, timestamp=received_ms)
     assert p.flush(30) == 0
 
 
 def _errors(settings: Settings) -> Counter[tuple[str, str]]:
     return Counter(
         (e["code"], e["event"]["identifier"])
-        for e in (json.loads(m.value()) for m in read_all(settings, ["meter-event-errors"], 3, idle=1.0))
+        for e in (json.loads(m.value()) for m in read_all(settings, [Topic.ERRORS], 3, idle=1.0))
     )
 
 

@@ -12,6 +12,7 @@ from processor.meters.book import MeterBook
 from processor.meters.model import Meter
 from processor.ops.reader import RangeRead
 from tests.pipeline import producer
+from topics import Topic, topic_name
 
 BASE = 1_700_000_000_000
 
@@ -19,7 +20,7 @@ BASE = 1_700_000_000_000
 @pytest.mark.integration
 def test_time_filter_stops_and_ends(settings: Settings) -> None:
     p = producer(settings)
-    topic = settings.topic_prefix + "meter-event-errors"
+    topic = topic_name(Topic.ERRORS, settings.topic_prefix)
     # out of timestamp order on purpose: a seek by time alone would miss records
     stamps = [BASE + 5000, BASE + 1000, BASE + 9000, BASE + 3000, BASE + 7000]
     for i, ts in enumerate(stamps):

@@ -17,7 +17,7 @@ from tests.ops.helpers import cli, delete_keys, live_processor, progress_lines, 
 from tests.pipeline import (
     event_value,
     make_workload,
-    producer,
+    put_records,
     put_workload,
     read_all,
     reference_state,
@@ -25,6 +25,7 @@ from tests.pipeline import (
     stored_progress,
     usage_snapshot,
 )
+from topics import Topic
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +52,7 @@ def test_redis_lost_then_rebuilt_gives_exact_aggregates(
     run_processor(settings)
     before = usage_snapshot(redis_client, settings.redis_prefix)
     best_before = _internal(redis_client, settings.redis_prefix)
-    emitted = len(read_all(settings, ["meter-events-accepted"], 3, idle=1.0))
+    emitted = len(read_all(settings, [Topic.ACCEPTED], 3, idle=1.0))
     assert len(before) > 100
 
     assert delete_keys(redis_client, f"{settings.redis_prefix}:*") > 0  # everything: aggregates, claims, progress
@@ -69,19 +70,14 @@ def test_redis_lost_then_rebuilt_gives_exact_aggregates(
 
     # the processor resumes where it was (nothing re-emitted to the sink); new records, duplicates of
     # old identifiers among them, are judged with the restored claims: exactly the perfect run's state
-    p = producer(settings)
     late = now * 1000
-    for key, value, _r in w.events[-200:]:
-        p.produce(settings.topic_prefix + "meter-events", key=key, value=value, timestamp=late)
-    for i in range(50):
-        fresh = event_value("w_sum", f"cus_{i}", i + 1, f"late-{i}", now - 60)
-        p.produce(settings.topic_prefix + "meter-events", key=f"cus_{i}", value=fresh, timestamp=late)
-    assert p.flush(30) == 0
+    fresh = [(f"cus_{i}", event_value("w_sum", f"cus_{i}", i + 1, f"late-{i}", now - 60), late) for i in range(50)]
+    put_records(settings, [(key, value, late) for key, value, _r in w.events[-200:]] + fresh)
     run_processor(settings)
     ref = settings.redis_prefix + "ref"
     accepted = reference_state(settings, ref, partitions=3)
     assert snapshot_diff(usage_snapshot(redis_client, ref), usage_snapshot(redis_client, settings.redis_prefix)) == []
-    records = read_all(settings, ["meter-events-accepted"], 3, idle=1.0)
+    records = read_all(settings, [Topic.ACCEPTED], 3, idle=1.0)
     assert len(records) == emitted + 50  # the fresh events; the duplicates were dropped
     assert len(records) == len(accepted)  # and nothing emitted twice
 
@@ -159,12 +155,7 @@ def test_swap_while_the_processor_runs_is_exact(
         def more(_n: int) -> None:  # while the rebuild reads, the producers keep going
             if not sent:
                 sent.append(True)
-                p = producer(settings)
-                for key, value, r in w.events[half:]:
-                    p.produce(settings.topic_prefix + "meter-events", key=key, value=value, timestamp=r)
-                for key, value, r in [c for c in w.cancels if c[2] > w.events[half][2]]:
-                    p.produce(settings.topic_prefix + "meter-event-adjustments", key=key, value=value, timestamp=r)
-                assert p.flush(30) == 0
+                put_records(settings, w.events[half:], [c for c in w.cancels if c[2] > w.events[half][2]])
 
         sent: list[bool] = []
         with Rebuild(settings, *span, on_consumed=more) as rb:

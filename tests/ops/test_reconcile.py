@@ -17,7 +17,7 @@ from processor.state.keys import Keys
 from processor.windows import day_start, hour_start
 from tests.ops.conftest import Emulator
 from tests.ops.helpers import cli, progress_lines, run_processor
-from tests.pipeline import event_value, producer, put_meters
+from tests.pipeline import event_value, put_meters, put_records
 
 METER = Meter("mtr_rc", "Reconcile", "rc_api", "sum", created=1)
 
@@ -30,15 +30,14 @@ def mirror(client: redis.Redis, settings: Settings, meter: Meter) -> None:
 
 
 def send(settings: Settings, events: list[tuple[str, int, str, int]]) -> None:
-    p = producer(settings)
-    for customer, value, ident, ts in events:
-        p.produce(
-            settings.topic_prefix + "meter-events",
-            key=customer,
-            value=event_value(METER.event_name, customer, value, ident, ts),
-            timestamp=int(time.time() * 1000),
-        )
-    assert p.flush(30) == 0
+    received = int(time.time() * 1000)
+    put_records(
+        settings,
+        [
+            (customer, event_value(METER.event_name, customer, value, ident, ts), received)
+            for customer, value, ident, ts in events
+        ],
+    )
 
 
 def test_stripe_values_are_read_exactly() -> None:

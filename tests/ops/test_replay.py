@@ -20,6 +20,7 @@ from processor.state.keys import DAY_S, HOUR_S, Keys, identifier_digest
 from tests.ops.conftest import Emulator
 from tests.ops.helpers import cli
 from tests.pipeline import producer
+from topics import Topic, topic_name
 
 METER = Meter("mtr_replay", "Replay", "replay_api", "sum", created=1)
 
@@ -34,7 +35,7 @@ def accepted(
         "identifier": ident,
         "customer": customer,
         "received_at": received_s * 1000,
-        "source": f"meter-events/0/{ident}",
+        "source": f"{Topic.EVENTS}/0/{ident}",
     }
     if kind == "event":
         body["timestamp"] = received_s - 60 if ts is None else ts
@@ -77,23 +78,16 @@ def test_replay_sends_exactly_what_cannot_double_bill(
     )
     old, older = now - 30 * HOUR_S, now - 45 * HOUR_S
     # What Stripe already has: one recent event, and one it got 30 h ago (beyond its dedup window now).
-    emulator.client.v1.billing.meter_events.create(
-        {
-            "event_name": METER.event_name,
-            "identifier": "recent-sent",
-            "payload": {"stripe_customer_id": "cus_r", "value": "10"},
-            "timestamp": now - 120,
-        }
-    )
-    emulator.set_clock(old)
-    emulator.client.v1.billing.meter_events.create(
-        {
-            "event_name": METER.event_name,
-            "identifier": "old-attempted",
-            "payload": {"stripe_customer_id": "cus_r", "value": "10"},
-            "timestamp": old - 60,
-        }
-    )
+    for clock, identifier, timestamp in ((None, "recent-sent", now - 120), (old, "old-attempted", old - 60)):
+        emulator.set_clock(clock)
+        emulator.client.v1.billing.meter_events.create(
+            {
+                "event_name": METER.event_name,
+                "identifier": identifier,
+                "payload": {"stripe_customer_id": "cus_r", "value": "10"},
+                "timestamp": timestamp,
+            }
+        )
     emulator.set_clock(None)
 
     keys = Keys(settings.redis_prefix)
@@ -115,7 +109,7 @@ def test_replay_sends_exactly_what_cannot_double_bill(
     ]
     p = producer(settings)
     for value in records:
-        p.produce(settings.topic_prefix + "meter-events-accepted", key=b"cus_r", value=value)
+        p.produce(topic_name(Topic.ACCEPTED, settings.topic_prefix), key=b"cus_r", value=value)
     assert p.flush(30) == 0
 
     span = ("--from", str(now - 3 * DAY_S), "--to", str(now + 60))

@@ -26,6 +26,7 @@ from tests.helpers import wait_until
 from tests.ops.helpers import cli, run_processor
 from tests.s3.conftest import Connector
 from tests.s3.helpers import csv_body, event, hours, jsonl_body, record, totals
+from topics import Topic
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -101,9 +102,7 @@ def test_live_connector_new_changed_and_malformed_objects(
     assert len(hours(redis_client, s3_settings, "cus_b")) == 1
     # Rows without a timestamp get the time the key was first seen, in every version: the re-sent rows keep
     # their identifiers (dropped as duplicates) and the new rows land beside them.
-    sent_b = [
-        v for v in values(read_topic(s3_settings, "meter-events")) if v["payload"]["stripe_customer_id"] == "cus_b"
-    ]
+    sent_b = [v for v in values(read_topic(s3_settings, Topic.EVENTS)) if v["payload"]["stripe_customer_id"] == "cus_b"]
     assert len(sent_b) == len(rows_b) + len(rows_b2)
     assert {v["timestamp"] for v in sent_b} == {first_b.first_seen}
     ids_v1 = {v["identifier"] for v in sent_b[: len(rows_b)]}
