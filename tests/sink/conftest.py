@@ -15,14 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from processor.config import Settings
 from processor.emulator import EmulatorConfig, EmulatorServer, FaultConfig
+from processor.kafka.consume import new_consumer
+from processor.kafka.produce import AckedProducer
 from processor.meters.model import Meter
 from processor.state.keys import Keys
 from tests import helpers
 from tests.helpers import EmulatorControl, child_env
+from topics import Topic, topic_name
 
 API_KEY = "sk_test_sinkintegration"
 
@@ -49,8 +52,8 @@ def produce_accepted(
 ) -> Produced:
     """Produce ``(customer, value)`` records to the accepted topic, keyed by customer, in list order."""
     produced = produced or Produced()
-    producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "linger.ms": 5}))
-    topic = settings.topic_prefix + "meter-events-accepted"
+    producer = AckedProducer(settings)
+    topic = topic_name(Topic.ACCEPTED, settings.topic_prefix)
     errors: list[str] = []
 
     def on_delivery(err: Any, msg: Any) -> None:
@@ -64,8 +67,7 @@ def produce_accepted(
                 produced.at[(msg.partition(), msg.offset())] = None
 
     for customer, value in records:
-        producer.produce(topic, key=customer.encode(), value=value, on_delivery=on_delivery)
-        producer.poll(0)
+        producer.produce(topic, value, customer, on_delivery=on_delivery)
         try:
             parsed = json.loads(value)
         except ValueError:
@@ -79,8 +81,8 @@ def produce_accepted(
 
 def put_meter(settings: Settings, redis_client: Any, meter: Meter) -> None:
     """Publish a meter as the meter registry does: the compacted topic and the Redis mirror."""
-    producer = Producer(settings.kafka_config())
-    producer.produce(settings.topic_prefix + "meters", key=meter.id.encode(), value=meter.to_json().encode())
+    producer = AckedProducer(settings)
+    producer.produce(topic_name(Topic.METERS, settings.topic_prefix), meter.to_json().encode(), meter.id)
     assert producer.flush(30) == 0
     redis_client.hset(Keys(settings.redis_prefix).meters, meter.id, meter.to_json())
 
@@ -182,9 +184,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, sink: S
 
 
 def committed_offsets(settings: Settings, partitions: list[int]) -> dict[int, int]:
-    consumer = Consumer(settings.kafka_config(**{"group.id": settings.sink_group, "enable.auto.commit": False}))
+    consumer = new_consumer(settings, settings.sink_group)
     try:
-        topic = settings.topic_prefix + "meter-events-accepted"
+        topic = topic_name(Topic.ACCEPTED, settings.topic_prefix)
         found = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=30)
         return {tp.partition: tp.offset for tp in found}
     finally:
@@ -193,17 +195,8 @@ def committed_offsets(settings: Settings, partitions: list[int]) -> dict[int, in
 
 def read_all(settings: Settings, base: str, expect: int, timeout: float = 60.0) -> list[Any]:
     """Every record of a topic, read from the start by a throwaway group, until ``expect`` arrived."""
-    consumer = Consumer(
-        settings.kafka_config(
-            **{
-                "group.id": f"reader-{time.monotonic_ns()}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "session.timeout.ms": 6000,
-            }
-        )
-    )
-    consumer.subscribe([settings.topic_prefix + base])
+    consumer = new_consumer(settings, f"reader-{time.monotonic_ns()}")
+    consumer.subscribe([topic_name(base, settings.topic_prefix)])
     out: list[Any] = []
     deadline = time.monotonic() + timeout
     try:

@@ -38,6 +38,7 @@ from tests.sink.conftest import (
     read_all,
     wait_until,
 )
+from topics import Topic
 
 pytestmark = pytest.mark.integration
 
@@ -291,7 +292,7 @@ def test_permanent_rejections_go_to_the_dlq_with_stripes_error(
 
     sink = sink_factory(settings)
     wait_until(lambda: _delivered(emulator)[0] == 8, 120, "the good events arrived", sink)
-    dlq = read_all(settings, "meter-events-stripe-dlq", expect=2)
+    dlq = read_all(settings, Topic.STRIPE_DLQ, expect=2)
     assert sink.terminate() == 0
 
     _check_delivery(emulator, produced, skipped={bad_identifier})
