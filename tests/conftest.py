@@ -25,6 +25,7 @@ from processor.config import Settings, load_settings
 from processor.embedded import EmbeddedKafka, EmbeddedRedis, EmbeddedRedisCluster
 from processor.kafka.admin import ensure_topics
 from processor.state.connect import SyncRedis, sync_redis_url
+from tests.helpers import Hook
 
 pytest_plugins = ["tests.fixtures"]
 
@@ -155,3 +156,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         uses = SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
         if uses or (parts and parts[0] in SERVICE_DIRECTORIES):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    """A webhook endpoint on a free port (tests.helpers.Hook) for error-report deliveries."""
+    with Hook() as server:
+        yield server  # type: ignore[misc]

@@ -12,14 +12,17 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import stripe
+from aiohttp import web
 
 from processor.config import Settings
+from processor.wire.runner import AppThread
 
 T = TypeVar("T")
 
@@ -208,3 +211,27 @@ def make_full_meter(client: stripe.StripeClient) -> Any:
     assert meter.status == "active"
     assert meter.last_response.request_id.startswith("req_")
     return meter
+
+
+class Hook(AppThread):
+    """A webhook endpoint for error reports (the gateway's notifier and the emulator deliver to it): records
+    every delivery; answers 500 while ``failing``."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, str | None, int]] = []  # (body, Stripe-Signature, status answered)
+        self.failing = False
+        self.lock = threading.Lock()
+        app = web.Application()
+        app.router.add_post("/hook", self._hook)
+        super().__init__(app, name="webhook")
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        body = await request.text()
+        status = 500 if self.failing else 200
+        with self.lock:
+            self.received.append((body, request.headers.get("Stripe-Signature"), status))
+        return web.Response(status=status)
+
+    def accepted(self) -> list[tuple[str, str | None, int]]:
+        with self.lock:
+            return [r for r in self.received if r[2] == 200]

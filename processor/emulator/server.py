@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from processor.emulator import api_v1, api_v2, control
+from processor.emulator import api_events, api_v1, api_v2, control
 from processor.emulator.api_v1 import EMULATOR
 from processor.emulator.control import FAULTS, INITIAL_FAULTS
 from processor.emulator.faults import FaultConfig, Faults
+from processor.emulator.notifications import DEFAULT_WINDOW_S
 from processor.emulator.state import Emulator
 from processor.errors import IdempotencyKeyError, IdempotencyKeyInUseError, InvalidRequestError, RateLimitedError
+from processor.retry import Backoff
 from processor.wire import KeyChecker, api_error_response, create_app, require_key
 from processor.wire.runner import AppThread
 
@@ -25,6 +27,7 @@ __all__ = ["EmulatorConfig", "EmulatorServer", "build_app", "serve"]
 log = logging.getLogger(__name__)
 
 TEST_KEY_PREFIX = "sk_test_"
+MAX_RETRY_WAIT_S = 3600.0  # the notifier's cap (processor.notify.dispatcher.MAX_BACKOFF_S)
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,11 @@ class EmulatorConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     seed: int | None = None
     strict_customers: bool = False
+    #: Error reports: the window asynchronous errors are grouped in (the notifier's 60 s by default), the
+    #: first retry wait of a refused delivery (doubling up to an hour), how often the windows are checked.
+    report_window_s: float = DEFAULT_WINDOW_S
+    report_retry_s: float = 1.0
+    report_poll_s: float = 0.5
 
 
 def _middleware(emu: Emulator, faults: Faults, checker: KeyChecker) -> Middleware:
@@ -103,7 +111,7 @@ def _middleware(emu: Emulator, faults: Faults, checker: KeyChecker) -> Middlewar
 
 def build_app(config: EmulatorConfig, emulator: Emulator | None = None) -> web.Application:
     """The emulator as an aiohttp app (state in ``app[EMULATOR]``, faults in ``app[FAULTS]``)."""
-    emu = emulator or Emulator(strict_customers=config.strict_customers)
+    emu = emulator or Emulator(strict_customers=config.strict_customers, report_window_s=config.report_window_s)
     faults = Faults(config.faults, seed=config.seed)
     checker = KeyChecker([config.api_key]) if config.api_key else KeyChecker(prefixes=[TEST_KEY_PREFIX])
     app = create_app(middlewares=[_middleware(emu, faults, checker)])
@@ -112,7 +120,10 @@ def build_app(config: EmulatorConfig, emulator: Emulator | None = None) -> web.A
     app[INITIAL_FAULTS] = config.faults
     app.add_routes(api_v1.routes)
     app.add_routes(api_v2.routes)
+    app.add_routes(api_events.routes)
     app.add_routes(control.routes)
+    backoff = Backoff(base_s=config.report_retry_s, cap_s=MAX_RETRY_WAIT_S)
+    app.cleanup_ctx.append(api_events.deliveries(backoff, poll_s=config.report_poll_s, seed=config.seed))
     return app
 
 

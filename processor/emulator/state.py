@@ -4,7 +4,8 @@ Everything lives in memory and is mutated only from the server's event loop, so 
 (handlers never ``await`` between reading and writing state).
 
 Which event checks are synchronous (a 400 answer) and which asynchronous (a 200 answer, the event not
-counted, an error kept for ``GET /_emulator/errors``) follows Stripe's documentation as far as it goes:
+counted, an error kept for ``GET /_emulator/errors`` and reported to event destinations as Stripe's
+error reports, processor/emulator/notifications.py) follows Stripe's documentation as far as it goes:
 
 - ``POST /v1/billing/meter_events`` and ``/v2/billing/meter_events`` ("validated synchronously"): an
   unknown or inactive meter, a missing customer key, the value, its digits, the timestamp window (in that
@@ -29,6 +30,7 @@ from typing import Any
 from processor.emulator.clock import Clock
 from processor.emulator.ledger import Cancellation, LedgerEvent, MeterLedger
 from processor.emulator.meters import EmulatorMeters, new_id
+from processor.emulator.notifications import DEFAULT_WINDOW_S, Notifications
 from processor.emulator.values import ValueProblem, parse_value
 from processor.errors import (
     AuthenticationFailedError,
@@ -97,9 +99,12 @@ class Session:
 
 
 class Emulator:
-    def __init__(self, *, clock: Clock | None = None, strict_customers: bool = False) -> None:
+    def __init__(
+        self, *, clock: Clock | None = None, strict_customers: bool = False, report_window_s: float = DEFAULT_WINDOW_S
+    ) -> None:
         self.clock = clock or Clock()
         self.strict_customers = strict_customers
+        self.report_window_s = report_window_s
         self.reset()
 
     def reset(self) -> None:
@@ -114,6 +119,7 @@ class Emulator:
         self._idempotency_order: deque[tuple[str, float]] = deque()
         self.errors: deque[AsyncError] = deque(maxlen=MAX_ERRORS)
         self.stats: Counter[str] = Counter()
+        self.notifications = Notifications(self.report_window_s)
         self._seq = 0
 
     def now(self) -> float:
@@ -156,8 +162,14 @@ class Emulator:
 
     # -- events ------------------------------------------------------------------------------------
     def _async_error(self, code: str, message: str, ev: EventInput, identifier: str | None, source: str) -> None:
-        self.errors.append(AsyncError(code, message, ev.event_name, identifier, self.now(), source))
+        received = self.now()
+        self.errors.append(AsyncError(code, message, ev.event_name, identifier, received, source))
         self.stats["async_errors"] += 1
+        meter = self.meters.for_event_name(ev.event_name)  # an archived meter's errors are its own
+        meter_id = None if meter is None else meter.id
+        self.notifications.error(
+            code=code, message=message, identifier=identifier, meter_id=meter_id, received=received
+        )
 
     def record_event(self, ev: EventInput, *, source: str, synchronous: bool) -> tuple[str, int]:
         """Apply Stripe's rules to one event; returns its identifier and timestamp (what the API echoes).

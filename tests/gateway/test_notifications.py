@@ -6,50 +6,18 @@ delivery the endpoint refused is retried, including by a notifier started after 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import stripe
-from aiohttp import web
 
 from processor.config import Settings
 from processor.events.producer import MeterEventProducer
 from processor.notify.dispatcher import Notifier
-from processor.wire.runner import AppThread
 from tests.gateway.conftest import make_meter, run_processor
-from tests.helpers import wait_until
+from tests.helpers import Hook, wait_until
 
 SECRET_INCLUDE = ["webhook_endpoint.signing_secret", "webhook_endpoint.url"]
-
-
-class Hook(AppThread):
-    """A webhook endpoint: records every delivery; answers 500 while ``failing``."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[str, str | None, int]] = []  # (body, Stripe-Signature, status answered)
-        self.failing = False
-        self.lock = threading.Lock()
-        app = web.Application()
-        app.router.add_post("/hook", self._hook)
-        super().__init__(app, name="webhook")
-
-    async def _hook(self, request: web.Request) -> web.Response:
-        body = await request.text()
-        status = 500 if self.failing else 200
-        with self.lock:
-            self.received.append((body, request.headers.get("Stripe-Signature"), status))
-        return web.Response(status=status)
-
-    def accepted(self) -> list[tuple[str, str | None, int]]:
-        with self.lock:
-            return [r for r in self.received if r[2] == 200]
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    with Hook() as server:
-        yield server  # type: ignore[misc]
 
 
 class Running:
