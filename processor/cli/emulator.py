@@ -40,6 +40,13 @@ def _probability(ctx: click.Context, param: click.Parameter, value: float) -> fl
     is_flag=True,
     help="Events for unknown customers are not counted (meter_event_customer_not_found), as in real Stripe.",
 )
+@click.option(
+    "--report-window",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 86_400),
+    help="Seconds of asynchronous errors grouped into one error report (event destinations).",
+)
 def stripe_emulator(
     host: str,
     port: int,
@@ -51,8 +58,10 @@ def stripe_emulator(
     rps: float | None,
     seed: int | None,
     strict_customers: bool,
+    report_window: float,
 ) -> None:
-    """Run a local Stripe billing-meter API emulator (meters, meter events, v2 stream, summaries)."""
+    """Run a local Stripe billing-meter API emulator (meters, meter events, v2 stream, summaries,
+    error reports to event destinations)."""
     try:
         faults = FaultConfig(
             fail_429=fail_429,
@@ -64,6 +73,12 @@ def stripe_emulator(
     except InvalidRequestError as exc:
         raise click.BadParameter(exc.message) from None
     config = EmulatorConfig(
-        host=host, port=port, api_key=api_key, faults=faults, seed=seed, strict_customers=strict_customers
+        host=host,
+        port=port,
+        api_key=api_key,
+        faults=faults,
+        seed=seed,
+        strict_customers=strict_customers,
+        report_window_s=report_window,
     )
     serve(config)
