@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stripe
 
+from processor.notify.destinations import include_of
 from processor.notify.reports import ERROR_REPORT, MAX_SAMPLES, NO_METER, Windows, full_event, sign, thin_event
 
 
@@ -65,3 +66,12 @@ def w_event_id_again() -> str:
     _add(w, 0, 1, "mtr_a", 60_900, "meter_event_invalid_value")
     (bucket,) = w.due(200_000)
     return bucket.event_id
+
+
+def test_include_is_read_in_both_query_encodings() -> None:
+    """The ``stripe`` SDK encodes a GET's ``include`` array as ``include[0]=...``; plain ``include=`` works too;
+    unknown values and other keys are ignored."""
+    sdk = [("include[0]", "webhook_endpoint.signing_secret"), ("include[1]", "webhook_endpoint.url")]
+    assert include_of(sdk) == {"webhook_endpoint.signing_secret", "webhook_endpoint.url"}
+    assert include_of([("include", "webhook_endpoint.url"), ("include", "nope")]) == {"webhook_endpoint.url"}
+    assert include_of([("includes", "webhook_endpoint.url"), ("include[x]", "webhook_endpoint.url")]) == set()
