@@ -6,7 +6,9 @@ fetched with ``client.v2.core.events.retrieve``; a refused delivery is delivered
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -203,3 +205,20 @@ def test_a_bad_destination_is_refused_with_the_gateways_codes(
         client.v2.core.event_destinations.create(params)  # type: ignore[arg-type]
     assert (err.value.param, err.value.code, err.value.http_status) == (param, code, 400)
     assert client.v2.core.event_destinations.list().data == []
+
+
+def test_windows_follow_the_emulator_clock_and_signatures_the_wall_clock(
+    client: stripe.StripeClient, url: str, hook: Hook
+) -> None:
+    """A frozen clock a day ahead: the window closes when the clock is moved past its end, and the
+    notification still verifies (its signature's timestamp is real time, as the SDK's tolerance expects)."""
+    control = EmulatorControl(url)
+    dest = destination(client, hook, [NO_METER])
+    start = control.set_time(int(time.time()) + 86_400, freeze=True)
+    open_stream(client, url).v2.billing.meter_event_stream.create(
+        {"events": [{"event_name": "ghost", "identifier": "bad", "payload": {"stripe_customer_id": "c1"}}]}
+    )
+    control.advance(2)
+    body, signature, _ = wait_until(hook.accepted, "the notification", timeout=60)[0]
+    event = client.v2.core.events.retrieve(client.parse_event_notification(body, signature, secret_of(dest)).id)
+    assert dt.datetime.fromisoformat(event.data.validation_start).timestamp() == start
