@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from processor.embedded import EmbeddedRedis, _Child, _wait_ready, free_port, tansu_binary
+from processor.embedded import EmbeddedRedis, _Child, _wait_ready, free_port, tansu_argv
 
 __all__ = ["DurableKafka", "DurableState", "durable_redis"]
 
@@ -113,21 +113,7 @@ class DurableKafka:
         )
         self._store.start()
         _wait_ready(self._store, self._store_ready, timeout)
-        url = f"tcp://127.0.0.1:{self.port}"
-        self._broker = _Child(
-            "Tansu broker",
-            [
-                tansu_binary(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                f"s3://{BUCKET}/",
-            ],
-            self.logdir / "tansu.log",
-        )
+        self._broker = _Child("Tansu broker", tansu_argv(self.port, f"s3://{BUCKET}/"), self.logdir / "tansu.log")
         self._broker.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
             "AWS_ENDPOINT": f"http://127.0.0.1:{self.store_port}",

