@@ -63,6 +63,12 @@ def test_signed_error_reports_fetched_with_the_sdk_and_kept_across_a_restart(
     assert secret.startswith("whsec_")
     listed = client.v2.core.event_destinations.list()
     assert [d.id for d in listed.data] == [dest.id] and listed.data[0].webhook_endpoint.signing_secret is None  # type: ignore[union-attr]
+    # The SDK sends `include` on a GET as include[0]=…, include[1]=…: the secret and URL come back only then.
+    got = client.v2.core.event_destinations.retrieve(dest.id, {"include": SECRET_INCLUDE})
+    assert got.webhook_endpoint is not None and got.webhook_endpoint.signing_secret == secret
+    assert got.webhook_endpoint.url == hook.url + "/hook"
+    bare = client.v2.core.event_destinations.retrieve(dest.id)
+    assert bare.webhook_endpoint is not None and bare.webhook_endpoint.signing_secret is None
 
     # errors the gateway finds in a stream batch, and errors the processor finds
     stream(
